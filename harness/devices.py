@@ -1,0 +1,161 @@
+"""Device profiles: TOML files, built-ins shipped in harness/device_matrix/, plus the user's own.
+
+A user profile with a built-in's name overrides it. Each file's stem is the device name.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError, check_keys, expect_type
+
+BUILTIN_DIR = Path(__file__).with_name("device_matrix")
+HOST_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+    platform.machine().lower(), platform.machine().lower()
+)
+UNAME_MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
+ACCELERATORS = ("none", "cuda")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    backend: str  # local | docker
+    arch: str  # amd64 | arm64 | native
+    cpus: int  # 0: all of the host's
+    threads: int  # intra-op threads the runtime is given
+    memory_mb: int | None  # container memory limit; None: unlimited
+    cpu: str = ""  # QEMU CPU model for emulated devices
+    accelerator: str = "none"
+    cpuinfo: Path | None = None  # shown as /proc/cpuinfo inside the target
+    image: str = "debian-bookworm"  # image recipe
+    runtimes: tuple[str, ...] = ("onnxruntime", "ai-edge-litert")
+    clock_mhz: float | None = None
+    cpi: float | None = None  # cycles per instruction, for `estimated` figures
+    source: Path | None = None
+
+    @property
+    def target_arch(self) -> str:
+        return HOST_ARCH if self.arch == "native" else self.arch
+
+    @property
+    def emulated(self) -> bool:
+        return self.target_arch != HOST_ARCH
+
+    @property
+    def fidelity(self) -> str:
+        return "emulated" if self.emulated else "measured"
+
+    @property
+    def platform(self) -> str:
+        return f"linux/{self.target_arch}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "backend": self.backend,
+            "arch": self.target_arch,
+            "machine": UNAME_MACHINE.get(self.target_arch, self.target_arch),
+            "cpu": self.cpu,
+            "cpus": self.cpus,
+            "threads": self.threads,
+            "memory_mb": self.memory_mb,
+            "accelerator": self.accelerator,
+            "fidelity": self.fidelity,
+            "image": self.image,
+            "runtimes": list(self.runtimes),
+            "clock_mhz": self.clock_mhz,
+            "cpi": self.cpi,
+        }
+
+
+_FIELDS = (
+    "description backend arch cpu cpus threads memory accelerator cpuinfo image runtimes "
+    "clock_mhz cpi"
+).split()
+
+
+def parse_memory(text: str | int, where: str) -> int | None:
+    """'4g' / '512m' / 512 (MB) -> MB; 'none' -> None."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", str(text).lower())
+    if str(text).lower() == "none":
+        return None
+    if not match:
+        raise ConfigError(f"{where}: memory {text!r} is not a size; write e.g. \"512m\" or \"4g\"")
+    factor = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}[match.group(2)]
+    return int(float(match.group(1)) * factor)
+
+
+def load_profile(path: Path) -> DeviceProfile:
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read device profile: {exc}") from exc
+    check_keys(data, _FIELDS, where)
+    backend = data.get("backend", "docker")
+    if backend not in ("local", "docker"):
+        raise ConfigError(f"{where}: backend {backend!r} is not one of local, docker")
+    arch = data.get("arch", "native")
+    if arch not in ("native", "amd64", "arm64"):
+        raise ConfigError(f"{where}: arch {arch!r} is not one of native, amd64, arm64")
+    accelerator = data.get("accelerator", "none")
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(f"{where}: accelerator {accelerator!r} is not one of {ACCELERATORS}")
+    cpus = expect_type(data.get("cpus", 0), int, where, "cpus")
+    threads = expect_type(data.get("threads", cpus or 1), int, where, "threads")
+    cpuinfo = data.get("cpuinfo")
+    cpuinfo_path = (path.parent / cpuinfo).resolve() if cpuinfo else None
+    if cpuinfo_path is not None and not cpuinfo_path.is_file():
+        raise ConfigError(f"{where}: cpuinfo file {cpuinfo_path} does not exist")
+    return DeviceProfile(
+        name=path.stem,
+        description=str(data.get("description", "")),
+        backend=backend,
+        arch=arch,
+        cpus=cpus,
+        threads=threads,
+        memory_mb=parse_memory(data.get("memory", "none"), where),
+        cpu=str(data.get("cpu", "")),
+        accelerator=accelerator,
+        cpuinfo=cpuinfo_path,
+        image=str(data.get("image", "debian-bookworm")),
+        runtimes=tuple(data.get("runtimes", ("onnxruntime", "ai-edge-litert"))),
+        clock_mhz=data.get("clock_mhz"),
+        cpi=data.get("cpi"),
+        source=path,
+    )
+
+
+def load_profiles(extra_dir: Path | None = None) -> dict[str, DeviceProfile]:
+    """Built-in profiles, overridden or extended by those in `extra_dir`."""
+    profiles = {p.stem: load_profile(p) for p in sorted(BUILTIN_DIR.glob("*.toml"))}
+    if extra_dir is not None and extra_dir.is_dir():
+        profiles.update({p.stem: load_profile(p) for p in sorted(extra_dir.glob("*.toml"))})
+    return profiles
+
+
+def select(profiles: dict[str, DeviceProfile], names: list[str], where: str) -> list[DeviceProfile]:
+    """Profiles for `names` ('all' expands); unknown names list the known ones."""
+    chosen: list[DeviceProfile] = []
+    for name in names:
+        if name == "all":
+            chosen.extend(p for p in profiles.values() if p not in chosen)
+            continue
+        if name not in profiles:
+            raise ConfigError(
+                f"{where}: unknown device {name!r}; known devices: {', '.join(sorted(profiles))} "
+                "(or 'all'; add your own as TOML files in the matrix folder)"
+            )
+        if profiles[name] not in chosen:
+            chosen.append(profiles[name])
+    return chosen

@@ -1,0 +1,32 @@
+"""Model runtimes, one file per format. Imported inside the worker: stdlib + numpy + one runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.runtimes.base import Runtime
+
+FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
+
+
+def format_of(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(
+            f"{path}: unknown model format {suffix!r}; harness runs .onnx and .tflite files"
+        )
+    return FORMATS[suffix]
+
+
+def open_runtime(path: str, threads: int, accelerator: str = "none") -> Runtime:
+    """Load the model at `path` with the runtime for its format (imported lazily)."""
+    fmt = format_of(path)
+    if fmt == "onnx":
+        from harness.runtimes.onnx import OnnxRuntime
+
+        return OnnxRuntime(path, threads, accelerator)
+    from harness.runtimes.tflite import TfliteRuntime
+
+    return TfliteRuntime(path, threads, accelerator)

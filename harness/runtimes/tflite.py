@@ -1,0 +1,102 @@
+"""TFLite/LiteRT models through ai_edge_litert, falling back to tflite_runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from harness.runtimes.base import Dim, ModelLoadError, TensorSpec, quantization_or_none
+
+
+def _interpreter_class() -> tuple[Any, str, str]:
+    try:
+        from ai_edge_litert import interpreter as litert
+
+        from importlib.metadata import version
+
+        return litert.Interpreter, "ai-edge-litert", version("ai-edge-litert")
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter as tfl_rt  # type: ignore[import-not-found]
+
+        from importlib.metadata import version
+
+        return tfl_rt.Interpreter, "tflite-runtime", version("tflite-runtime")
+    except ImportError as exc:
+        raise ModelLoadError(
+            "no TFLite runtime here: install ai-edge-litert (or tflite-runtime with numpy<2)"
+        ) from exc
+
+
+def _spec(detail: dict[str, Any]) -> TensorSpec:
+    signature = detail.get("shape_signature", detail["shape"])
+    shape: tuple[Dim, ...] = tuple(int(d) if d >= 0 else None for d in signature)
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    params = detail.get("quantization_parameters") or {}
+    scales = params.get("scales")
+    if scales is not None and len(scales) > 1:
+        raise ModelLoadError(
+            f"tensor {detail['name']!r} is quantized per channel at the model boundary; harness "
+            "feeds and reads per-tensor quantized inputs and outputs only"
+        )
+    return TensorSpec(
+        str(detail["name"]),
+        shape,
+        np.dtype(detail["dtype"]).name,
+        quantization_or_none(scale, zero_point),
+    )
+
+
+class TfliteRuntime:
+    def __init__(self, path: str, threads: int, accelerator: str = "none") -> None:
+        if accelerator != "none":
+            raise ModelLoadError(f"TFLite on accelerator {accelerator!r} is not supported")
+        interpreter_class, self.name, self.version = _interpreter_class()
+        try:
+            self.interpreter = interpreter_class(model_path=path, num_threads=threads)
+        except Exception as exc:  # the interpreter raises ValueError/RuntimeError variants
+            raise ModelLoadError(f"{self.name} cannot load it: {exc}") from exc
+        self.provider = "XNNPACK/CPU"
+        details = self.interpreter.get_input_details()
+        self._input_index = {d["name"]: d["index"] for d in details}
+        self.inputs = [_spec(d) for d in details]
+        out_details = self.interpreter.get_output_details()
+        self._output_index = [d["index"] for d in out_details]
+        self.outputs = [_spec(d) for d in out_details]
+        self._allocated = False
+
+    def prepare(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        # Dynamic signatures need resize_tensor_input before allocate_tensors, or XNNPack
+        # fails to reshape later.
+        for spec in self.inputs:
+            if spec.dynamic and spec.name in shapes:
+                self.interpreter.resize_tensor_input(
+                    self._input_index[spec.name], list(shapes[spec.name]), strict=False
+                )
+        try:
+            self.interpreter.allocate_tensors()
+        except Exception as exc:
+            raise ModelLoadError(f"{self.name} cannot allocate tensors: {exc}") from exc
+        self._allocated = True
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.timed_call(feeds)()
+        return [self.interpreter.get_tensor(i) for i in self._output_index]
+
+    def timed_call(self, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
+        if not self._allocated:
+            self.prepare({k: tuple(v.shape) for k, v in feeds.items()})
+        interpreter = self.interpreter
+        pairs = [(self._input_index[name], value) for name, value in feeds.items()]
+        outputs = self._output_index
+
+        def call() -> object:
+            for index, value in pairs:
+                interpreter.set_tensor(index, value)
+            interpreter.invoke()
+            return [interpreter.get_tensor(i) for i in outputs]
+
+        return call

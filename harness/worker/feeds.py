@@ -1,0 +1,207 @@
+"""Turn a dataset (npz) and the config's shapes/values into feeds the model accepts.
+
+Dataset arrays: `X` feeds the model's first input, `X_<input name>` a named one, `y` holds labels.
+Float data is quantized for int8/uint8 inputs that carry a scale and zero-point; other dtype
+changes must be exact (integral values in range), or the user gets an error saying what to store.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from harness.runtimes.base import TensorSpec
+
+
+class DataError(Exception):
+    """The dataset or the configured inputs do not fit the model; the message says how to fix."""
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+    """All arrays of an .npz file, refusing pickled objects (never unpickled)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DataError(
+                f"{path}: holds pickled Python objects, which harness never loads; save plain "
+                "numeric arrays (np.savez with numeric dtypes)"
+            ) from exc
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+
+
+def to_dtype(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
+    """Cast or quantize `array` to what `spec` takes."""
+    target = np.dtype(spec.dtype)
+    if array.dtype == target:
+        return array
+    quant = spec.quantization
+    if quant is not None and array.dtype.kind == "f" and target.kind in "iu":
+        info = np.iinfo(target)
+        scaled = np.round(array.astype(np.float64) / quant.scale) + quant.zero_point
+        return np.clip(scaled, info.min, info.max).astype(target)
+    if target.kind == "f" and array.dtype.kind in "fiub":
+        return array.astype(target)
+    if target.kind == "b" and array.dtype.kind in "iub":
+        return array.astype(target)
+    if target.kind in "iu" and array.dtype.kind in "fiub":
+        info = np.iinfo(target)
+        if array.size and (
+            not np.array_equal(array, np.round(array))
+            or array.min() < info.min
+            or array.max() > info.max
+        ):
+            raise DataError(
+                f"{source} is {array.dtype} but model input {spec.name!r} is {target} without "
+                f"quantization parameters: store integer values in [{info.min}, {info.max}]"
+            )
+        return array.astype(target)
+    raise DataError(
+        f"{source} is {array.dtype} and model input {spec.name!r} is {target}: harness cannot "
+        "convert between them; store the array as " + str(target)
+    )
+
+
+def dequantize(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    quant = spec.quantization
+    if quant is None or array.dtype.kind not in "iu":
+        return array
+    return ((array.astype(np.float32) - quant.zero_point) * quant.scale).astype(np.float32)
+
+
+def _fits(shape: tuple[int, ...], spec: TensorSpec) -> bool:
+    if spec.shape is None:
+        return True
+    if len(shape) != len(spec.shape):
+        return False
+    return all(not isinstance(d, int) or d < 0 or d == s for d, s in zip(spec.shape, shape))
+
+
+def _shape_text(spec: TensorSpec) -> str:
+    if spec.shape is None:
+        return "[?]"
+    return "[" + ", ".join(str(d) if isinstance(d, int) and d >= 0 else "?" for d in spec.shape) + "]"
+
+
+@dataclass
+class Feeds:
+    """Prepared inputs: per input name, either a per-sample stack or one constant array."""
+
+    per_sample: dict[str, np.ndarray]  # name -> array whose first axis indexes samples
+    keep_axis: dict[str, bool]  # True: slice i:i+1 (model has the batch axis); False: index i
+    constants: dict[str, np.ndarray]
+    count: int  # samples in the dataset (0: no dataset, generated input only)
+
+    def sample(self, index: int) -> dict[str, np.ndarray]:
+        feeds = dict(self.constants)
+        for name, stack in self.per_sample.items():
+            feeds[name] = stack[index : index + 1] if self.keep_axis[name] else stack[index]
+        return feeds
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        first = self.sample(0) if self.count else dict(self.constants)
+        return {name: tuple(value.shape) for name, value in first.items()}
+
+
+def _configured_shape(
+    spec: TensorSpec, input_shapes: dict[str, Sequence[int]], where: str
+) -> tuple[int, ...]:
+    if spec.name in input_shapes:
+        shape = tuple(int(d) for d in input_shapes[spec.name])
+        if not _fits(shape, spec):
+            raise DataError(
+                f"{where}: input_shapes.{spec.name} = {list(shape)} does not fit the model's "
+                f"input {spec.name!r} {_shape_text(spec)}"
+            )
+        return shape
+    if spec.shape is not None and not spec.dynamic:
+        return tuple(int(d) for d in spec.shape if isinstance(d, int))
+    raise DataError(
+        f"model input {spec.name!r} has dynamic shape {_shape_text(spec)} and nothing says its "
+        f"size: set input_shapes = {{ {spec.name} = [...] }} for this model in {where}"
+    )
+
+
+def _generated(spec: TensorSpec, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    target = np.dtype(spec.dtype)
+    if target.kind == "f":
+        return rng.standard_normal(shape).astype(target)
+    if target.kind == "b":
+        return rng.integers(0, 2, shape).astype(bool)
+    info = np.iinfo(target)
+    low, high = max(info.min, -128), min(info.max, 127)
+    return rng.integers(low, high + 1, shape, dtype=np.int64).astype(target)
+
+
+def build_feeds(
+    inputs: list[TensorSpec],
+    dataset: dict[str, np.ndarray] | None,
+    dataset_path: str,
+    input_shapes: dict[str, Sequence[int]],
+    input_values: dict[str, Any],
+    where: str,
+    seed: int = 0,
+) -> Feeds:
+    """Match dataset arrays and configured values to the model's inputs.
+
+    `where` names the config file, so errors can point at the key to set.
+    """
+    per_sample: dict[str, np.ndarray] = {}
+    keep_axis: dict[str, bool] = {}
+    constants: dict[str, np.ndarray] = {}
+    names = [spec.name for spec in inputs]
+    arrays = {} if dataset is None else {k: v for k, v in dataset.items() if k.startswith("X")}
+    unknown = [k for k in arrays if k != "X" and k[2:] not in names]
+    if unknown:
+        raise DataError(
+            f"{dataset_path}: arrays {unknown} name no model input; the model's inputs are "
+            f"{names} (use X_<input name>, or X for the first input)"
+        )
+    count = 0
+    for position, spec in enumerate(inputs):
+        key = f"X_{spec.name}"
+        if key not in arrays and position == 0 and "X" in arrays:
+            key = "X"
+        if key in arrays:
+            array = arrays[key]
+            source = f"{dataset_path}: array {key} {list(array.shape)}"
+            if array.ndim == 0:
+                raise DataError(f"{source} has no sample axis; store one row per sample")
+            if count and array.shape[0] != count:
+                raise DataError(f"{source} has {array.shape[0]} samples, other arrays {count}")
+            count = array.shape[0]
+            row = array.shape[1:]
+            if _fits((1, *row), spec):
+                keep_axis[spec.name] = True
+            elif _fits(tuple(row), spec):
+                keep_axis[spec.name] = False
+            else:
+                raise DataError(
+                    f"{source}: one sample {list(row)} does not fit model input {spec.name!r} "
+                    f"{_shape_text(spec)}; harness feeds one sample at a time (batch 1)"
+                )
+            per_sample[spec.name] = to_dtype(array, spec, source)
+        elif spec.name in input_values:
+            value = np.asarray(input_values[spec.name])
+            shape = () if spec.shape == () else _configured_shape(spec, input_shapes, where)
+            source = f"{where}: input_values.{spec.name}"
+            constants[spec.name] = to_dtype(np.broadcast_to(value, shape).copy(), spec, source)
+        elif dataset is None:
+            shape = _configured_shape(spec, input_shapes, where)
+            constants[spec.name] = _generated(spec, shape, seed + position)
+        else:
+            raise DataError(
+                f"model input {spec.name!r} ({spec.dtype} {_shape_text(spec)}) gets no data: add "
+                f"array X_{spec.name} to {dataset_path}, or give a constant (a scalar such as a "
+                f"step count, or a state filled with one value) with input_values = "
+                f"{{ {spec.name} = 0 }} in {where}"
+            )
+    return Feeds(per_sample, keep_axis, constants, count)

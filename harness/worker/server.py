@@ -1,0 +1,233 @@
+"""The worker's request loop and its operations.
+
+Operations: hello, load, evaluate, bench, run, memory, shutdown. Timing loops run here, so no
+inter-process call sits inside a timed inference.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+
+from harness.runtimes import format_of, open_runtime
+from harness.runtimes.base import ModelLoadError, Runtime
+from harness.worker.feeds import DataError, Feeds, build_feeds, dequantize, load_npz
+from harness.worker.protocol import decode, encode
+
+
+class RequestError(Exception):
+    """A request the worker cannot serve (unknown op, unknown model id)."""
+
+
+def proc_status_kb(field: str) -> int:
+    """VmHWM / VmRSS of this process in kB, from /proc (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _runtime_versions(formats: list[str]) -> dict[str, str]:
+    versions = {"numpy": np.__version__}
+    for fmt in formats:
+        if fmt == "onnx":
+            import onnxruntime
+
+            versions["onnxruntime"] = onnxruntime.__version__
+        elif fmt == "tflite":
+            from harness.runtimes.tflite import _interpreter_class
+
+            _, name, version = _interpreter_class()
+            versions[name] = version
+    return versions
+
+
+@dataclass
+class LoadedModel:
+    runtime: Runtime
+    feeds: Feeds
+    output_index: int
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.models: dict[str, LoadedModel] = {}
+
+    def hello(self, formats: list[str]) -> dict[str, Any]:
+        versions = _runtime_versions(formats)
+        return {
+            "pid": os.getpid(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "versions": versions,
+            # Peak of a worker with numpy and the runtime imported but no model loaded.
+            "empty_peak_kb": proc_status_kb("VmHWM"),
+            "empty_rss_kb": proc_status_kb("VmRSS"),
+        }
+
+    def load(
+        self,
+        model_id: str,
+        path: str,
+        threads: int,
+        dataset: str | None = None,
+        output: str | None = None,
+        input_shapes: dict[str, list[int]] | None = None,
+        input_values: dict[str, Any] | None = None,
+        accelerator: str = "none",
+        config_file: str = "the harness config",
+    ) -> dict[str, Any]:
+        format_of(path)  # unknown extension -> ValueError with the supported list
+        started = time.perf_counter()
+        runtime = open_runtime(path, threads, accelerator)
+        load_s = time.perf_counter() - started
+        output_names = [spec.name for spec in runtime.outputs]
+        if output is None:
+            output_index = 0
+        elif output in output_names:
+            output_index = output_names.index(output)
+        else:
+            raise DataError(
+                f"output = {output!r} in {config_file} names no model output; the model's outputs "
+                f"are {output_names}"
+            )
+        data = load_npz(dataset) if dataset else None
+        feeds = build_feeds(
+            runtime.inputs,
+            data,
+            dataset or "",
+            input_shapes or {},
+            input_values or {},
+            config_file,
+        )
+        del data
+        shapes = feeds.shapes()
+        runtime.prepare(shapes)
+        started = time.perf_counter()
+        first = runtime.run(feeds.sample(0) if feeds.count else dict(feeds.constants))
+        first_run_s = time.perf_counter() - started
+        self.models[model_id] = LoadedModel(runtime, feeds, output_index)
+        return {
+            "runtime": runtime.name,
+            "runtime_version": runtime.version,
+            "provider": runtime.provider,
+            "inputs": [spec.as_json() for spec in runtime.inputs],
+            "outputs": [spec.as_json() for spec in runtime.outputs],
+            "output": output_names[output_index],
+            "output_shape": list(first[output_index].shape),
+            "input_shapes": {name: list(shape) for name, shape in shapes.items()},
+            "samples": feeds.count,
+            "load_s": load_s,
+            "first_run_s": first_run_s,
+            # Peak after loading the model and running it once: what the memory suite gates.
+            "peak_kb": proc_status_kb("VmHWM"),
+            "rss_kb": proc_status_kb("VmRSS"),
+        }
+
+    def _model(self, model_id: str) -> LoadedModel:
+        if model_id not in self.models:
+            raise RequestError(f"no model {model_id!r} loaded in this worker")
+        return self.models[model_id]
+
+    def evaluate(self, model_id: str, task: str, limit: int | None = None) -> dict[str, Any]:
+        """Run every dataset sample; return top-1 classes or raw output values (no scoring)."""
+        model = self._model(model_id)
+        if not model.feeds.count:
+            raise DataError("evaluate needs a dataset; this model was loaded without one")
+        spec = model.runtime.outputs[model.output_index]
+        count = model.feeds.count if limit is None else min(limit, model.feeds.count)
+        top1: list[int] = []
+        values: list[np.ndarray] = []
+        nonfinite = 0
+        for index in range(count):
+            raw = model.runtime.run(model.feeds.sample(index))[model.output_index]
+            scores = dequantize(raw, spec)
+            if not np.all(np.isfinite(scores)):
+                nonfinite += 1
+            if task == "classification":
+                top1.append(int(np.argmax(scores.reshape(-1))))
+            else:
+                values.append(scores.astype(np.float32).reshape(-1))
+        result: dict[str, Any] = {"count": count, "nonfinite": nonfinite}
+        if task == "classification":
+            result["top1"] = top1
+        else:
+            result["values"] = np.stack(values) if values else np.zeros((0,), np.float32)
+        return result
+
+    def bench(self, model_id: str, samples: int, warmup: int = 0) -> dict[str, Any]:
+        """Time `samples` inferences on the first dataset sample (or generated input)."""
+        model = self._model(model_id)
+        feeds = model.feeds.sample(0) if model.feeds.count else dict(model.feeds.constants)
+        call = model.runtime.timed_call(feeds)
+        for _ in range(warmup):
+            call()
+        clock = time.perf_counter_ns
+        timings = [0] * samples
+        for index in range(samples):
+            started = clock()
+            call()
+            timings[index] = clock() - started
+        return {"samples_ns": timings}
+
+    def run(self, model_id: str, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        """One inference on caller-given inputs; outputs raw (not dequantized)."""
+        model = self._model(model_id)
+        outputs = model.runtime.run(inputs)
+        return {"outputs": {s.name: o for s, o in zip(model.runtime.outputs, outputs)}}
+
+    def memory(self) -> dict[str, Any]:
+        return {"peak_kb": proc_status_kb("VmHWM"), "rss_kb": proc_status_kb("VmRSS")}
+
+
+OPERATIONS = ("hello", "load", "evaluate", "bench", "run", "memory")
+
+
+def serve(requests: IO[str], replies: IO[bytes]) -> None:
+    worker = Worker()
+    for line in requests:
+        if not line.strip():
+            continue
+        request_id = None
+        try:
+            message = decode(line)
+            op = message.pop("op", None)
+            request_id = message.pop("id", None)
+            if op == "shutdown":
+                replies.write(encode({"id": request_id, "ok": True, "result": {}}))
+                return
+            if op not in OPERATIONS:
+                raise RequestError(f"unknown operation {op!r}; known: {', '.join(OPERATIONS)}")
+            reply = {"id": request_id, "ok": True, "result": getattr(worker, op)(**message)}
+        except (ModelLoadError, DataError, RequestError, ValueError, TypeError) as exc:
+            reply = {"id": request_id, "ok": False, "kind": type(exc).__name__, "error": str(exc)}
+        except Exception as exc:  # a runtime failing mid-inference: report it, keep serving
+            reply = {
+                "id": request_id,
+                "ok": False,
+                "kind": type(exc).__name__,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=5),
+            }
+        replies.write(encode(reply))
+
+
+def main() -> None:
+    # The protocol gets a private copy of stdout; fd 1 then points at stderr so that anything a
+    # runtime prints cannot corrupt the reply stream.
+    replies = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    serve(sys.stdin, replies)

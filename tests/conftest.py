@@ -1,0 +1,38 @@
+"""Shared fixtures. Tests that need Docker or QEMU skip on a laptop without them but fail under
+CI=true, where .ci/run must have installed and started them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str) -> None:
+    """Fail under CI=true, skip elsewhere."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: .ci/run must provide it)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_client():  # type: ignore[no-untyped-def]
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # docker.errors.DockerException and socket errors
+        unavailable(f"no Docker engine answers here: {exc}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def arm64_binfmt() -> None:
+    handler = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    if not handler.exists() or "enabled" not in handler.read_text():
+        unavailable("no qemu-aarch64 binfmt_misc handler is registered")
