@@ -76,10 +76,7 @@ class DeviceProfile:
         }
 
 
-_FIELDS = (
-    "description backend arch cpu cpus threads memory accelerator cpuinfo image runtimes "
-    "clock_mhz cpi"
-).split()
+_FIELDS = ["description", "backend", "arch", "cpu", "cpus", "threads", "memory", "accelerator", "cpuinfo", "image", "runtimes", "clock_mhz", "cpi"]
 
 
 def parse_memory(text: str | int, where: str) -> int | None:

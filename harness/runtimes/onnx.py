@@ -26,14 +26,14 @@ _ONNX_TYPES = {
 
 
 def _spec(node: object) -> TensorSpec:
-    name = str(getattr(node, "name"))
-    onnx_type = str(getattr(node, "type"))
+    name = str(node.name)
+    onnx_type = str(node.type)
     if onnx_type not in _ONNX_TYPES:
         raise ModelLoadError(
             f"tensor {name!r} has type {onnx_type}, which harness cannot feed or read "
             "(supported: numeric and bool tensors; sequences and maps are not)"
         )
-    raw = getattr(node, "shape")
+    raw = node.shape
     shape: tuple[Dim, ...] | None = None if raw is None else tuple(raw)
     return TensorSpec(name, shape, _ONNX_TYPES[onnx_type])
 

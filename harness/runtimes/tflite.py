@@ -12,17 +12,17 @@ from harness.runtimes.base import Dim, ModelLoadError, TensorSpec, quantization_
 
 def _interpreter_class() -> tuple[Any, str, str]:
     try:
-        from ai_edge_litert import interpreter as litert
-
         from importlib.metadata import version
+
+        from ai_edge_litert import interpreter as litert
 
         return litert.Interpreter, "ai-edge-litert", version("ai-edge-litert")
     except ImportError:
         pass
     try:
-        from tflite_runtime import interpreter as tfl_rt  # type: ignore[import-not-found]
-
         from importlib.metadata import version
+
+        from tflite_runtime import interpreter as tfl_rt  # type: ignore[import-not-found]
 
         return tfl_rt.Interpreter, "tflite-runtime", version("tflite-runtime")
     except ImportError as exc:

@@ -1,0 +1,289 @@
+"""The harness config, parsed and validated once into frozen dataclasses.
+
+Read from `harness.toml` (keys at top level) or `pyproject.toml` (`[tool.harness]`). Structural
+mistakes (unknown keys, wrong types, unknown devices) raise ConfigError naming the file, the key and
+the fix. Problems with one model's files (missing model, unreadable dataset) are kept on that model
+as `problems`: its items fail with the message while the rest of the session runs.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from harness.devices import DeviceProfile, load_profiles
+from harness.errors import ConfigError, check_keys, expect_type
+
+CONFIG_NAMES = ("harness.toml", "pyproject.toml")
+SUITES = ("size", "accuracy", "latency", "memory")
+TASKS = ("classification", "regression")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """Thresholds; None means the gate is not set."""
+
+    accuracy_min: float | None = None  # fraction correct (top-1)
+    accuracy_max_drop: float | None = None  # vs baseline, absolute fraction
+    mae_max: float | None = None  # regression outputs: mean absolute error
+    latency_p90_ms_max: float | None = None  # measured/estimated figures only
+    latency_max_regression: float | None = None  # vs baseline, fraction (0.05 = +5%)
+    memory_peak_mb_max: float | None = None
+    memory_max_growth: float | None = None  # vs baseline, fraction
+    size_kb_max: float | None = None
+
+    def overridden_by(self, other: GateSpec) -> GateSpec:
+        changes = {f.name: getattr(other, f.name) for f in fields(other)}
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+GATE_KEYS = tuple(f.name for f in fields(GateSpec))
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    warmup: int = 20  # untimed runs first
+    samples: int = 300  # timed runs wanted
+    min_samples: int = 30  # fewer than this when the budget runs out: INCONCLUSIVE
+    time_budget_s: float = 10.0  # per (model, device) latency item
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: Path
+    dataset: Path | None = None
+    output: str | None = None
+    task: str | None = None  # None: from y's dtype (integers: classification)
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    input_values: Mapping[str, Any] = field(default_factory=dict)
+    gates: GateSpec = GateSpec()
+    device_gates: Mapping[str, GateSpec] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()  # file problems: the model's items fail with these
+
+    def gates_for(self, device: str) -> GateSpec:
+        override = self.device_gates.get(device)
+        return self.gates if override is None else self.gates.overridden_by(override)
+
+
+@dataclass(frozen=True)
+class HarnessConfig:
+    source: Path
+    devices: tuple[str, ...] = ("host",)
+    matrix: Path | None = None
+    models: tuple[ModelSpec, ...] = ()
+    latency: LatencySettings = LatencySettings()
+    timeout_s: float = 300.0  # per worker request
+    seed: int = 0
+    inconclusive: str = "fail"  # what an INCONCLUSIVE verdict does: fail | pass
+    profiles: Mapping[str, DeviceProfile] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return self.source.parent
+
+    def model(self, name: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        known = ", ".join(m.name for m in self.models)
+        raise ConfigError(f"{self.source}: no model named {name!r}; models: {known}")
+
+
+_TOP_KEYS = ("devices", "matrix", "models", "latency", "timeout_s", "seed", "inconclusive")
+_MODEL_KEYS = (
+    ["name", "path", "dataset", "output", "task", "input_shapes", "input_values", "gates", "devices"]
+)
+
+
+def find_config(rootdir: Path) -> Path | None:
+    """harness.toml in `rootdir`, else a pyproject.toml there with a [tool.harness] table."""
+    candidate = rootdir / "harness.toml"
+    if candidate.is_file():
+        return candidate
+    pyproject = rootdir / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            if "harness" in tomllib.loads(pyproject.read_text()).get("tool", {}):
+                return pyproject
+        except tomllib.TOMLDecodeError:
+            return pyproject  # let load_config report the syntax error with the file name
+    return None
+
+
+def load_config(path: Path) -> HarnessConfig:
+    """Parse the config at `path`, with the device profiles it can name (built-ins + matrix)."""
+    path = path.resolve()
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the harness config: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    if path.name == "pyproject.toml":
+        table = document.get("tool", {}).get("harness")
+        if table is None:
+            raise ConfigError(f"{path}: has no [tool.harness] table; add one or use harness.toml")
+        prefix = "tool.harness."
+    else:
+        table, prefix = document, ""
+    matrix = table.get("matrix", "device-matrix")
+    expect_type(matrix, str, str(path), f"{prefix}matrix")
+    profiles = load_profiles((path.parent / matrix).resolve())
+    return parse_config(table, path, prefix, profiles)
+
+
+def _gates(table: Any, where: str) -> GateSpec:
+    expect_type(table, dict, where, "the gates table")
+    check_keys(table, GATE_KEYS, where)
+    values: dict[str, float] = {}
+    for key, value in table.items():
+        expect_type(value, (int, float), where, key)
+        if value < 0:
+            raise ConfigError(f"{where}: {key} = {value} must not be negative")
+        if key in ("accuracy_min", "accuracy_max_drop") and value > 1:
+            raise ConfigError(
+                f"{where}: {key} = {value} is a fraction between 0 and 1 (0.95 means 95%)"
+            )
+        values[key] = float(value)
+    return GateSpec(**values)
+
+
+def _shapes(table: Any, where: str) -> dict[str, tuple[int, ...]]:
+    expect_type(table, dict, where, "input_shapes")
+    shapes = {}
+    for name, dims in table.items():
+        if not isinstance(dims, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims
+        ):
+            raise ConfigError(
+                f"{where}: input_shapes.{name} = {dims!r} must be a list of positive integers, "
+                "e.g. [1, 3, 224, 224]"
+            )
+        shapes[name] = tuple(dims)
+    return shapes
+
+
+def _model(
+    table: Any, index: int, base: Path, where: str, known_devices: Collection[str] | None
+) -> ModelSpec:
+    here = f"{where}: {index + 1}. model"
+    expect_type(table, dict, here, "each [[models]] entry")
+    check_keys(table, _MODEL_KEYS, here)
+    for key in ("name", "path"):
+        if key not in table:
+            raise ConfigError(f"{here}: missing key {key!r}")
+    name = expect_type(table["name"], str, here, "name")
+    if not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(
+            f"{here}: name {name!r} may hold letters, digits and _ . + - only (it goes into "
+            "test ids like latency[NAME@rpi4])"
+        )
+    here = f"{where}: model {name!r}"
+    problems = []
+    path = (base / expect_type(table["path"], str, here, "path")).resolve()
+    if path.suffix.lower() not in (".onnx", ".tflite"):
+        raise ConfigError(f"{here}: path {table['path']!r} is not an .onnx or .tflite file")
+    if not path.is_file():
+        problems.append(f"model file {path} does not exist (path = {table['path']!r} in {where})")
+    dataset = None
+    if "dataset" in table:
+        dataset = (base / expect_type(table["dataset"], str, here, "dataset")).resolve()
+        if not dataset.is_file():
+            problems.append(
+                f"dataset {dataset} does not exist (dataset = {table['dataset']!r} in {where})"
+            )
+    task = table.get("task")
+    if task is not None and task not in TASKS:
+        raise ConfigError(f"{here}: task {task!r} is not one of {', '.join(TASKS)}")
+    values = table.get("input_values", {})
+    expect_type(values, dict, here, "input_values")
+    for key, value in values.items():
+        if not isinstance(value, (int, float)):
+            raise ConfigError(
+                f"{here}: input_values.{key} = {value!r} must be a number (a scalar input's "
+                "value, or the value a state input is filled with)"
+            )
+    device_gates = {}
+    devices_table = table.get("devices", {})
+    expect_type(devices_table, dict, here, "devices (per-device gate overrides)")
+    for device, gates in devices_table.items():
+        if known_devices is not None and device not in known_devices:
+            raise ConfigError(
+                f"{here}: gate overrides for unknown device {device!r}; known devices: "
+                f"{', '.join(sorted(known_devices))}"
+            )
+        device_gates[device] = _gates(gates, f"{here}, devices.{device}")
+    return ModelSpec(
+        name=name,
+        path=path,
+        dataset=dataset,
+        output=None if "output" not in table else expect_type(table["output"], str, here, "output"),
+        task=task,
+        input_shapes=_shapes(table.get("input_shapes", {}), here),
+        input_values=dict(values),
+        gates=_gates(table.get("gates", {}), f"{here}, gates"),
+        device_gates=device_gates,
+        problems=tuple(problems),
+    )
+
+
+def parse_config(
+    table: Mapping[str, Any],
+    source: Path,
+    prefix: str = "",
+    profiles: Mapping[str, DeviceProfile] | None = None,
+) -> HarnessConfig:
+    where = str(source)
+    known_devices = None if profiles is None else set(profiles)
+    check_keys(table, _TOP_KEYS, where)
+    devices = table.get("devices", ["host"])
+    if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices) or not devices:
+        raise ConfigError(f"{where}: {prefix}devices must be a list of device names, e.g. [\"host\"]")
+    if known_devices is not None:
+        for device in devices:
+            if device != "all" and device not in known_devices:
+                raise ConfigError(
+                    f"{where}: {prefix}devices names unknown device {device!r}; known devices: "
+                    f"{', '.join(sorted(known_devices))}"
+                )
+    models_table = table.get("models", [])
+    if not isinstance(models_table, list) or not models_table:
+        raise ConfigError(
+            f"{where}: no models; add at least one [[{prefix}models]] table with name and path"
+        )
+    models = tuple(
+        _model(m, i, source.parent, where, known_devices) for i, m in enumerate(models_table)
+    )
+    names = [m.name for m in models]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{where}: model names must be unique; repeated: {', '.join(duplicates)}")
+    latency_table = table.get("latency", {})
+    expect_type(latency_table, dict, where, f"{prefix}latency")
+    check_keys(latency_table, [f.name for f in fields(LatencySettings)], f"{where}: latency")
+    for key, value in latency_table.items():
+        expect_type(value, (int, float), f"{where}: latency", key)
+        if value < 0 or (key != "warmup" and value == 0):
+            raise ConfigError(f"{where}: latency.{key} = {value} must be positive")
+    latency = LatencySettings(**latency_table)
+    inconclusive = table.get("inconclusive", "fail")
+    if inconclusive not in ("fail", "pass"):
+        raise ConfigError(f"{where}: {prefix}inconclusive = {inconclusive!r}; use \"fail\" or \"pass\"")
+    matrix = expect_type(table.get("matrix", "device-matrix"), str, where, f"{prefix}matrix")
+    return HarnessConfig(
+        inconclusive=inconclusive,
+        source=source,
+        profiles=dict(profiles if profiles is not None else load_profiles(None)),
+        devices=tuple(devices),
+        matrix=(source.parent / matrix).resolve(),
+        models=models,
+        latency=latency,
+        timeout_s=float(expect_type(table.get("timeout_s", 300.0), (int, float), where, "timeout_s")),
+        seed=int(expect_type(table.get("seed", 0), int, where, "seed")),
+    )

@@ -1,0 +1,114 @@
+"""Gate decisions: pure functions from thresholds and figures to a Verdict. Nothing here measures.
+
+Absolute millisecond gates apply to `measured` and `estimated` figures only: an emulated
+millisecond is not a device millisecond. Relative gates and accuracy apply to every fidelity.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness.config import GateSpec
+
+PASS, FAIL, INCONCLUSIVE, NO_GATE = "PASS", "FAIL", "INCONCLUSIVE", "NO GATE"
+ABSOLUTE_TIME_FIDELITIES = ("measured", "estimated")
+
+
+@dataclass(frozen=True)
+class Check:
+    gate: str  # the config key, e.g. latency_p90_ms_max
+    figure: str  # the figure it reads, e.g. p90_ms
+    value: float | None
+    threshold: float
+    passed: bool | None  # None: not applied (the message says why)
+    message: str
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str
+    checks: tuple[Check, ...] = ()
+    reasons: tuple[str, ...] = ()  # why it failed or is inconclusive
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "checks": [c.as_json() for c in self.checks],
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class Rule:
+    gate: str
+    suite: str
+    figure: str
+    label: str  # how the message names the figure
+    unit: str
+    worse: Callable[[float, float], bool]  # worse(value, threshold): the gate fails
+    symbol: str  # shown between value and threshold when it fails
+    absolute_time: bool = False
+    digits: int = 1
+
+
+RULES = (
+    Rule("size_kb_max", "size", "size_kb", "size", " kB", operator.gt, ">"),
+    Rule("accuracy_min", "accuracy", "accuracy", "accuracy", "", operator.lt, "<", digits=4),
+    Rule("mae_max", "accuracy", "mae", "MAE", "", operator.gt, ">", digits=4),
+    Rule("latency_p90_ms_max", "latency", "p90_ms", "latency p90", " ms", operator.gt, ">",
+         absolute_time=True, digits=3),
+    Rule("memory_peak_mb_max", "memory", "peak_mb", "memory peak", " MB", operator.gt, ">"),
+)
+
+
+def _context(device: str, fidelity: str, n: int | None) -> str:
+    return f"({device}, {fidelity}" + (f", n={n})" if n is not None else ")")
+
+
+def decide(
+    suite: str,
+    figures: Mapping[str, Any],
+    gates: GateSpec,
+    device: str,
+    fidelity: str,
+) -> Verdict:
+    """Apply every gate of `suite` that is set in `gates` to `figures`."""
+    checks = []
+    n = figures.get("n")
+    where = _context(device, fidelity, n)
+    for rule in RULES:
+        threshold = getattr(gates, rule.gate)
+        if rule.suite != suite or threshold is None:
+            continue
+        value = figures.get(rule.figure)
+        shown = f"{threshold:.{rule.digits}f}{rule.unit}"
+        if rule.absolute_time and fidelity not in ABSOLUTE_TIME_FIDELITIES:
+            checks.append(Check(rule.gate, rule.figure, value, threshold, None,
+                                f"{rule.label} ≤ {shown} not applied: {fidelity} figures are not "
+                                "device milliseconds (relative gates still apply)"))
+            continue
+        if value is None:
+            checks.append(Check(rule.gate, rule.figure, None, threshold, False,
+                                f"{rule.label}: no figure to compare with {shown} {where}"))
+            continue
+        text = f"{value:.{rule.digits}f}{rule.unit}"
+        failed = rule.worse(value, threshold)
+        relation = rule.symbol if failed else {">": "≤", "<": "≥"}[rule.symbol]
+        checks.append(Check(rule.gate, rule.figure, value, threshold, not failed,
+                            f"{rule.label} {text} {relation} {shown} {where}"))
+    failures = [c.message for c in checks if c.passed is False]
+    if figures.get("failure"):  # e.g. OOM-killed: a failing memory figure, not a crash
+        failures.insert(0, str(figures["failure"]))
+    if failures:
+        return Verdict(FAIL, tuple(checks), tuple(failures))
+    if figures.get("inconclusive"):
+        return Verdict(INCONCLUSIVE, tuple(checks), (str(figures["inconclusive"]),))
+    if any(c.passed for c in checks):
+        return Verdict(PASS, tuple(checks))
+    return Verdict(NO_GATE, tuple(checks))

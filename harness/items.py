@@ -1,0 +1,126 @@
+"""pytest items for the suites: `<suite>[<model>@<device>]`, collected from the harness config."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness.backends.base import WorkerError, WorkerFailure
+from harness.config import HarnessConfig, ModelSpec
+from harness.devices import DeviceProfile
+from harness.gates import FAIL, INCONCLUSIVE, Verdict, decide
+from harness.results import USER_PROPERTY, junit_properties, record
+from harness.runner import PairFailure, PairPool
+from harness.suites import measure, suites_for
+from harness.worker.feeds import DataError
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+class GateFailure(Exception):
+    """A failed gate or a failed measurement: shown as its message, without a traceback."""
+
+
+class HarnessConfigFile(pytest.File):
+    """The harness config file, collected into one item per (suite, model, device)."""
+
+    config_data: HarnessConfig
+    devices: list[DeviceProfile]
+    pool: PairPool
+
+    def collect(self) -> Iterator[pytest.Item]:
+        for model in self.config_data.models:
+            for profile in self.devices:
+                for suite in suites_for(model):
+                    yield HarnessItem.from_parent(
+                        self,
+                        name=f"{suite}[{model.name}@{profile.name}]",
+                        suite=suite,
+                        model=model,
+                        profile=profile,
+                    )
+
+
+class HarnessItem(pytest.Item):
+    def __init__(
+        self, *, suite: str, model: ModelSpec, profile: DeviceProfile, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.suite = suite
+        self.model = model
+        self.profile = profile
+        self.pair_key = (model.name, profile.name)
+        for keyword in (suite, model.name, profile.name, "harness"):
+            self.keywords[keyword] = True
+        # With `-n N --dist loadgroup`, one xdist worker gets all suites of a pair.
+        self.add_marker(pytest.mark.xdist_group(f"{model.name}@{profile.name}"))
+
+    @property
+    def harness_file(self) -> HarnessConfigFile:
+        assert isinstance(self.parent, HarnessConfigFile)
+        return self.parent
+
+    def _publish(self, rec: dict[str, Any]) -> None:
+        self.user_properties.extend(junit_properties(rec))
+        self.user_properties.append((USER_PROPERTY, json.dumps(rec, default=str)))
+
+    def runtest(self) -> None:
+        config = self.harness_file.config_data
+        pair = self.harness_file.pool.get(self.model, self.profile)
+        measurement = None
+        try:
+            measurement = measure(self.suite, pair)
+        except PairFailure as failure:
+            self._fail_without_figures(str(failure), pair_info(pair), skip=failure.skip)
+        except (WorkerError, WorkerFailure, DataError) as exc:
+            self._fail_without_figures(str(exc), pair_info(pair))
+        gates = self.model.gates_for(self.profile.name)
+        verdict = decide(self.suite, measurement.figures, gates, self.profile.name,
+                         measurement.fidelity)
+        self._publish(record(self.nodeid, self.suite, self.model.name, self.profile, verdict,
+                             measurement, pair_info(pair)))
+        if verdict.status == FAIL or (verdict.status == INCONCLUSIVE and config.inconclusive == "fail"):
+            raise GateFailure("\n".join(verdict.reasons))
+
+    def _fail_without_figures(self, message: str, info: dict[str, Any], skip: bool = False) -> None:
+        status = "SKIPPED" if skip else "ERROR"
+        verdict = Verdict(status, (), (message,))
+        self._publish(record(self.nodeid, self.suite, self.model.name, self.profile, verdict,
+                             None, info, error=message))
+        if skip:
+            pytest.skip(message)
+        raise GateFailure(message)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, GateFailure):
+            return f"{self.name}: {excinfo.value}"
+        return str(super().repr_failure(excinfo, style))
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, self.name
+
+
+def pair_info(pair: Any) -> dict[str, Any]:
+    """What the report says about the worker and target: versions, machine, limits."""
+    info: dict[str, Any] = {}
+    if pair.hello:
+        info.update(
+            machine=pair.hello.get("machine"),
+            python=pair.hello.get("python"),
+            versions=pair.hello.get("versions"),
+        )
+    if pair.loaded:
+        info.update(
+            runtime=pair.loaded.get("runtime"),
+            runtime_version=pair.loaded.get("runtime_version"),
+            provider=pair.loaded.get("provider"),
+            input_shapes=pair.loaded.get("input_shapes"),
+            output=pair.loaded.get("output"),
+        )
+    if pair.target is not None:
+        info["limits"] = pair.target.limits
+    return info

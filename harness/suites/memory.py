@@ -1,0 +1,34 @@
+"""Memory: the worker's peak RSS (VmHWM) after loading the model and running it once, next to the
+peak of the same worker before any model was loaded; the difference is the model's share."""
+
+from __future__ import annotations
+
+from harness.runner import Pair, PairFailure
+from harness.suites.base import Measurement
+
+KB_PER_MB = 1024.0
+
+
+def measure(pair: Pair) -> Measurement:
+    try:
+        pair.worker()
+    except PairFailure as failure:
+        if not failure.oom:
+            raise
+        # Killed for memory: that is this suite's finding, a failing memory figure.
+        limit = pair.profile.memory_mb
+        return Measurement(
+            {"failure": str(failure), "oom": True, "limit_mb": limit},
+            pair.profile.fidelity,
+        )
+    assert pair.target is not None
+    empty = pair.hello["empty_peak_kb"] / KB_PER_MB
+    peak = pair.loaded["peak_kb"] / KB_PER_MB
+    figures = {
+        "peak_mb": peak,
+        "empty_peak_mb": empty,
+        "model_share_mb": peak - empty,
+        "rss_after_load_mb": pair.loaded["rss_kb"] / KB_PER_MB,
+        "limit_mb": pair.profile.memory_mb,
+    }
+    return Measurement(figures, pair.target.fidelity)

@@ -1,0 +1,13 @@
+"""Size: the model file's bytes. Static, so no worker is started."""
+
+from __future__ import annotations
+
+from harness.runner import Pair
+from harness.suites.base import Measurement
+
+
+def measure(pair: Pair) -> Measurement:
+    if pair.model.problems:
+        pair.worker()  # raises the model's file problem as the item's failure
+    size = pair.model.path.stat().st_size
+    return Measurement({"size_bytes": size, "size_kb": size / 1024}, "measured")
