@@ -36,3 +36,19 @@ def arm64_binfmt() -> None:
     handler = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
     if not handler.exists() or "enabled" not in handler.read_text():
         unavailable("no qemu-aarch64 binfmt_misc handler is registered")
+
+
+def _preload_harness() -> None:
+    """Import every harness module now: pytester's in-process runs drop modules first imported
+    inside a run, which would give later runs second copies of exception classes."""
+    import importlib
+    import pkgutil
+
+    import harness
+
+    for module in pkgutil.walk_packages(harness.__path__, "harness."):
+        if not module.name.startswith(("harness.worker.__main__",)):
+            importlib.import_module(module.name)
+
+
+_preload_harness()
