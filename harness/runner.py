@@ -72,7 +72,7 @@ class Pair:
             )
             self.loaded = client.request(
                 "load",
-                max(self.config.timeout_s, START_TIMEOUT_S),
+                self.config.timeout_s,
                 model_id=self.model.name,
                 path=self.target.remote(self.model.path),
                 dataset=self.target.remote(self.model.dataset) if self.model.dataset else None,

@@ -50,7 +50,7 @@ def rows(results: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
             threshold = f"{check['gate']} {_number(check['threshold'], check['figure'])}"
             note = check["message"] if check["passed"] is not True else ""
             table.append((*common, figure, threshold, shown, r["fidelity"], note))
-        if status == "INCONCLUSIVE" or (status == "FAIL" and r["figures"].get("failure")):
+        if checks and (status == "INCONCLUSIVE" or r["figures"].get("failure")):
             table.append((*common, "-", "-", status, r["fidelity"], "; ".join(verdict["reasons"])))
     return table
 
