@@ -25,8 +25,14 @@ def _devices(args: argparse.Namespace) -> int:
     for p in profiles.values():
         memory = f"{p.memory_mb} MB" if p.memory_mb else "-"
         table.add_row(
-            p.name, p.target_arch, p.cpu or "-", str(p.cpus or "all"), memory, p.accelerator,
-            p.fidelity, p.description,
+            p.name,
+            p.target_arch,
+            p.cpu or "-",
+            str(p.cpus or "all"),
+            memory,
+            p.accelerator,
+            p.fidelity,
+            p.description,
         )
     Console().print(table)
     return 0

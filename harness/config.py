@@ -96,9 +96,17 @@ class HarnessConfig:
 
 
 _TOP_KEYS = ("devices", "matrix", "models", "latency", "timeout_s", "seed", "inconclusive")
-_MODEL_KEYS = (
-    ["name", "path", "dataset", "output", "task", "input_shapes", "input_values", "gates", "devices"]
-)
+_MODEL_KEYS = [
+    "name",
+    "path",
+    "dataset",
+    "output",
+    "task",
+    "input_shapes",
+    "input_values",
+    "gates",
+    "devices",
+]
 
 
 def find_config(rootdir: Path) -> Path | None:
@@ -244,7 +252,7 @@ def parse_config(
     check_keys(table, _TOP_KEYS, where)
     devices = table.get("devices", ["host"])
     if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices) or not devices:
-        raise ConfigError(f"{where}: {prefix}devices must be a list of device names, e.g. [\"host\"]")
+        raise ConfigError(f'{where}: {prefix}devices must be a list of device names, e.g. ["host"]')
     if known_devices is not None:
         for device in devices:
             if device != "all" and device not in known_devices:
@@ -274,7 +282,7 @@ def parse_config(
     latency = LatencySettings(**latency_table)
     inconclusive = table.get("inconclusive", "fail")
     if inconclusive not in ("fail", "pass"):
-        raise ConfigError(f"{where}: {prefix}inconclusive = {inconclusive!r}; use \"fail\" or \"pass\"")
+        raise ConfigError(f'{where}: {prefix}inconclusive = {inconclusive!r}; use "fail" or "pass"')
     matrix = expect_type(table.get("matrix", "device-matrix"), str, where, f"{prefix}matrix")
     return HarnessConfig(
         inconclusive=inconclusive,
@@ -284,6 +292,8 @@ def parse_config(
         matrix=(source.parent / matrix).resolve(),
         models=models,
         latency=latency,
-        timeout_s=float(expect_type(table.get("timeout_s", 300.0), (int, float), where, "timeout_s")),
+        timeout_s=float(
+            expect_type(table.get("timeout_s", 300.0), (int, float), where, "timeout_s")
+        ),
         seed=int(expect_type(table.get("seed", 0), int, where, "seed")),
     )

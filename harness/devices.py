@@ -76,7 +76,21 @@ class DeviceProfile:
         }
 
 
-_FIELDS = ["description", "backend", "arch", "cpu", "cpus", "threads", "memory", "accelerator", "cpuinfo", "image", "runtimes", "clock_mhz", "cpi"]
+_FIELDS = [
+    "description",
+    "backend",
+    "arch",
+    "cpu",
+    "cpus",
+    "threads",
+    "memory",
+    "accelerator",
+    "cpuinfo",
+    "image",
+    "runtimes",
+    "clock_mhz",
+    "cpi",
+]
 
 
 def parse_memory(text: str | int, where: str) -> int | None:
@@ -87,7 +101,7 @@ def parse_memory(text: str | int, where: str) -> int | None:
     if str(text).lower() == "none":
         return None
     if not match:
-        raise ConfigError(f"{where}: memory {text!r} is not a size; write e.g. \"512m\" or \"4g\"")
+        raise ConfigError(f'{where}: memory {text!r} is not a size; write e.g. "512m" or "4g"')
     factor = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}[match.group(2)]
     return int(float(match.group(1)) * factor)
 

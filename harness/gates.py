@@ -61,8 +61,17 @@ RULES = (
     Rule("size_kb_max", "size", "size_kb", "size", " kB", operator.gt, ">"),
     Rule("accuracy_min", "accuracy", "accuracy", "accuracy", "", operator.lt, "<", digits=4),
     Rule("mae_max", "accuracy", "mae", "MAE", "", operator.gt, ">", digits=4),
-    Rule("latency_p90_ms_max", "latency", "p90_ms", "latency p90", " ms", operator.gt, ">",
-         absolute_time=True, digits=3),
+    Rule(
+        "latency_p90_ms_max",
+        "latency",
+        "p90_ms",
+        "latency p90",
+        " ms",
+        operator.gt,
+        ">",
+        absolute_time=True,
+        digits=3,
+    ),
     Rule("memory_peak_mb_max", "memory", "peak_mb", "memory peak", " MB", operator.gt, ">"),
 )
 
@@ -89,19 +98,43 @@ def decide(
         value = figures.get(rule.figure)
         shown = f"{threshold:.{rule.digits}f}{rule.unit}"
         if rule.absolute_time and fidelity not in ABSOLUTE_TIME_FIDELITIES:
-            checks.append(Check(rule.gate, rule.figure, value, threshold, None,
-                                f"{rule.label} ≤ {shown} not applied: {fidelity} figures are not "
-                                "device milliseconds (relative gates still apply)"))
+            checks.append(
+                Check(
+                    rule.gate,
+                    rule.figure,
+                    value,
+                    threshold,
+                    None,
+                    f"{rule.label} ≤ {shown} not applied: {fidelity} figures are not "
+                    "device milliseconds (relative gates still apply)",
+                )
+            )
             continue
         if value is None:
-            checks.append(Check(rule.gate, rule.figure, None, threshold, False,
-                                f"{rule.label}: no figure to compare with {shown} {where}"))
+            checks.append(
+                Check(
+                    rule.gate,
+                    rule.figure,
+                    None,
+                    threshold,
+                    False,
+                    f"{rule.label}: no figure to compare with {shown} {where}",
+                )
+            )
             continue
         text = f"{value:.{rule.digits}f}{rule.unit}"
         failed = rule.worse(value, threshold)
         relation = rule.symbol if failed else {">": "≤", "<": "≥"}[rule.symbol]
-        checks.append(Check(rule.gate, rule.figure, value, threshold, not failed,
-                            f"{rule.label} {text} {relation} {shown} {where}"))
+        checks.append(
+            Check(
+                rule.gate,
+                rule.figure,
+                value,
+                threshold,
+                not failed,
+                f"{rule.label} {text} {relation} {shown} {where}",
+            )
+        )
     failures = [c.message for c in checks if c.passed is False]
     if figures.get("failure"):  # e.g. OOM-killed: a failing memory figure, not a crash
         failures.insert(0, str(figures["failure"]))

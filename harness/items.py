@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -71,7 +71,6 @@ class HarnessItem(pytest.Item):
     def runtest(self) -> None:
         config = self.harness_file.config_data
         pair = self.harness_file.pool.get(self.model, self.profile)
-        measurement = None
         try:
             measurement = measure(self.suite, pair)
         except PairFailure as failure:
@@ -79,18 +78,42 @@ class HarnessItem(pytest.Item):
         except (WorkerError, WorkerFailure, DataError) as exc:
             self._fail_without_figures(str(exc), pair_info(pair))
         gates = self.model.gates_for(self.profile.name)
-        verdict = decide(self.suite, measurement.figures, gates, self.profile.name,
-                         measurement.fidelity)
-        self._publish(record(self.nodeid, self.suite, self.model.name, self.profile, verdict,
-                             measurement, pair_info(pair)))
-        if verdict.status == FAIL or (verdict.status == INCONCLUSIVE and config.inconclusive == "fail"):
+        verdict = decide(
+            self.suite, measurement.figures, gates, self.profile.name, measurement.fidelity
+        )
+        self._publish(
+            record(
+                self.nodeid,
+                self.suite,
+                self.model.name,
+                self.profile,
+                verdict,
+                measurement,
+                pair_info(pair),
+            )
+        )
+        if verdict.status == FAIL or (
+            verdict.status == INCONCLUSIVE and config.inconclusive == "fail"
+        ):
             raise GateFailure("\n".join(verdict.reasons))
 
-    def _fail_without_figures(self, message: str, info: dict[str, Any], skip: bool = False) -> None:
+    def _fail_without_figures(
+        self, message: str, info: dict[str, Any], skip: bool = False
+    ) -> NoReturn:
         status = "SKIPPED" if skip else "ERROR"
         verdict = Verdict(status, (), (message,))
-        self._publish(record(self.nodeid, self.suite, self.model.name, self.profile, verdict,
-                             None, info, error=message))
+        self._publish(
+            record(
+                self.nodeid,
+                self.suite,
+                self.model.name,
+                self.profile,
+                verdict,
+                None,
+                info,
+                error=message,
+            )
+        )
         if skip:
             pytest.skip(message)
         raise GateFailure(message)

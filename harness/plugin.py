@@ -48,11 +48,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="device to run the model suites on (repeatable; 'all' for every profile; "
         "default: the config's devices). `harness devices` lists them.",
     )
-    group.addoption("--harness-config", metavar="PATH",
-                    help="harness.toml or pyproject.toml to use (default: found from the "
-                    "current directory upwards)")
-    group.addoption("--harness-json", metavar="PATH",
-                    help="write every figure, raw sample and fidelity label to this JSON file")
+    group.addoption(
+        "--harness-config",
+        metavar="PATH",
+        help="harness.toml or pyproject.toml to use (default: found from the "
+        "current directory upwards)",
+    )
+    group.addoption(
+        "--harness-json",
+        metavar="PATH",
+        help="write every figure, raw sample and fidelity label to this JSON file",
+    )
 
 
 def _config_path(config: pytest.Config) -> Path | None:
@@ -83,8 +89,11 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     try:
         harness_config = load_config(path)
-        devices = select(dict(harness_config.profiles), wanted or list(harness_config.devices),
-                         "--device" if wanted else f"{path}: devices")
+        devices = select(
+            dict(harness_config.profiles),
+            wanted or list(harness_config.devices),
+            "--device" if wanted else f"{path}: devices",
+        )
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     json_path = config.getoption("harness_json")
@@ -145,8 +154,13 @@ class HarnessReporter:
         if self.state.json_path is not None and not self.is_xdist_worker:
             from harness.report.json import write_json
 
-            write_json(self.state.json_path, self.state.config, self.state.devices,
-                       list(self.state.results.values()), int(exitstatus))
+            write_json(
+                self.state.json_path,
+                self.state.config,
+                self.state.devices,
+                list(self.state.results.values()),
+                int(exitstatus),
+            )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.state.results:
@@ -163,8 +177,9 @@ class HarnessReporter:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     state = _state(metafunc.config)
     if state is not None and "harness_device" in metafunc.fixturenames:
-        metafunc.parametrize("harness_device", state.devices, ids=[d.name for d in state.devices],
-                             scope="session")
+        metafunc.parametrize(
+            "harness_device", state.devices, ids=[d.name for d in state.devices], scope="session"
+        )
 
 
 @pytest.fixture(scope="session")

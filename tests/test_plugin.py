@@ -53,7 +53,9 @@ def repo(pytester: pytest.Pytester) -> Path:
 
 def test_options_are_in_help(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines(["*--device=NAME*", "*--harness-config=PATH*", "*--harness-json=PATH*"])
+    result.stdout.fnmatch_lines(
+        ["*--device=NAME*", "*--harness-config=PATH*", "*--harness-json=PATH*"]
+    )
 
 
 def test_item_ids_name_suite_model_and_device(pytester: pytest.Pytester, repo: Path) -> None:
@@ -139,7 +141,11 @@ def test_xdist_two_workers_collect_every_result(pytester: pytest.Pytester, repo:
     result = pytester.runpytest_subprocess("-n", "2", f"--harness-json={out}")
     result.assert_outcomes(passed=4)
     assert sorted(r["suite"] for r in json.loads(out.read_text())["results"]) == [
-        "accuracy", "latency", "memory", "size"]
+        "accuracy",
+        "latency",
+        "memory",
+        "size",
+    ]
     assert len([line for line in result.outlines if " mlp " in line and "host" in line]) == 4
 
 
@@ -170,7 +176,10 @@ def test_unknown_key_suggests_the_nearest(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*harness.toml: model 'mlp', gates: unknown key 'acuracy_min'; did you mean 'accuracy_min'?"]
+        [
+            "*harness.toml: model 'mlp', gates: unknown key 'acuracy_min'; "
+            "did you mean 'accuracy_min'?"
+        ]
     )
 
 
@@ -202,8 +211,10 @@ def test_missing_model_file_fails_its_items_and_names_the_key(pytester: pytest.P
     result = pytester.runpytest()
     result.assert_outcomes(failed=4)
     result.stdout.fnmatch_lines(
-        ["*size[[]mlp@host[]]: model file */models/mlp.onnx does not exist "
-         "(path = 'models/mlp.onnx' in */harness.toml)*"]
+        [
+            "*size[[]mlp@host[]]: model file */models/mlp.onnx does not exist "
+            "(path = 'models/mlp.onnx' in */harness.toml)*"
+        ]
     )
 
 
@@ -223,8 +234,10 @@ def test_dataset_without_labels(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest()
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(
-        ["*accuracy[[]mlp@host[]]: */test.npz: no array 'y' with the labels; the accuracy suite "
-         "needs one (arrays there: X)"]
+        [
+            "*accuracy[[]mlp@host[]]: */test.npz: no array 'y' with the labels; the accuracy suite "
+            "needs one (arrays there: X)"
+        ]
     )
 
 
@@ -233,8 +246,10 @@ def test_dataset_without_inputs(pytester: pytest.Pytester) -> None:
     np.savez(pytester.path / "data" / "test.npz", y=np.zeros(4, np.int64))
     result = pytester.runpytest()
     result.stdout.fnmatch_lines(
-        ["*model input 'input' (float32 [[]1, 16[]]) gets no data: add array X_input to "
-         "*test.npz*input_values = { input = 0 }*"]
+        [
+            "*model input 'input' (float32 [[]1, 16[]]) gets no data: add array X_input to "
+            "*test.npz*input_values = { input = 0 }*"
+        ]
     )
     assert result.ret == 1
 
@@ -244,8 +259,10 @@ def test_dataset_with_wrong_sample_shape(pytester: pytest.Pytester) -> None:
     np.savez(pytester.path / "data" / "test.npz", X=np.zeros((4, 15), np.float32), y=np.zeros(4))
     result = pytester.runpytest()
     result.stdout.fnmatch_lines(
-        ["*test.npz: array X [[]4, 15[]]: one sample [[]15[]] does not fit model input 'input' "
-         "[[]1, 16[]]*"]
+        [
+            "*test.npz: array X [[]4, 15[]]: one sample [[]15[]] does not fit model input 'input' "
+            "[[]1, 16[]]*"
+        ]
     )
 
 
@@ -265,7 +282,7 @@ def test_pyproject_tool_harness_table_is_read(pytester: pytest.Pytester) -> None
         if line.startswith("[[models]]"):
             line = "[[tool.harness.models]]"
         elif line.startswith("[models."):
-            line = "[tool.harness.models." + line[len("[models."):]
+            line = "[tool.harness.models." + line[len("[models.") :]
         elif line.startswith("[latency]"):
             line = "[tool.harness.latency]"
         lines.append(line)

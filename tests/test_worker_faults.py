@@ -63,7 +63,8 @@ def test_faulty_models_fail_their_items_and_the_session_goes_on(pytester: pytest
     (root / "image.tflite").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))  # not a flatbuffer
     onnx_models.slow(root / "slow.onnx")
     np.savez(root / "d.npz", X=np.zeros((3, 16), np.float32), y=np.zeros(3, np.int64))
-    (root / "harness.toml").write_text(textwrap.dedent("""\
+    (root / "harness.toml").write_text(
+        textwrap.dedent("""\
         timeout_s = 4
         [latency]
         samples = 20
@@ -84,13 +85,17 @@ def test_faulty_models_fail_their_items_and_the_session_goes_on(pytester: pytest
         dataset = "d.npz"
         [models.gates]
         accuracy_min = 0.0
-        """))
+        """)
+    )
     result = pytester.runpytest("-p", "no:randomly")
     # garbage/image: size passes (the file is there), latency and memory fail at load;
     # slow: the load's first inference hangs past timeout_s; good: all four pass.
     result.assert_outcomes(passed=7, failed=6)
-    result.stdout.fnmatch_lines([
-        "*latency[[]garbage@host[]]: garbage.onnx on host: onnxruntime cannot load it:*",
-        "*latency[[]image@host[]]: image.tflite on host: ai-edge-litert cannot load it:*",
-        "*latency[[]slow@host[]]: worker on host gave no answer to 'load' within 4 s and was killed (raise timeout_s*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*latency[[]garbage@host[]]: garbage.onnx on host: onnxruntime cannot load it:*",
+            "*latency[[]image@host[]]: image.tflite on host: ai-edge-litert cannot load it:*",
+            "*latency[[]slow@host[]]: worker on host gave no answer to 'load' within 4 s and was "
+            "killed (raise timeout_s*",
+        ]
+    )

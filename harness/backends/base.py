@@ -117,7 +117,8 @@ class WorkerClient:
             tail = channel.stderr_tail().strip()
             raise WorkerCrashed(
                 f"worker on {self.device} {ended} during '{op}' after "
-                f"{time.monotonic() - started:.1f} s" + (f"; its last output:\n{tail}" if tail else "")
+                f"{time.monotonic() - started:.1f} s"
+                + (f"; its last output:\n{tail}" if tail else "")
             )
         reply = decode(line)
         if not reply.get("ok"):

@@ -29,8 +29,11 @@ def write_json(
         "harness_version": harness.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": str(config.source),
-        "host": {"machine": platform.machine(), "python": platform.python_version(),
-                 "node": platform.node()},
+        "host": {
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "node": platform.node(),
+        },
         "exitstatus": exitstatus,
         "devices": [d.as_json() for d in devices],
         "results": sorted(results, key=lambda r: (r["device"], r["model"], r["suite"])),

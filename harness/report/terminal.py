@@ -13,8 +13,14 @@ from rich.table import Table
 from harness.results import HEADLINE
 
 SUITE_ORDER = {"size": 0, "accuracy": 1, "latency": 2, "memory": 3}
-STYLE = {"PASS": "green", "FAIL": "bold red", "ERROR": "bold red", "INCONCLUSIVE": "yellow",
-         "SKIPPED": "yellow", "NO GATE": "dim"}
+STYLE = {
+    "PASS": "green",
+    "FAIL": "bold red",
+    "ERROR": "bold red",
+    "INCONCLUSIVE": "yellow",
+    "SKIPPED": "yellow",
+    "NO GATE": "dim",
+}
 UNITS = {"size_kb": " kB", "p90_ms": " ms", "peak_mb": " MB", "accuracy": "", "mae": ""}
 
 
@@ -27,8 +33,10 @@ def _number(value: Any, figure: str) -> str:
 
 def rows(results: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
     """One row per gate check; a suite without checks shows its headline figure."""
-    table = []
-    ordered = sorted(results, key=lambda r: (r["device"], r["model"], SUITE_ORDER.get(r["suite"], 9)))
+    table: list[tuple[str, ...]] = []
+    ordered = sorted(
+        results, key=lambda r: (r["device"], r["model"], SUITE_ORDER.get(r["suite"], 9))
+    )
     for r in ordered:
         verdict = r["verdict"]
         status = verdict["status"]
@@ -41,11 +49,15 @@ def rows(results: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
             figure = HEADLINE.get(r["suite"], "")
             value = r["figures"].get(figure)
             note = "; ".join(verdict["reasons"]) or "no gate set"
-            table.append((*common, f"{figure} {_number(value, figure)}", "-", status,
-                          r["fidelity"], note))
+            table.append(
+                (*common, f"{figure} {_number(value, figure)}", "-", status, r["fidelity"], note)
+            )
         for check in checks:
-            shown = "not applied" if check["passed"] is None else (
-                "PASS" if check["passed"] else "FAIL")
+            shown = (
+                "not applied"
+                if check["passed"] is None
+                else ("PASS" if check["passed"] else "FAIL")
+            )
             figure = f"{check['figure']} {_number(check['value'], check['figure'])}"
             threshold = f"{check['gate']} {_number(check['threshold'], check['figure'])}"
             note = check["message"] if check["passed"] is not True else ""
@@ -56,14 +68,26 @@ def rows(results: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
 
 
 def gate_table(results: Iterable[dict[str, Any]], markup: bool) -> list[str]:
-    table = Table("device", "model", "suite", "figure", "threshold", "verdict", "fidelity", "note",
-                  box=None, pad_edge=False, show_edge=False)
+    table = Table(
+        "device",
+        "model",
+        "suite",
+        "figure",
+        "threshold",
+        "verdict",
+        "fidelity",
+        "note",
+        box=None,
+        pad_edge=False,
+        show_edge=False,
+    )
     for row in rows(results):
         verdict = row[5]
         style = STYLE.get(verdict, "red" if verdict == "FAIL" else "")
         table.add_row(*row[:5], f"[{style}]{verdict}[/]" if style else verdict, *row[6:])
     width = max(shutil.get_terminal_size((140, 24)).columns, 100)
     buffer = io.StringIO()
-    Console(file=buffer, width=width, force_terminal=markup, no_color=not markup,
-            highlight=False).print(table)
+    Console(
+        file=buffer, width=width, force_terminal=markup, no_color=not markup, highlight=False
+    ).print(table)
     return buffer.getvalue().rstrip("\n").splitlines()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ _ONNX_TYPES = {
 }
 
 
-def _spec(node: object) -> TensorSpec:
+def _spec(node: Any) -> TensorSpec:
     name = str(node.name)
     onnx_type = str(node.type)
     if onnx_type not in _ONNX_TYPES:

@@ -22,7 +22,7 @@ def _interpreter_class() -> tuple[Any, str, str]:
     try:
         from importlib.metadata import version
 
-        from tflite_runtime import interpreter as tfl_rt  # type: ignore[import-not-found]
+        from tflite_runtime import interpreter as tfl_rt
 
         return tfl_rt.Interpreter, "tflite-runtime", version("tflite-runtime")
     except ImportError as exc:
@@ -91,7 +91,9 @@ class TfliteRuntime:
             self.prepare({k: tuple(v.shape) for k, v in feeds.items()})
         interpreter = self.interpreter
         set_tensor, invoke, get_tensor = (
-            interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor
+            interpreter.set_tensor,
+            interpreter.invoke,
+            interpreter.get_tensor,
         )
         pairs = [(self._input_index[name], value) for name, value in feeds.items()]
         outputs = self._output_index

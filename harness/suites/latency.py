@@ -4,6 +4,7 @@ time budget ends. Raw samples come back for the reports and for recomputing stat
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ def measure(pair: Pair) -> Measurement:
         chunk = int(max(1, min(settings.samples - len(samples), left / per_run)))
         samples += pair.request("bench", samples=chunk)["samples_ns"]
     ms = np.asarray(samples, dtype=np.float64) / 1e6
-    figures = {
+    figures: dict[str, Any] = {
         "n": len(samples),
         "p50_ms": float(np.percentile(ms, 50)),
         "p90_ms": float(np.percentile(ms, 90)),

@@ -8,7 +8,7 @@ changes must be exact (integral values in range), or the user gets an error sayi
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,13 +81,15 @@ def _fits(shape: tuple[int, ...], spec: TensorSpec) -> bool:
         return True
     if len(shape) != len(spec.shape):
         return False
-    return all(not isinstance(d, int) or d < 0 or d == s for d, s in zip(spec.shape, shape))
+    return all(not isinstance(d, int) or d < 0 or d == s for d, s in zip(spec.shape, shape, strict=True))
 
 
 def _shape_text(spec: TensorSpec) -> str:
     if spec.shape is None:
         return "[?]"
-    return "[" + ", ".join(str(d) if isinstance(d, int) and d >= 0 else "?" for d in spec.shape) + "]"
+    return (
+        "[" + ", ".join(str(d) if isinstance(d, int) and d >= 0 else "?" for d in spec.shape) + "]"
+    )
 
 
 @dataclass
@@ -111,7 +113,7 @@ class Feeds:
 
 
 def _configured_shape(
-    spec: TensorSpec, input_shapes: dict[str, Sequence[int]], where: str
+    spec: TensorSpec, input_shapes: Mapping[str, Sequence[int]], where: str
 ) -> tuple[int, ...]:
     if spec.name in input_shapes:
         shape = tuple(int(d) for d in input_shapes[spec.name])
@@ -145,8 +147,8 @@ def build_feeds(
     inputs: list[TensorSpec],
     dataset: dict[str, np.ndarray] | None,
     dataset_path: str,
-    input_shapes: dict[str, Sequence[int]],
-    input_values: dict[str, Any],
+    input_shapes: Mapping[str, Sequence[int]],
+    input_values: Mapping[str, Any],
     where: str,
     seed: int = 0,
 ) -> Feeds:

@@ -186,7 +186,7 @@ class Worker:
         """One inference on caller-given inputs; outputs raw (not dequantized)."""
         model = self._model(model_id)
         outputs = model.runtime.run(inputs)
-        return {"outputs": {s.name: o for s, o in zip(model.runtime.outputs, outputs)}}
+        return {"outputs": {s.name: o for s, o in zip(model.runtime.outputs, outputs, strict=True)}}
 
     def memory(self) -> dict[str, Any]:
         return {"peak_kb": proc_status_kb("VmHWM"), "rss_kb": proc_status_kb("VmRSS")}
