@@ -43,6 +43,7 @@ class GateSpec:
 
 
 GATE_KEYS = tuple(f.name for f in fields(GateSpec))
+RELATIVE_GATES = ("accuracy_max_drop", "latency_max_regression", "memory_max_growth")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class LatencySettings:
     samples: int = 300  # timed runs wanted
     min_samples: int = 30  # fewer than this when the budget runs out: INCONCLUSIVE
     time_budget_s: float = 10.0  # per (model, device) latency item
+    confidence: float = 0.95  # of the intervals that decide gates (and end sampling early)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,12 @@ class ModelSpec:
     gates: GateSpec = GateSpec()
     device_gates: Mapping[str, GateSpec] = field(default_factory=dict)
     problems: tuple[str, ...] = ()  # file problems: the model's items fail with these
+
+    @property
+    def relative_gates(self) -> tuple[str, ...]:
+        """The relative gates set for any device: they need a baseline."""
+        specs = [self.gates, *self.device_gates.values()]
+        return tuple(k for k in RELATIVE_GATES if any(getattr(s, k) is not None for s in specs))
 
     def gates_for(self, device: str) -> GateSpec:
         override = self.device_gates.get(device)
@@ -81,6 +89,7 @@ class HarnessConfig:
     timeout_s: float = 300.0  # per worker request
     seed: int = 0
     inconclusive: str = "fail"  # what an INCONCLUSIVE verdict does: fail | pass
+    baseline_missing: str = "error"  # a model without a base under --baseline: error | report
     profiles: Mapping[str, DeviceProfile] = field(default_factory=dict)
 
     @property
@@ -95,7 +104,7 @@ class HarnessConfig:
         raise ConfigError(f"{self.source}: no model named {name!r}; models: {known}")
 
 
-_TOP_KEYS = ("devices", "matrix", "models", "latency", "timeout_s", "seed", "inconclusive")
+_TOP_KEYS = "devices matrix models latency timeout_s seed inconclusive baseline_missing".split()
 _MODEL_KEYS = [
     "name",
     "path",
@@ -279,12 +288,23 @@ def parse_config(
         expect_type(value, (int, float), f"{where}: latency", key)
         if value < 0 or (key != "warmup" and value == 0):
             raise ConfigError(f"{where}: latency.{key} = {value} must be positive")
+        if key == "confidence" and not 0.5 <= value < 1:
+            raise ConfigError(
+                f"{where}: latency.confidence = {value} must be in [0.5, 1), e.g. 0.95"
+            )
     latency = LatencySettings(**latency_table)
     inconclusive = table.get("inconclusive", "fail")
     if inconclusive not in ("fail", "pass"):
         raise ConfigError(f'{where}: {prefix}inconclusive = {inconclusive!r}; use "fail" or "pass"')
     matrix = expect_type(table.get("matrix", "device-matrix"), str, where, f"{prefix}matrix")
+    baseline_missing = table.get("baseline_missing", "error")
+    if baseline_missing not in ("error", "report"):
+        raise ConfigError(
+            f'{where}: {prefix}baseline_missing = {baseline_missing!r}; use "error" (a model '
+            'without a base fails) or "report" (its relative gates are reported as NO BASELINE)'
+        )
     return HarnessConfig(
+        baseline_missing=baseline_missing,
         inconclusive=inconclusive,
         source=source,
         profiles=dict(profiles if profiles is not None else load_profiles(None)),

@@ -14,6 +14,7 @@ from typing import Any
 from harness.config import GateSpec
 
 PASS, FAIL, INCONCLUSIVE, NO_GATE = "PASS", "FAIL", "INCONCLUSIVE", "NO GATE"
+NO_BASELINE = "NO BASELINE"
 ABSOLUTE_TIME_FIDELITIES = ("measured", "estimated")
 
 
@@ -135,6 +136,7 @@ def decide(
                 f"{rule.label} {text} {relation} {shown} {where}",
             )
         )
+    checks.extend(_relative_checks(suite, figures, gates, device, fidelity))
     failures = [c.message for c in checks if c.passed is False]
     if figures.get("failure"):  # e.g. OOM-killed: a failing memory figure, not a crash
         failures.insert(0, str(figures["failure"]))
@@ -142,6 +144,94 @@ def decide(
         return Verdict(FAIL, tuple(checks), tuple(failures))
     if figures.get("inconclusive"):
         return Verdict(INCONCLUSIVE, tuple(checks), (str(figures["inconclusive"]),))
+    if figures.get("baseline_missing") and any(c.gate in RELATIVE for c in checks):
+        return Verdict(NO_BASELINE, tuple(checks), (f"no baseline: {figures['baseline_missing']}",))
     if any(c.passed for c in checks):
         return Verdict(PASS, tuple(checks))
     return Verdict(NO_GATE, tuple(checks))
+
+
+RELATIVE = {
+    "accuracy_max_drop": "accuracy",
+    "latency_max_regression": "latency",
+    "memory_max_growth": "memory",
+}
+
+
+def _relative_checks(
+    suite: str, figures: Mapping[str, Any], gates: GateSpec, device: str, fidelity: str
+) -> list[Check]:
+    """Gates against the baseline: accuracy drop, latency ratio (with its CI), memory growth."""
+    checks = []
+    for gate, gate_suite in RELATIVE.items():
+        threshold = getattr(gates, gate)
+        if gate_suite != suite or threshold is None:
+            continue
+        if gate == "accuracy_max_drop":
+            checks.append(_accuracy_drop(figures, threshold, device, fidelity))
+        elif gate == "latency_max_regression":
+            checks.append(_latency_ratio(figures, threshold, device, fidelity))
+        else:
+            checks.append(_memory_growth(figures, threshold, device, fidelity))
+    return checks
+
+
+def _not_applied(
+    gate: str, figure: str, threshold: float, label: str, figures: Mapping[str, Any]
+) -> Check:
+    why = figures.get("baseline_missing") or "no --baseline given"
+    return Check(gate, figure, None, threshold, None, f"{label} not applied: {why}")
+
+
+def _accuracy_drop(
+    figures: Mapping[str, Any], threshold: float, device: str, fidelity: str
+) -> Check:
+    gate, label = "accuracy_max_drop", f"accuracy drop ≤ {threshold:.4f}"
+    drop = figures.get("accuracy_drop")
+    if drop is None:
+        return _not_applied(gate, "accuracy_drop", threshold, label, figures)
+    failed = drop > threshold
+    change = f"({figures['baseline_accuracy']:.4f} → {figures['accuracy']:.4f})"
+    message = (
+        f"accuracy drop {drop:.4f} {'>' if failed else '≤'} {threshold:.4f} {change} "
+        f"{_context(device, fidelity, figures.get('n'))}"
+    )
+    return Check(gate, "accuracy_drop", drop, threshold, not failed, message)
+
+
+def _latency_ratio(
+    figures: Mapping[str, Any], threshold: float, device: str, fidelity: str
+) -> Check:
+    gate, label = "latency_max_regression", f"latency regression ≤ {threshold:.0%}"
+    ratio = figures.get("ratio")
+    if ratio is None:
+        return _not_applied(gate, "ratio", threshold, label, figures)
+    low, high = figures["ratio_low"], figures["ratio_high"]
+    paired = figures.get("paired")
+    n = f"paired n={figures.get('rounds')}" if paired else f"unpaired n={figures.get('n')}"
+    shown = f"latency {ratio - 1:+.1%} [{low - 1:+.1%}, {high - 1:+.1%}]"
+    where = f"({device}, {fidelity}, {n})"
+    limit = 1.0 + threshold
+    if low > limit:
+        return Check(gate, "ratio", ratio, threshold, False, f"{shown} > {threshold:.0%} {where}")
+    if high <= limit:
+        return Check(gate, "ratio", ratio, threshold, True, f"{shown} ≤ {threshold:.0%} {where}")
+    return Check(
+        gate, "ratio", ratio, threshold, None, f"{shown} undecided against {threshold:.0%} {where}"
+    )
+
+
+def _memory_growth(
+    figures: Mapping[str, Any], threshold: float, device: str, fidelity: str
+) -> Check:
+    gate, label = "memory_max_growth", f"memory growth ≤ {threshold:.0%}"
+    growth = figures.get("memory_growth")
+    if growth is None:
+        return _not_applied(gate, "memory_growth", threshold, label, figures)
+    failed = growth > threshold
+    change = f"({figures['baseline_peak_mb']:.1f} → {figures['peak_mb']:.1f} MB)"
+    message = (
+        f"memory {growth:+.1%} {'>' if failed else '≤'} {threshold:.0%} {change} "
+        f"({device}, {fidelity})"
+    )
+    return Check(gate, "memory_growth", growth, threshold, not failed, message)

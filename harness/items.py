@@ -12,7 +12,7 @@ import pytest
 from harness.backends.base import WorkerError, WorkerFailure
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
-from harness.gates import FAIL, INCONCLUSIVE, Verdict, decide
+from harness.gates import FAIL, INCONCLUSIVE, RELATIVE, Verdict, decide
 from harness.results import USER_PROPERTY, junit_properties, record
 from harness.runner import PairFailure, PairPool
 from harness.suites import measure, suites_for
@@ -78,6 +78,16 @@ class HarnessItem(pytest.Item):
         except (WorkerError, WorkerFailure, DataError) as exc:
             self._fail_without_figures(str(exc), pair_info(pair))
         gates = self.model.gates_for(self.profile.name)
+        if pair.base_missing:
+            measurement.figures["baseline_missing"] = pair.base_missing
+            relative = [g for g, s in RELATIVE.items() if s == self.suite and getattr(gates, g)]
+            if relative and config.baseline_missing == "error":
+                self._fail_without_figures(
+                    f"no baseline for {', '.join(relative)}: {pair.base_missing} (to report such "
+                    f'models as NO BASELINE instead, set baseline_missing = "report" in '
+                    f"{config.source.name})",
+                    pair_info(pair),
+                )
         verdict = decide(
             self.suite, measurement.figures, gates, self.profile.name, measurement.fidelity
         )
@@ -146,4 +156,8 @@ def pair_info(pair: Any) -> dict[str, Any]:
         )
     if pair.target is not None:
         info["limits"] = pair.target.limits
+    if pair.baseline_label:
+        info["baseline"] = pair.baseline_label
+        if pair.base is not None:
+            info["baseline_path"] = str(pair.base.path)
     return info

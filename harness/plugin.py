@@ -24,6 +24,7 @@ class HarnessState:
     config: HarnessConfig
     devices: list[DeviceProfile]
     json_path: Path | None
+    baseline: Any = None  # harness.baseline.Baseline under --baseline
     pool: Any = None  # PairPool, made lazily (it imports the backends)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -31,7 +32,7 @@ class HarnessState:
         if self.pool is None:
             from harness.runner import PairPool
 
-            self.pool = PairPool(self.config)
+            self.pool = PairPool(self.config, self.baseline)
         return self.pool
 
 
@@ -53,6 +54,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="harness.toml or pyproject.toml to use (default: found from the "
         "current directory upwards)",
+    )
+    group.addoption(
+        "--baseline",
+        metavar="REF_OR_PATH",
+        help="compare with a base: a git ref (e.g. the merge base), a folder holding the base "
+        "checkout, a model file, or a results file from --harness-json",
     )
     group.addoption(
         "--harness-json",
@@ -94,10 +101,17 @@ def pytest_configure(config: pytest.Config) -> None:
             wanted or list(harness_config.devices),
             "--device" if wanted else f"{path}: devices",
         )
+        baseline = None
+        if config.getoption("baseline"):
+            from harness.baseline import resolve_baseline
+
+            baseline = resolve_baseline(config.getoption("baseline"), harness_config)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     json_path = config.getoption("harness_json")
-    state = HarnessState(harness_config, devices, Path(json_path).resolve() if json_path else None)
+    state = HarnessState(
+        harness_config, devices, Path(json_path).resolve() if json_path else None, baseline
+    )
     config.stash[STATE] = state
     config.pluginmanager.register(
         HarnessReporter(state, hasattr(config, "workerinput")), "harness-reporter"
@@ -131,7 +145,10 @@ class HarnessReporter:
     def pytest_report_header(self) -> list[str]:
         devices = ", ".join(f"{d.name} ({d.fidelity})" for d in self.state.devices)
         config = self.state.config
-        return [f"harness: config {config.source} | devices {devices} | seed {config.seed}"]
+        line = f"harness: config {config.source} | devices {devices} | seed {config.seed}"
+        if self.state.baseline is not None:
+            line += f" | baseline {self.state.baseline.label}"
+        return [line]
 
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         # Free a pair's worker (and its container) once its last suite here has run.

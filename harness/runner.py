@@ -19,11 +19,13 @@ from harness.backends.base import (
     WorkerError,
     WorkerFailure,
 )
+from harness.baseline import Baseline
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
 from harness.runtimes import format_of
 
-START_TIMEOUT_S = 120.0  # emulated start-up (runtime import under QEMU) takes seconds to a minute
+START_TIMEOUT_S = 120.0
+BASE_ID = "baseline"  # the base model's id inside the pair's worker  # emulated start-up (runtime import under QEMU) takes seconds to a minute
 
 
 class PairFailure(Exception):
@@ -45,6 +47,11 @@ class Pair:
     hello: dict[str, Any] = field(default_factory=dict)
     loaded: dict[str, Any] = field(default_factory=dict)
     failure: PairFailure | None = None  # sticky: start/load failures repeat
+    base: ModelSpec | None = None  # the baseline's version of the model, measured alongside
+    base_missing: str | None = None  # why there is no base, under --baseline
+    base_loaded: dict[str, Any] = field(default_factory=dict)
+    stored: dict[str, dict[str, Any]] = field(default_factory=dict)  # suite -> stored record
+    baseline_label: str = ""
 
     @property
     def key(self) -> str:
@@ -59,46 +66,75 @@ class Pair:
         if self.model.problems:
             self.failure = PairFailure("; ".join(self.model.problems))
             raise self.failure
-        files = [self.model.path] + ([self.model.dataset] if self.model.dataset else [])
+        models = [self.model] + ([self.base] if self.base else [])
         try:
-            self.target = backend_for(self.profile).start(self.profile, files, self.profile.threads)
+            self.target, client, self.hello = self._start(models)
+            self.loaded = self._load(client, self.target, self.model, None)
+            if self.base is not None:
+                self.base_loaded = self._load(client, self.target, self.base, BASE_ID)
+        except PairFailure as failure:
+            self.failure = failure
+            raise
+        self.client = client
+        return client
+
+    def _start(self, models: list[ModelSpec]) -> tuple[Target, WorkerClient, dict[str, Any]]:
+        files = [m.path for m in models] + ([self.model.dataset] if self.model.dataset else [])
+        try:
+            target = backend_for(self.profile).start(self.profile, files, self.profile.threads)
         except BackendUnavailable as exc:
-            self.failure = PairFailure(str(exc), skip=exc.skip)
-            raise self.failure from None
-        client = WorkerClient(self.target, self.profile.name)
+            raise PairFailure(str(exc), skip=exc.skip) from None
+        client = WorkerClient(target, self.profile.name)
+        formats = sorted({format_of(m.path) for m in models})
         try:
-            self.hello = client.request(
-                "hello", START_TIMEOUT_S, formats=[format_of(self.model.path)]
-            )
-            self.loaded = client.request(
+            hello = client.request("hello", START_TIMEOUT_S, formats=formats)
+        except WorkerFailure as exc:
+            raise PairFailure(str(exc)) from None
+        return target, client, hello
+
+    def _load(
+        self, client: WorkerClient, target: Target, model: ModelSpec, model_id: str | None
+    ) -> dict[str, Any]:
+        """Load `model` in the worker under `model_id` (default: the model's name)."""
+        try:
+            return client.request(
                 "load",
                 self.config.timeout_s,
-                model_id=self.model.name,
-                path=self.target.remote(self.model.path),
-                dataset=self.target.remote(self.model.dataset) if self.model.dataset else None,
+                model_id=model_id or model.name,
+                path=target.remote(model.path),
+                dataset=target.remote(model.dataset) if model.dataset else None,
                 threads=self.profile.threads,
-                output=self.model.output,
-                input_shapes={k: list(v) for k, v in self.model.input_shapes.items()},
-                input_values=dict(self.model.input_values),
+                output=model.output,
+                input_shapes={k: list(v) for k, v in model.input_shapes.items()},
+                input_values=dict(model.input_values),
                 accelerator=self.profile.accelerator,
                 config_file=str(self.config.source),
             )
         except WorkerError as exc:
             client.close()
-            self.failure = PairFailure(f"{self.model.path.name} on {self.profile.name}: {exc}")
-            raise self.failure from None
+            which = "baseline " if model_id == BASE_ID else ""
+            raise PairFailure(f"{which}{model.path.name} on {self.profile.name}: {exc}") from None
         except WorkerFailure as exc:
             oom = isinstance(exc, WorkerCrashed) and "OOM-killed" in str(exc)
-            self.failure = PairFailure(str(exc), oom=oom)
-            raise self.failure from None
-        self.client = client
-        return client
+            raise PairFailure(str(exc), oom=oom) from None
 
-    def request(self, op: str, **arguments: Any) -> dict[str, Any]:
-        """A request to the pair's worker; a crash or hang discards the worker."""
-        client = self.worker()
+    def fresh_peak_kb(self, model: ModelSpec) -> tuple[int, int]:
+        """(empty peak, peak after load and one run) of `model` in a worker of its own: memory
+        figures of two models cannot be told apart inside one process."""
+        target, client, hello = self._start([model])
         try:
-            return client.request(op, self.config.timeout_s, model_id=self.model.name, **arguments)
+            loaded = self._load(client, target, model, None)
+        finally:
+            client.close()
+        return int(hello["empty_peak_kb"]), int(loaded["peak_kb"])
+
+    def request(self, op: str, base: bool = False, **arguments: Any) -> dict[str, Any]:
+        """A request about the model (or, with `base`, its baseline) to the pair's worker; a
+        crash or hang discards the worker."""
+        client = self.worker()
+        model_id = BASE_ID if base else self.model.name
+        try:
+            return client.request(op, self.config.timeout_s, model_id=model_id, **arguments)
         except WorkerFailure:
             self.client = None
             raise
@@ -112,14 +148,27 @@ class Pair:
 class PairPool:
     """The session's pairs, keyed by (model, device)."""
 
-    def __init__(self, config: HarnessConfig) -> None:
+    def __init__(self, config: HarnessConfig, baseline: Baseline | None = None) -> None:
         self.config = config
+        self.baseline = baseline
         self.pairs: dict[tuple[str, str], Pair] = {}
 
     def get(self, model: ModelSpec, profile: DeviceProfile) -> Pair:
         key = (model.name, profile.name)
         if key not in self.pairs:
-            self.pairs[key] = Pair(model, profile, self.config)
+            pair = Pair(model, profile, self.config)
+            if self.baseline is not None:
+                pair.base = self.baseline.models.get(model.name)
+                pair.base_missing = self.baseline.missing.get(model.name)
+                pair.baseline_label = self.baseline.label
+                pair.stored = {
+                    suite: record
+                    for (name, device, suite), record in self.baseline.stored.items()
+                    if name == model.name and device == profile.name
+                }
+                if not pair.stored and self.baseline.kind == "results" and not pair.base_missing:
+                    pair.base_missing = f"{self.baseline.source} holds no results for {key}"
+            self.pairs[key] = pair
         return self.pairs[key]
 
     def release(self, model: str, device: str) -> None:

@@ -703,3 +703,28 @@ def detect_steps(values: Samples, min_size: int = 2, penalty: float | None = Non
         Step(index=bounds[r], before=medians[r - 1], after=medians[r])
         for r in range(1, len(bounds))
     ]
+
+
+def unpaired_ratio(
+    base: Samples,
+    new: Samples,
+    confidence: float = 0.95,
+    seed: int = 0,
+    resamples: int = 2000,
+) -> RatioEstimate:
+    """Ratio of medians new/base from two independent sample sets (e.g. a stored baseline from
+    another session), with a percentile-bootstrap CI resampling each set on its own. Machine
+    drift between the sessions is NOT cancelled, unlike paired_ratio; reports say so."""
+    _check_confidence(confidence)
+    b = _array(base, "base")
+    m = _array(new, "new")
+    rng = np.random.default_rng(seed)
+    base_medians = np.median(rng.choice(b, (resamples, b.size)), axis=1)
+    new_medians = np.median(rng.choice(m, (resamples, m.size)), axis=1)
+    ratios = new_medians / base_medians
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    point = float(np.median(m) / np.median(b))
+    low, high = np.percentile(ratios, [tail, 100.0 - tail])
+    return RatioEstimate(
+        ratio=point, low=min(float(low), point), high=max(float(high), point), n=int(m.size)
+    )

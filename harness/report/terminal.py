@@ -20,13 +20,22 @@ STYLE = {
     "INCONCLUSIVE": "yellow",
     "SKIPPED": "yellow",
     "NO GATE": "dim",
+    "NO BASELINE": "yellow",
 }
 UNITS = {"size_kb": " kB", "p90_ms": " ms", "peak_mb": " MB", "accuracy": "", "mae": ""}
+
+
+PERCENT_CHANGE = ("ratio",)  # shown as +x.x% change
+PERCENT = ("memory_growth", "accuracy_drop", "latency_max_regression", "memory_max_growth")
 
 
 def _number(value: Any, figure: str) -> str:
     if not isinstance(value, (int, float)):
         return "-"
+    if figure in PERCENT_CHANGE:
+        return f"{value - 1:+.1%}"
+    if figure in PERCENT:
+        return f"{value:+.1%}" if figure in ("memory_growth", "accuracy_drop") else f"{value:.0%}"
     digits = 4 if figure in ("accuracy", "mae") else (3 if figure.endswith("_ms") else 1)
     return f"{value:.{digits}f}{UNITS.get(figure, '')}"
 
@@ -53,13 +62,14 @@ def rows(results: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
                 (*common, f"{figure} {_number(value, figure)}", "-", status, r["fidelity"], note)
             )
         for check in checks:
-            shown = (
-                "not applied"
-                if check["passed"] is None
-                else ("PASS" if check["passed"] else "FAIL")
-            )
+            if check["passed"] is None:
+                shown = status if status in ("NO BASELINE", "INCONCLUSIVE") else "not applied"
+            else:
+                shown = "PASS" if check["passed"] else "FAIL"
             figure = f"{check['figure']} {_number(check['value'], check['figure'])}"
-            threshold = f"{check['gate']} {_number(check['threshold'], check['figure'])}"
+            gate = check["gate"]
+            shown_as = gate if gate in PERCENT else check["figure"]
+            threshold = f"{gate} {_number(check['threshold'], shown_as)}"
             note = check["message"] if check["passed"] is not True else ""
             table.append((*common, figure, threshold, shown, r["fidelity"], note))
         if checks and (status == "INCONCLUSIVE" or r["figures"].get("failure")):
@@ -85,7 +95,8 @@ def gate_table(results: Iterable[dict[str, Any]], markup: bool) -> list[str]:
         verdict = row[5]
         style = STYLE.get(verdict, "red" if verdict == "FAIL" else "")
         table.add_row(*row[:5], f"[{style}]{verdict}[/]" if style else verdict, *row[6:])
-    width = max(shutil.get_terminal_size((140, 24)).columns, 100)
+    # Rows are never wrapped: one line per gate keeps logs greppable.
+    width = max(shutil.get_terminal_size((140, 24)).columns, 300)
     buffer = io.StringIO()
     Console(
         file=buffer, width=width, force_terminal=markup, no_color=not markup, highlight=False

@@ -31,6 +31,38 @@ def task_of(pair: Pair, labels: np.ndarray) -> str:
     return "classification" if labels.dtype.kind in "iub" else "regression"
 
 
+def _score(
+    pair: Pair, labels: np.ndarray, task: str, base: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    count = labels.shape[0]
+    result = pair.request("evaluate", base=base, task=task)
+    figures: dict[str, Any] = {"n": count, "task": task, "nonfinite": result["nonfinite"]}
+    raw: dict[str, Any] = {}
+    if task == "classification":
+        predicted = np.asarray(result["top1"])
+        truth = labels.reshape(count, -1)[:, 0].astype(np.int64)
+        correct = predicted == truth
+        figures["accuracy"] = float(correct.mean())
+        raw["per_class"] = {
+            str(c): {"n": int((truth == c).sum()), "accuracy": float(correct[truth == c].mean())}
+            for c in np.unique(truth)
+        }
+        raw["predictions"] = predicted.tolist()
+        return figures, raw
+    values = np.asarray(result["values"], dtype=np.float64)
+    truth_values = labels.reshape(count, -1).astype(np.float64)
+    if values.shape != truth_values.shape:
+        raise DataError(
+            f"{pair.model.dataset}: y holds {truth_values.shape[1]} value(s) per sample but "
+            f"output {pair.loaded['output']!r} gives {values.reshape(count, -1).shape[1]}; store "
+            "y with the output's shape per sample, or choose another output"
+        )
+    errors = np.abs(values - truth_values)
+    figures["mae"] = float(errors.mean())
+    figures["max_abs_error"] = float(errors.max())
+    return figures, raw
+
+
 def measure(pair: Pair) -> Measurement:
     labels = _labels(pair)
     pair.worker()
@@ -41,29 +73,19 @@ def measure(pair: Pair) -> Measurement:
             "samples; store one label per sample"
         )
     task = task_of(pair, labels)
-    result = pair.request("evaluate", task=task)
-    figures: dict[str, Any] = {"n": count, "task": task, "nonfinite": result["nonfinite"]}
-    raw: dict[str, Any] = {}
-    if task == "classification":
-        predicted = np.asarray(result["top1"])
-        truth = labels.reshape(count, -1)[:, 0].astype(np.int64) if labels.ndim > 1 else labels
-        correct = predicted == truth
-        figures["accuracy"] = float(correct.mean())
-        classes = np.unique(truth)
-        raw["per_class"] = {
-            str(c): {"n": int((truth == c).sum()), "accuracy": float(correct[truth == c].mean())}
-            for c in classes
-        }
-        raw["predictions"] = predicted.tolist()
-    else:
-        values = np.asarray(result["values"], dtype=np.float64)
-        truth_values = labels.reshape(count, -1).astype(np.float64)
-        if values.shape != truth_values.shape:
-            raise DataError(
-                f"{pair.model.dataset}: y holds {truth_values.shape[1]} value(s) per sample but "
-                f"output {pair.loaded['output']!r} gives {values.shape[1]}; store y with the "
-                "output's shape per sample, or choose another output"
-            )
-        figures["mae"] = float(np.abs(values - truth_values).mean())
-        figures["max_abs_error"] = float(np.abs(values - truth_values).max())
-    return Measurement(figures, pair.target.fidelity if pair.target else "measured", raw)
+    figures, raw = _score(pair, labels, task, base=False)
+    base_figures: dict[str, Any] = {}
+    if pair.base is not None:
+        base_figures, base_raw = _score(pair, labels, task, base=True)
+        if "predictions" in base_raw:
+            agree = np.mean(np.asarray(base_raw["predictions"]) == np.asarray(raw["predictions"]))
+            figures["baseline_agreement"] = float(agree)
+    elif "accuracy" in pair.stored:
+        base_figures = pair.stored["accuracy"]["figures"]
+    for key in ("accuracy", "mae"):
+        if key in base_figures and key in figures:
+            figures[f"baseline_{key}"] = base_figures[key]
+    if "baseline_accuracy" in figures:
+        figures["accuracy_drop"] = figures["baseline_accuracy"] - figures["accuracy"]
+    assert pair.target is not None
+    return Measurement(figures, pair.target.fidelity, raw)

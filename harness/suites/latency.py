@@ -1,25 +1,50 @@
-"""Latency: warm-up, then timed runs inside the worker, in chunks, until enough samples or the
-time budget ends. Raw samples come back for the reports and for recomputing statistics."""
+"""Latency: warm-up, then timed runs inside the worker, in chunks, until the gate's question is
+decided at the configured confidence, enough samples are in, or the time budget ends.
+
+Alone, the p90 gate is decided on a distribution-free confidence interval of the p90. With a
+baseline measured in the same worker, base and new run interleaved in rounds (ABBA order) and
+the gate is decided on the paired ratio of per-round medians, so machine drift cancels. Raw
+samples come back for the reports and for recomputing every statistic.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import numpy as np
 
+from harness import stats
+from harness.gates import ABSOLUTE_TIME_FIDELITIES
 from harness.runner import Pair
 from harness.suites.base import Measurement
 
-CHUNK_SECONDS = 1.0  # aim for about one second of timed runs per worker request
+CHUNK_SECONDS = 0.5  # timed runs per worker request, in seconds (unpaired)
+ROUND_SECONDS = 0.05  # per model and round (paired): many short rounds track drift best
+MIN_PER_ROUND = 5
 
 
-def measure(pair: Pair) -> Measurement:
+def _describe(ms: np.ndarray, prefix: str = "") -> dict[str, Any]:
+    summary = stats.summary(ms)
+    return {
+        f"{prefix}n": summary.n,
+        f"{prefix}p50_ms": summary.p50,
+        f"{prefix}p90_ms": summary.p90,
+        f"{prefix}p99_ms": summary.p99,
+        f"{prefix}mean_ms": summary.mean,
+        f"{prefix}min_ms": summary.min,
+    }
+
+
+def _single(pair: Pair) -> Measurement:
     settings = pair.config.latency
-    pair.worker()
+    assert pair.target is not None
+    threshold = pair.model.gates_for(pair.profile.name).latency_p90_ms_max
+    gated = threshold is not None and pair.target.fidelity in ABSOLUTE_TIME_FIDELITIES
     started = time.monotonic()
-    first = pair.request("bench", samples=1, warmup=settings.warmup)["samples_ns"]
-    samples: list[int] = list(first)
+    samples: list[int] = pair.request("bench", samples=1, warmup=settings.warmup)["samples_ns"]
+    decision = "undecided"
     while len(samples) < settings.samples:
         elapsed = time.monotonic() - started
         if elapsed >= settings.time_budget_s:
@@ -28,20 +53,136 @@ def measure(pair: Pair) -> Measurement:
         left = min(settings.time_budget_s - elapsed, CHUNK_SECONDS)
         chunk = int(max(1, min(settings.samples - len(samples), left / per_run)))
         samples += pair.request("bench", samples=chunk)["samples_ns"]
+        if gated and len(samples) >= settings.min_samples:
+            assert threshold is not None
+            ms = np.asarray(samples, dtype=np.float64) / 1e6
+            interval = stats.percentile_ci(ms, 90, settings.confidence)
+            decision = stats.decide_threshold(interval, threshold)
+            if decision != "undecided":
+                break  # decided: no need to spend the rest of the budget
     ms = np.asarray(samples, dtype=np.float64) / 1e6
-    figures: dict[str, Any] = {
-        "n": len(samples),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-        "min_ms": float(ms.min()),
-        "threads": pair.profile.threads,
-    }
+    figures = _describe(ms)
+    interval = stats.percentile_ci(ms, 90, settings.confidence)
+    figures.update(p90_low_ms=interval.low, p90_high_ms=interval.high, threads=pair.profile.threads)
     if len(samples) < settings.min_samples:
         figures["inconclusive"] = (
             f"latency: only n={len(samples)} samples within the {settings.time_budget_s:g} s "
             f"budget; {settings.min_samples} needed (raise latency.time_budget_s)"
         )
-    assert pair.target is not None
+    elif gated and decision == "undecided":
+        assert threshold is not None
+        margin = max(abs(figures["p90_ms"] - threshold), 1e-9)
+        needed = stats.samples_needed_for_percentile(ms, 90, margin, settings.confidence)
+        figures["inconclusive"] = (
+            f"latency p90 {figures['p90_ms']:.3f} ms, {settings.confidence:.0%} interval "
+            f"[{interval.low:.3f}, {interval.high:.3f}] ms contains the {threshold:g} ms gate "
+            f"after n={len(samples)} samples; about {needed} needed (raise latency.samples and "
+            "latency.time_budget_s)"
+        )
     return Measurement(figures, pair.target.fidelity, {"samples_ns": samples})
+
+
+def _paired(pair: Pair) -> Measurement:
+    """Base and new in the same worker, interleaved in rounds."""
+    settings = pair.config.latency
+    assert pair.target is not None
+    max_regression = pair.model.gates_for(pair.profile.name).latency_max_regression
+    pair.request("bench", samples=1, warmup=settings.warmup)
+    pair.request("bench", base=True, samples=1, warmup=settings.warmup)
+    probe = pair.request("bench", samples=MIN_PER_ROUND)["samples_ns"]
+    per_round = max(MIN_PER_ROUND, int(ROUND_SECONDS / max(np.median(probe) * 1e-9, 1e-7)))
+    minimum = max(stats.min_rounds_for_ratio(settings.confidence), 6)
+    # With a regression gate, rounds go on until it is decided or the budget ends; without one,
+    # `samples` per model are enough for the report.
+    max_rounds = (
+        math.inf
+        if max_regression is not None
+        else max(minimum, math.ceil(settings.samples / per_round))
+    )
+    new: list[int] = []
+    base: list[int] = []
+    new_medians: list[float] = []
+    base_medians: list[float] = []
+    started = time.monotonic()
+    decision = "undecided"
+    estimate = None
+    while len(new_medians) < max_rounds:
+        if time.monotonic() - started >= settings.time_budget_s and len(new_medians) >= 2:
+            break
+        order = (False, True) if len(new_medians) % 2 else (True, False)  # ABBA: drift cancels
+        for is_base in order:
+            chunk = pair.request("bench", base=is_base, samples=per_round)["samples_ns"]
+            (base if is_base else new).extend(chunk)
+            (base_medians if is_base else new_medians).append(float(np.median(chunk)))
+        if len(new_medians) >= minimum:
+            estimate = stats.paired_ratio(base_medians, new_medians, settings.confidence)
+            if max_regression is not None:
+                decision = stats.decide_ratio(estimate, max_regression)
+                if decision != "undecided":
+                    break
+    new_ms = np.asarray(new, dtype=np.float64) / 1e6
+    base_ms = np.asarray(base, dtype=np.float64) / 1e6
+    figures = _describe(new_ms) | _describe(base_ms, "baseline_")
+    figures.update(
+        rounds=len(new_medians), per_round=per_round, threads=pair.profile.threads, paired=True
+    )
+    if estimate is None and len(new_medians) >= 2:
+        estimate = stats.paired_ratio(base_medians, new_medians, settings.confidence)
+    if estimate is not None:
+        figures.update(ratio=estimate.ratio, ratio_low=estimate.low, ratio_high=estimate.high)
+    if max_regression is not None and decision == "undecided":
+        if estimate is None:
+            figures["inconclusive"] = (
+                f"latency: only {len(new_medians)} paired rounds within the "
+                f"{settings.time_budget_s:g} s budget; raise latency.time_budget_s"
+            )
+        else:
+            logs = np.log(np.asarray(new_medians) / np.asarray(base_medians))
+            margin = max(abs(math.log1p(max_regression) - math.log(estimate.ratio)), 1e-6)
+            needed = stats.samples_needed_for_ratio(logs, margin, settings.confidence)
+            figures["inconclusive"] = (
+                f"latency {estimate.ratio - 1:+.1%} [{estimate.low - 1:+.1%}, "
+                f"{estimate.high - 1:+.1%}] straddles the {max_regression:.0%} gate after "
+                f"{len(new_medians)} paired rounds; about {needed} rounds needed (raise "
+                "latency.samples and latency.time_budget_s)"
+            )
+    raw = {
+        "samples_ns": new,
+        "baseline_samples_ns": base,
+        "round_medians_ns": new_medians,
+        "baseline_round_medians_ns": base_medians,
+    }
+    return Measurement(figures, pair.target.fidelity, raw)
+
+
+def _stored(pair: Pair, measurement: Measurement) -> Measurement:
+    """Compare with a stored baseline's raw samples (another session: drift not cancelled)."""
+    record = pair.stored.get("latency", {})
+    base = record.get("raw", {}).get("samples_ns") or []
+    if len(base) < 2 or len(measurement.raw["samples_ns"]) < 2:
+        return measurement
+    settings = pair.config.latency
+    base_ms = np.asarray(base, dtype=np.float64) / 1e6
+    new_ms = np.asarray(measurement.raw["samples_ns"], dtype=np.float64) / 1e6
+    estimate = stats.unpaired_ratio(base_ms, new_ms, settings.confidence, seed=pair.config.seed)
+    figures = measurement.figures | _describe(base_ms, "baseline_")
+    figures.update(
+        ratio=estimate.ratio, ratio_low=estimate.low, ratio_high=estimate.high, paired=False
+    )
+    max_regression = pair.model.gates_for(pair.profile.name).latency_max_regression
+    if max_regression is not None and stats.decide_ratio(estimate, max_regression) == "undecided":
+        figures["inconclusive"] = (
+            f"latency {estimate.ratio - 1:+.1%} [{estimate.low - 1:+.1%}, "
+            f"{estimate.high - 1:+.1%}] straddles the {max_regression:.0%} gate (stored "
+            "baseline, unpaired)"
+        )
+    raw = measurement.raw | {"baseline_samples_ns": base}
+    return Measurement(figures, measurement.fidelity, raw)
+
+
+def measure(pair: Pair) -> Measurement:
+    pair.worker()
+    if pair.base is not None:
+        return _paired(pair)
+    measured = _single(pair)
+    return _stored(pair, measured) if pair.stored else measured

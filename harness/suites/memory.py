@@ -3,6 +3,8 @@ peak of the same worker before any model was loaded; the difference is the model
 
 from __future__ import annotations
 
+from typing import Any
+
 from harness.runner import Pair, PairFailure
 from harness.suites.base import Measurement
 
@@ -24,11 +26,22 @@ def measure(pair: Pair) -> Measurement:
     assert pair.target is not None
     empty = pair.hello["empty_peak_kb"] / KB_PER_MB
     peak = pair.loaded["peak_kb"] / KB_PER_MB
-    figures = {
+    figures: dict[str, Any] = {
         "peak_mb": peak,
         "empty_peak_mb": empty,
         "model_share_mb": peak - empty,
         "rss_after_load_mb": pair.loaded["rss_kb"] / KB_PER_MB,
         "limit_mb": pair.profile.memory_mb,
     }
+    if pair.base is not None:
+        # The pair's worker holds both models: the base gets a worker of its own.
+        base_empty, base_peak = pair.fresh_peak_kb(pair.base)
+        figures["baseline_peak_mb"] = base_peak / KB_PER_MB
+        figures["baseline_model_share_mb"] = (base_peak - base_empty) / KB_PER_MB
+    elif "memory" in pair.stored:
+        stored = pair.stored["memory"]["figures"]
+        if "peak_mb" in stored:
+            figures["baseline_peak_mb"] = stored["peak_mb"]
+    if figures.get("baseline_peak_mb"):
+        figures["memory_growth"] = peak / figures["baseline_peak_mb"] - 1.0
     return Measurement(figures, pair.target.fidelity)

@@ -10,4 +10,9 @@ def measure(pair: Pair) -> Measurement:
     if pair.model.problems:
         pair.worker()  # raises the model's file problem as the item's failure
     size = pair.model.path.stat().st_size
-    return Measurement({"size_bytes": size, "size_kb": size / 1024}, "measured")
+    figures: dict[str, float] = {"size_bytes": size, "size_kb": size / 1024}
+    if pair.base is not None:
+        figures["baseline_size_kb"] = pair.base.path.stat().st_size / 1024
+    elif "size" in pair.stored:
+        figures["baseline_size_kb"] = pair.stored["size"]["figures"].get("size_kb")
+    return Measurement(figures, "measured")

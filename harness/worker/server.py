@@ -167,8 +167,14 @@ class Worker:
             result["values"] = np.stack(values) if values else np.zeros((0,), np.float32)
         return result
 
-    def bench(self, model_id: str, samples: int, warmup: int = 0) -> dict[str, Any]:
-        """Time `samples` inferences on the first dataset sample (or generated input)."""
+    def bench(
+        self, model_id: str, samples: int, warmup: int = 0, count: bool = False
+    ) -> dict[str, Any]:
+        """Time `samples` inferences on the first dataset sample (or generated input).
+
+        With `count`, marker system calls bracket the timed loop so that an instruction-counting
+        emulator (harness.counting) counts exactly these inferences.
+        """
         model = self._model(model_id)
         feeds = model.feeds.sample(0) if model.feeds.count else dict(model.feeds.constants)
         call = model.runtime.timed_call(feeds)
@@ -176,10 +182,16 @@ class Worker:
             call()
         clock = time.perf_counter_ns
         timings = [0] * samples
+        if count:
+            from harness.worker import markers
+
+            markers.begin()
         for index in range(samples):
             started = clock()
             call()
             timings[index] = clock() - started
+        if count:
+            markers.end()
         return {"samples_ns": timings}
 
     def run(self, model_id: str, inputs: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""`--baseline REF_OR_PATH`: where the base model of each configured model comes from.
+
+- a git ref (`HEAD~1`, `origin/main`, a merge base): each model file as it was at that commit,
+  extracted with git into `.harness/baseline/<commit>/` beside the config (the user's files are
+  never touched). The dataset stays the current one, so both models are judged on the same data.
+- a folder: a checkout of the base; model paths are resolved inside it as in the config.
+- a model file (.onnx/.tflite): the base of the config's single model.
+- a results file (`--harness-json` output): stored figures, compared without re-measuring.
+
+A model with no base (new in this change, or absent from the results file) is recorded in
+`missing`; what that does is the config's `baseline_missing` (error | report).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from harness.config import HarnessConfig, ModelSpec
+from harness.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Baseline:
+    source: str  # what the user gave
+    kind: str  # git | folder | model | results
+    label: str  # how reports name it, e.g. "HEAD~1 (3f2a9c1d0b7e)"
+    models: dict[str, ModelSpec] = field(default_factory=dict)  # model name -> base spec
+    stored: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)  # model name -> why there is no base
+
+    def measured_together(self) -> bool:
+        """Base and new are measured in the same worker (not read from a stored file)."""
+        return self.kind != "results"
+
+
+def _git(root: Path, *arguments: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-C", str(root), *arguments], capture_output=True, check=False)
+
+
+def _from_git(ref: str, config: HarnessConfig) -> Baseline | None:
+    top = _git(config.root, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        return None
+    repo = Path(top.stdout.decode().strip()).resolve()
+    resolved = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if resolved.returncode != 0:
+        return None
+    commit = resolved.stdout.decode().strip()
+    label = f"{ref} ({commit[:12]})"
+    target = config.root / ".harness" / "baseline" / commit[:12]
+    models, missing = {}, {}
+    for model in config.models:
+        try:
+            relative = model.path.relative_to(repo).as_posix()
+        except ValueError:
+            missing[model.name] = f"{model.path} is outside the git repository {repo}"
+            continue
+        shown = _git(repo, "show", f"{commit}:{relative}")
+        if shown.returncode != 0:
+            missing[model.name] = f"{relative} does not exist at {label}"
+            continue
+        path = target / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(shown.stdout)
+        models[model.name] = replace(model, path=path, problems=())
+    return Baseline(ref, "git", label, models, missing=missing)
+
+
+def _from_folder(folder: Path, config: HarnessConfig) -> Baseline:
+    models, missing = {}, {}
+    for model in config.models:
+        path = folder / model.path.relative_to(config.root)
+        if path.is_file():
+            models[model.name] = replace(model, path=path, problems=())
+        else:
+            missing[model.name] = f"{path} does not exist in the baseline folder"
+    return Baseline(str(folder), "folder", str(folder), models, missing=missing)
+
+
+def _from_results(path: Path, config: HarnessConfig) -> Baseline:
+    from harness.report.json import read_json
+
+    try:
+        document = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"--baseline {path}: cannot use it as stored results: {exc} (give a git ref, a "
+            "folder, a model file, or a file written by --harness-json)"
+        ) from exc
+    stored = {(r["model"], r["device"], r["suite"]): r for r in document.get("results", [])}
+    present = {model for model, _, _ in stored}
+    missing = {
+        m.name: f"{path} holds no results for model {m.name!r}"
+        for m in config.models
+        if m.name not in present
+    }
+    label = f"{path.name} ({document.get('created', 'undated')})"
+    return Baseline(str(path), "results", label, stored=stored, missing=missing)
+
+
+def resolve_baseline(source: str, config: HarnessConfig) -> Baseline:
+    path = Path(source)
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    if path.is_dir():
+        return _from_folder(path.resolve(), config)
+    if path.is_file():
+        if path.suffix.lower() in (".onnx", ".tflite"):
+            if len(config.models) != 1:
+                names = ", ".join(m.name for m in config.models)
+                raise ConfigError(
+                    f"--baseline {source}: a single model file can be the base of a config with "
+                    f"one model, and {config.source} has several ({names}); give a git ref or a "
+                    "folder instead"
+                )
+            model = config.models[0]
+            return Baseline(
+                source,
+                "model",
+                path.name,
+                {model.name: replace(model, path=path.resolve(), problems=())},
+            )
+        return _from_results(path, config)
+    from_git = _from_git(source, config)
+    if from_git is not None:
+        return from_git
+    raise ConfigError(
+        f"--baseline {source}: not a git ref of the repository holding {config.source}, nor an "
+        "existing folder, model file or results file"
+    )
+
+
+def stored_figures(baseline: Baseline, model: str, device: str, suite: str) -> dict[str, Any]:
+    record = baseline.stored.get((model, device, suite))
+    return dict(record["figures"]) if record else {}
+
+
+def describe(baseline: Baseline) -> str:
+    return json.dumps({"source": baseline.source, "kind": baseline.kind, "label": baseline.label})
