@@ -78,23 +78,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     profile = load_profiles()["host"]
-    print(f"{'model':22} {'harness p50 µs':>15} {'bare p50 µs':>12} {'ratio':>7}  "
-          f"(median of {args.rounds} rounds of {args.samples}, {args.threads} thread)")
+    print(
+        f"{'model':22} {'harness p50 µs':>15} {'bare p50 µs':>12} {'ratio':>7}  "
+        f"(median of {args.rounds} rounds of {args.samples}, {args.threads} thread)"
+    )
     for name, path in MODELS.items():
         client = WorkerClient(LocalBackend().start(profile, [], args.threads), "host")
         client.request("hello", 60, formats=["onnx", "tflite"])
-        client.request("load", 60, model_id="m", path=str(path), threads=args.threads,
-                       dataset=str(DATASET))
+        client.request(
+            "load", 60, model_id="m", path=str(path), threads=args.threads, dataset=str(DATASET)
+        )
         bare = subprocess.Popen(
             [sys.executable, "-c", BARE, str(path), str(args.threads), str(DATASET)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
             env=worker_environment(args.threads),
         )
         assert bare.stdin is not None and bare.stdout is not None
         ratios, ours, theirs = [], [], []
         for _ in range(args.rounds):
-            samples = client.request("bench", 120, model_id="m", samples=args.samples,
-                                     warmup=100)["samples_ns"]
+            samples = client.request("bench", 120, model_id="m", samples=args.samples, warmup=100)[
+                "samples_ns"
+            ]
             harness_median = float(np.median(samples))
             bare.stdin.write(f"{args.samples} 100\n")
             bare.stdin.flush()
@@ -105,8 +111,10 @@ def main() -> None:
         bare.stdin.close()
         bare.wait()
         client.close()
-        print(f"{name:22} {statistics.median(ours) / 1e3:15.2f} "
-              f"{statistics.median(theirs) / 1e3:12.2f} {statistics.median(ratios):7.3f}")
+        print(
+            f"{name:22} {statistics.median(ours) / 1e3:15.2f} "
+            f"{statistics.median(theirs) / 1e3:12.2f} {statistics.median(ratios):7.3f}"
+        )
 
 
 if __name__ == "__main__":

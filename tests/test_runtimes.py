@@ -35,9 +35,13 @@ def load(worker: WorkerClient, path: Path, **arguments: Any) -> dict[str, Any]:
 
 def weights(seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return ([rng.standard_normal((6, 5)).astype(np.float32),
-             rng.standard_normal((5, 3)).astype(np.float32)],
-            [rng.standard_normal(5).astype(np.float32), rng.standard_normal(3).astype(np.float32)])
+    return (
+        [
+            rng.standard_normal((6, 5)).astype(np.float32),
+            rng.standard_normal((5, 3)).astype(np.float32),
+        ],
+        [rng.standard_normal(5).astype(np.float32), rng.standard_normal(3).astype(np.float32)],
+    )
 
 
 def test_onnx_dynamic_batch_and_named_dim_resolved_from_dataset(
@@ -53,10 +57,15 @@ def test_onnx_dynamic_batch_and_named_dim_resolved_from_dataset(
     assert result["count"] == 7 and len(result["top1"]) == 7
 
 
-def test_dynamic_dims_without_dataset_need_input_shapes(worker: WorkerClient, tmp_path: Path) -> None:
+def test_dynamic_dims_without_dataset_need_input_shapes(
+    worker: WorkerClient, tmp_path: Path
+) -> None:
     model = onnx_models.dynamic_dims(tmp_path / "m.onnx")
-    with pytest.raises(WorkerError, match=r"input 'tokens' has dynamic shape \[\?, \?, 8\] and "
-                       r"nothing says its size: set input_shapes = \{ tokens = \[\.\.\.\] \}"):
+    with pytest.raises(
+        WorkerError,
+        match=r"input 'tokens' has dynamic shape \[\?, \?, 8\] and "
+        r"nothing says its size: set input_shapes = \{ tokens = \[\.\.\.\] \}",
+    ):
         load(worker, model, config_file="harness.toml")
     info = load(worker, model, input_shapes={"tokens": [2, 3, 8]})
     assert info["input_shapes"] == {"tokens": [2, 3, 8]}
@@ -75,14 +84,26 @@ def test_input_shapes_that_contradict_the_model_are_rejected(
 def test_several_inputs_and_outputs_from_named_arrays(worker: WorkerClient, tmp_path: Path) -> None:
     model = onnx_models.multi_io(tmp_path / "m.onnx")
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", X_a=rng.random((3, 4), np.float32),
-             X_b=rng.random((3, 4), np.float32), X_mask=np.ones((3, 4), bool), y=np.zeros(3))
+    np.savez(
+        tmp_path / "d.npz",
+        X_a=rng.random((3, 4), np.float32),
+        X_b=rng.random((3, 4), np.float32),
+        X_mask=np.ones((3, 4), bool),
+        y=np.zeros(3),
+    )
     info = load(worker, model, dataset=str(tmp_path / "d.npz"), output="product")
     assert [o["name"] for o in info["outputs"]] == ["sum", "product", "argmax"]
     assert info["output"] == "product"
-    out = worker.request("run", TIMEOUT, model_id="m", inputs={
-        "a": np.full((1, 4), 2, np.float32), "b": np.full((1, 4), 3, np.float32),
-        "mask": np.ones((1, 4), bool)})["outputs"]
+    out = worker.request(
+        "run",
+        TIMEOUT,
+        model_id="m",
+        inputs={
+            "a": np.full((1, 4), 2, np.float32),
+            "b": np.full((1, 4), 3, np.float32),
+            "mask": np.ones((1, 4), bool),
+        },
+    )["outputs"]
     np.testing.assert_allclose(out["product"], 6.0)
     np.testing.assert_allclose(out["sum"], 5.0)
     assert out["argmax"].dtype == np.int64
@@ -90,17 +111,29 @@ def test_several_inputs_and_outputs_from_named_arrays(worker: WorkerClient, tmp_
 
 def test_unknown_output_lists_the_real_ones(worker: WorkerClient, tmp_path: Path) -> None:
     model = onnx_models.multi_io(tmp_path / "m.onnx")
-    with pytest.raises(WorkerError, match=r"output = 'scores' in harness.toml names no model "
-                       r"output; the model's outputs are \['sum', 'product', 'argmax'\]"):
-        load(worker, model, output="scores", config_file="harness.toml",
-             input_shapes={}, input_values={"a": 0, "b": 0, "mask": 1})
+    with pytest.raises(
+        WorkerError,
+        match=r"output = 'scores' in harness.toml names no model "
+        r"output; the model's outputs are \['sum', 'product', 'argmax'\]",
+    ):
+        load(
+            worker,
+            model,
+            output="scores",
+            config_file="harness.toml",
+            input_shapes={},
+            input_values={"a": 0, "b": 0, "mask": 1},
+        )
 
 
 def test_array_naming_no_input_is_rejected(worker: WorkerClient, tmp_path: Path) -> None:
     model = onnx_models.multi_io(tmp_path / "m.onnx")
     np.savez(tmp_path / "d.npz", X_a=np.zeros((2, 4), np.float32), X_c=np.zeros((2, 4)))
-    with pytest.raises(WorkerError, match=r"arrays \['X_c'\] name no model input; the model's "
-                       r"inputs are \['a', 'b', 'mask'\]"):
+    with pytest.raises(
+        WorkerError,
+        match=r"arrays \['X_c'\] name no model input; the model's "
+        r"inputs are \['a', 'b', 'mask'\]",
+    ):
         load(worker, model, dataset=str(tmp_path / "d.npz"))
 
 
@@ -120,17 +153,23 @@ def test_uint8_pixels_from_integer_and_float_data(worker: WorkerClient, tmp_path
 def test_uint8_input_refuses_non_integer_floats(worker: WorkerClient, tmp_path: Path) -> None:
     model = onnx_models.uint8_image(tmp_path / "m.onnx")
     np.savez(tmp_path / "d.npz", X=np.full((2, 8, 8, 3), 0.5, np.float32), y=np.zeros(2))
-    with pytest.raises(WorkerError, match=r"array X \[2, 8, 8, 3\] is float32 but model input "
-                       r"'pixels' is uint8 without quantization parameters: store integer values "
-                       r"in \[0, 255\]"):
+    with pytest.raises(
+        WorkerError,
+        match=r"array X \[2, 8, 8, 3\] is float32 but model input "
+        r"'pixels' is uint8 without quantization parameters: store integer values "
+        r"in \[0, 255\]",
+    ):
         load(worker, model, dataset=str(tmp_path / "d.npz"))
 
 
 def test_int64_scalar_needs_a_value_then_works(worker: WorkerClient, tmp_path: Path) -> None:
     model = onnx_models.int64_scalar(tmp_path / "m.onnx")
     np.savez(tmp_path / "d.npz", X=np.ones((3, 1, 4), np.float32), y=np.zeros((3, 4), np.float32))
-    with pytest.raises(WorkerError, match=r"model input 'steps' \(int64 \[\]\) gets no data: add "
-                       r"array X_steps .* input_values = \{ steps = 0 \}"):
+    with pytest.raises(
+        WorkerError,
+        match=r"model input 'steps' \(int64 \[\]\) gets no data: add "
+        r"array X_steps .* input_values = \{ steps = 0 \}",
+    ):
         load(worker, model, dataset=str(tmp_path / "d.npz"))
     load(worker, model, dataset=str(tmp_path / "d.npz"), input_values={"steps": 3})
     values = worker.request("evaluate", TIMEOUT, model_id="m", task="regression")["values"]
@@ -146,8 +185,11 @@ def test_state_input_filled_from_input_values(worker: WorkerClient, tmp_path: Pa
 
 def test_qdq_onnx_model_runs(worker: WorkerClient, tmp_path: Path) -> None:
     model = onnx_models.qdq(tmp_path / "m.onnx")
-    np.savez(tmp_path / "d.npz", X=np.random.default_rng(0).random((5, 16), np.float32),
-             y=np.zeros(5, np.int64))
+    np.savez(
+        tmp_path / "d.npz",
+        X=np.random.default_rng(0).random((5, 16), np.float32),
+        y=np.zeros(5, np.int64),
+    )
     load(worker, model, dataset=str(tmp_path / "d.npz"))
     assert worker.request("evaluate", TIMEOUT, model_id="m", task="classification")["count"] == 5
 
@@ -184,8 +226,12 @@ def test_tflite_several_inputs_and_outputs(worker: WorkerClient, tmp_path: Path)
     model = tflite_models.add_mul(tmp_path / "m.tflite", dynamic_batch=True)
     info = load(worker, model, input_shapes={"a": [3, 4], "b": [3, 4]})
     assert info["input_shapes"] == {"a": [3, 4], "b": [3, 4]}
-    out = worker.request("run", TIMEOUT, model_id="m", inputs={
-        "a": np.full((3, 4), 2, np.float32), "b": np.full((3, 4), 5, np.float32)})["outputs"]
+    out = worker.request(
+        "run",
+        TIMEOUT,
+        model_id="m",
+        inputs={"a": np.full((3, 4), 2, np.float32), "b": np.full((3, 4), 5, np.float32)},
+    )["outputs"]
     np.testing.assert_allclose(out["product"], 10.0)
     np.testing.assert_allclose(out["sum"], 7.0)
 

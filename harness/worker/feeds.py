@@ -81,7 +81,9 @@ def _fits(shape: tuple[int, ...], spec: TensorSpec) -> bool:
         return True
     if len(shape) != len(spec.shape):
         return False
-    return all(not isinstance(d, int) or d < 0 or d == s for d, s in zip(spec.shape, shape, strict=True))
+    return all(
+        not isinstance(d, int) or d < 0 or d == s for d, s in zip(spec.shape, shape, strict=True)
+    )
 
 
 def _shape_text(spec: TensorSpec) -> str:
