@@ -56,6 +56,7 @@ class Rule:
     symbol: str  # shown between value and threshold when it fails
     absolute_time: bool = False
     digits: int = 1
+    emulated_figure: str | None = None  # read instead under emulation (an estimated figure)
 
 
 RULES = (
@@ -73,7 +74,16 @@ RULES = (
         absolute_time=True,
         digits=3,
     ),
-    Rule("memory_peak_mb_max", "memory", "peak_mb", "memory peak", " MB", operator.gt, ">"),
+    Rule(
+        "memory_peak_mb_max",
+        "memory",
+        "peak_mb",
+        "memory peak",
+        " MB",
+        operator.gt,
+        ">",
+        emulated_figure="board_peak_mb",
+    ),
 )
 
 
@@ -91,51 +101,32 @@ def decide(
     """Apply every gate of `suite` that is set in `gates` to `figures`."""
     checks = []
     n = figures.get("n")
-    where = _context(device, fidelity, n)
     for rule in RULES:
         threshold = getattr(gates, rule.gate)
         if rule.suite != suite or threshold is None:
             continue
-        value = figures.get(rule.figure)
+        figure, label, where = rule.figure, rule.label, _context(device, fidelity, n)
+        if fidelity == "emulated" and rule.emulated_figure in figures:
+            figure, label = str(rule.emulated_figure), f"{rule.label} (board estimate)"
+            where = _context(device, "estimated", n)
+        value = figures.get(figure)
         shown = f"{threshold:.{rule.digits}f}{rule.unit}"
         if rule.absolute_time and fidelity not in ABSOLUTE_TIME_FIDELITIES:
-            checks.append(
-                Check(
-                    rule.gate,
-                    rule.figure,
-                    value,
-                    threshold,
-                    None,
-                    f"{rule.label} ≤ {shown} not applied: {fidelity} figures are not "
-                    "device milliseconds (relative gates still apply)",
-                )
+            message = (
+                f"{label} ≤ {shown} not applied: {fidelity} figures are not device "
+                "milliseconds (relative gates still apply)"
             )
+            checks.append(Check(rule.gate, figure, value, threshold, None, message))
             continue
         if value is None:
-            checks.append(
-                Check(
-                    rule.gate,
-                    rule.figure,
-                    None,
-                    threshold,
-                    False,
-                    f"{rule.label}: no figure to compare with {shown} {where}",
-                )
-            )
+            message = f"{label}: no figure to compare with {shown} {where}"
+            checks.append(Check(rule.gate, figure, None, threshold, False, message))
             continue
         text = f"{value:.{rule.digits}f}{rule.unit}"
         failed = rule.worse(value, threshold)
         relation = rule.symbol if failed else {">": "≤", "<": "≥"}[rule.symbol]
-        checks.append(
-            Check(
-                rule.gate,
-                rule.figure,
-                value,
-                threshold,
-                not failed,
-                f"{rule.label} {text} {relation} {shown} {where}",
-            )
-        )
+        message = f"{label} {text} {relation} {shown} {where}"
+        checks.append(Check(rule.gate, figure, value, threshold, not failed, message))
     checks.extend(_relative_checks(suite, figures, gates, device, fidelity))
     failures = [c.message for c in checks if c.passed is False]
     if figures.get("failure"):  # e.g. OOM-killed: a failing memory figure, not a crash

@@ -47,6 +47,7 @@ class Pair:
     hello: dict[str, Any] = field(default_factory=dict)
     loaded: dict[str, Any] = field(default_factory=dict)
     failure: PairFailure | None = None  # sticky: start/load failures repeat
+    pool: PairPool | None = None
     base: ModelSpec | None = None  # the baseline's version of the model, measured alongside
     base_missing: str | None = None  # why there is no base, under --baseline
     base_loaded: dict[str, Any] = field(default_factory=dict)
@@ -152,11 +153,12 @@ class PairPool:
         self.config = config
         self.baseline = baseline
         self.pairs: dict[tuple[str, str], Pair] = {}
+        self._native_empty: dict[tuple[str, ...], int] = {}
 
     def get(self, model: ModelSpec, profile: DeviceProfile) -> Pair:
         key = (model.name, profile.name)
         if key not in self.pairs:
-            pair = Pair(model, profile, self.config)
+            pair = Pair(model, profile, self.config, pool=self)
             if self.baseline is not None:
                 pair.base = self.baseline.models.get(model.name)
                 pair.base_missing = self.baseline.missing.get(model.name)
@@ -170,6 +172,22 @@ class PairPool:
                     pair.base_missing = f"{self.baseline.source} holds no results for {key}"
             self.pairs[key] = pair
         return self.pairs[key]
+
+    def native_empty_peak_kb(self, formats: tuple[str, ...]) -> int:
+        """Peak of an empty worker (numpy + runtime imported, no model) run natively here: what a
+        board's own Python + runtime cost, without an emulator's overhead. Measured once."""
+        if formats not in self._native_empty:
+            from harness.devices import load_profiles
+
+            profile = load_profiles()["host"]
+            target = backend_for(profile).start(profile, [], 1)
+            client = WorkerClient(target, "host")
+            try:
+                hello = client.request("hello", START_TIMEOUT_S, formats=list(formats))
+            finally:
+                client.close()
+            self._native_empty[formats] = int(hello["empty_peak_kb"])
+        return self._native_empty[formats]
 
     def release(self, model: str, device: str) -> None:
         pair = self.pairs.get((model, device))
