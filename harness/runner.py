@@ -154,6 +154,7 @@ class PairPool:
         self.baseline = baseline
         self.pairs: dict[tuple[str, str], Pair] = {}
         self._native_empty: dict[tuple[str, ...], int] = {}
+        self._host_reference: dict[tuple[str, str], dict[str, Any]] = {}
 
     def get(self, model: ModelSpec, profile: DeviceProfile) -> Pair:
         key = (model.name, profile.name)
@@ -188,6 +189,20 @@ class PairPool:
                 client.close()
             self._native_empty[formats] = int(hello["empty_peak_kb"])
         return self._native_empty[formats]
+
+    def host_reference(self, model: ModelSpec, task: str) -> dict[str, Any]:
+        """The model's predictions on this host, natively: what device results are compared
+        with (different CPU kernels give different last digits). Computed once per model."""
+        key = (model.name, task)
+        if key not in self._host_reference:
+            from harness.devices import load_profiles
+
+            host = Pair(model, load_profiles()["host"], self.config)
+            try:
+                self._host_reference[key] = host.request("evaluate", task=task)
+            finally:
+                host.close()
+        return self._host_reference[key]
 
     def release(self, model: str, device: str) -> None:
         pair = self.pairs.get((model, device))

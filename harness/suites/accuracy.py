@@ -48,6 +48,8 @@ def _score(
             for c in np.unique(truth)
         }
         raw["predictions"] = predicted.tolist()
+        if "values" in result:
+            raw["values"] = np.asarray(result["values"])
         return figures, raw
     values = np.asarray(result["values"], dtype=np.float64)
     truth_values = labels.reshape(count, -1).astype(np.float64)
@@ -57,10 +59,24 @@ def _score(
             f"output {pair.loaded['output']!r} gives {values.reshape(count, -1).shape[1]}; store "
             "y with the output's shape per sample, or choose another output"
         )
+    raw["values"] = values
     errors = np.abs(values - truth_values)
     figures["mae"] = float(errors.mean())
     figures["max_abs_error"] = float(errors.max())
     return figures, raw
+
+
+def _against_host(reference: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    """How the device's outputs differ from the same model's on this host, natively."""
+    differences: dict[str, Any] = {}
+    if "top1" in reference and "predictions" in raw:
+        same = np.asarray(reference["top1"]) == np.asarray(raw["predictions"])
+        differences["host_agreement"] = float(same.mean())
+        differences["host_disagreements"] = int((~same).sum())
+    if "values" in reference and "values" in raw:
+        delta = np.abs(np.asarray(reference["values"]) - np.asarray(raw["values"]))
+        differences["host_max_abs_diff"] = float(delta.max()) if delta.size else 0.0
+    return differences
 
 
 def measure(pair: Pair) -> Measurement:
@@ -87,5 +103,8 @@ def measure(pair: Pair) -> Measurement:
             figures[f"baseline_{key}"] = base_figures[key]
     if "baseline_accuracy" in figures:
         figures["accuracy_drop"] = figures["baseline_accuracy"] - figures["accuracy"]
+    if pair.profile.backend != "local" and pair.pool is not None:
+        figures.update(_against_host(pair.pool.host_reference(pair.model, task), raw))
+    raw.pop("values", None)  # raw scores served the comparisons; the report keeps predictions
     assert pair.target is not None
     return Measurement(figures, pair.target.fidelity, raw)
