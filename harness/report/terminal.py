@@ -22,7 +22,7 @@ STYLE = {
     "NO GATE": "dim",
     "NO BASELINE": "yellow",
 }
-UNITS = {"size_kb": " kB", "p90_ms": " ms", "peak_mb": " MB", "accuracy": "", "mae": ""}
+UNITS = {"size_kb": " kB", "p90_ms": " ms", "peak_mb": " MB", "board_peak_mb": " MB"}
 
 
 PERCENT_CHANGE = ("ratio",)  # shown as +x.x% change
