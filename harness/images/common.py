@@ -118,6 +118,5 @@ def run_logged(
         returncode = process.wait()
     if returncode != 0:
         raise BuildError(
-            f"{what} failed (exit status {returncode}); full log: {log}\n"
-            f"last lines:\n{tail(log)}"
+            f"{what} failed (exit status {returncode}); full log: {log}\nlast lines:\n{tail(log)}"
         )

@@ -55,26 +55,33 @@ GPU_EXTRAS = {"onnxruntime-gpu": "cuda,cudnn"}
 def manylinux_platforms(arch: str) -> tuple[str, ...]:
     """Every manylinux platform tag a wheel for `arch` may carry that bookworm's glibc runs."""
     machine = UNAME_MACHINE[arch]
-    legacy = {"x86_64": ("manylinux1", "manylinux2010", "manylinux2014"), "aarch64": ("manylinux2014",)}
+    legacy = {
+        "x86_64": ("manylinux1", "manylinux2010", "manylinux2014"),
+        "aarch64": ("manylinux2014",),
+    }
     first_minor = 5 if machine == "x86_64" else 17
     tags = [f"{name}_{machine}" for name in legacy[machine]]
     tags += [f"manylinux_2_{minor}_{machine}" for minor in range(first_minor, GLIBC[1] + 1)]
     return tuple(tags)
 
 
+# Versions for runtimes the host usually lacks. onnxruntime-gpu releases trail onnxruntime's (1.32.0
+# has no -gpu release yet), so it cannot follow the host's onnxruntime. Override per profile with
+# runtimes = ["onnxruntime-gpu==X.Y.Z"], or by installing onnxruntime-gpu on the host.
+DEFAULT_PINS = {"onnxruntime-gpu": "1.31.1"}
+
+
 def host_version(package: str) -> str:
-    """The version of `package` installed here; onnxruntime-gpu follows onnxruntime's."""
-    candidates = [package]
-    if package == "onnxruntime-gpu":
-        candidates.append("onnxruntime")
-    for name in candidates:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+    """The version of `package` installed here (or its DEFAULT_PINS entry)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        if package in DEFAULT_PINS:
+            return DEFAULT_PINS[package]
     raise ConfigError(
         f"runtime {package!r} is not installed on this host, so its image cannot be pinned to "
-        f"the host's version: pip install {package}"
+        f"the host's version: pip install {package}, or pin it in the device profile "
+        f'(runtimes = ["{package}==VERSION"])'
     )
 
 
@@ -132,10 +139,12 @@ class Recipe:
         return f"{self.arch}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def requirement(package: str) -> str:
-    extras = GPU_EXTRAS.get(package)
-    pin = f"{package}=={host_version(package)}"
-    return pin.replace("==", f"[{extras}]==", 1) if extras else pin
+def requirement(runtime: str) -> str:
+    """A profile's runtime entry ("onnxruntime", or pinned "onnxruntime-gpu==1.31.1") as an
+    exact pip requirement, with the extras the image needs."""
+    name, _, version = (part.strip() for part in runtime.partition("=="))
+    extras = GPU_EXTRAS.get(name)
+    return f"{name}{f'[{extras}]' if extras else ''}=={version or host_version(name)}"
 
 
 def recipe_for(profile: DeviceProfile) -> Recipe:
@@ -150,13 +159,15 @@ def recipe_for(profile: DeviceProfile) -> Recipe:
     if arch not in UNAME_MACHINE:
         raise ConfigError(f"{where}: no image recipe for arch {arch!r} (amd64 and arm64 only)")
     kind = KINDS[profile.image]
-    packages = sorted({"numpy", *profile.runtimes})
+    named = {entry.partition("==")[0].strip() for entry in profile.runtimes}
+    packages = sorted({*profile.runtimes, *(() if "numpy" in named else ("numpy",))})
     return Recipe(
         arch=arch,
         kind=profile.image,
         suite=kind.suite,
         packages=DEBIAN_PACKAGES,
         wheels=tuple(requirement(package) for package in packages),
+        version=RECIPE_VERSION,  # read at call time, so a bump (or a test's patch) takes effect
     )
 
 
