@@ -119,6 +119,8 @@ def decide(
             checks.append(Check(rule.gate, figure, value, threshold, None, message))
             continue
         if value is None:
+            if figures.get("failure"):
+                continue  # the failure (e.g. OOM-killed) is the reason; no second one
             message = f"{label}: no figure to compare with {shown} {where}"
             checks.append(Check(rule.gate, figure, None, threshold, False, message))
             continue

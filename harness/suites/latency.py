@@ -64,7 +64,8 @@ def _single(pair: Pair) -> Measurement:
     figures = _describe(ms)
     interval = stats.percentile_ci(ms, 90, settings.confidence)
     figures.update(p90_low_ms=interval.low, p90_high_ms=interval.high, threads=pair.profile.threads)
-    if len(samples) < settings.min_samples:
+    gates = pair.model.gates_for(pair.profile.name)
+    if len(samples) < settings.min_samples and (gated or gates.latency_max_regression is not None):
         figures["inconclusive"] = (
             f"latency: only n={len(samples)} samples within the {settings.time_budget_s:g} s "
             f"budget; {settings.min_samples} needed (raise latency.time_budget_s)"
