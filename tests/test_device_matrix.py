@@ -1,0 +1,81 @@
+"""The example repositories on the real device matrix: host, an x86-64 container and an emulated
+Raspberry Pi 4 give the same accuracy; a Raspberry Pi Zero 2 W is OOM-killed by a model whose
+activations do not fit its 512 MB, and that is a failing memory gate naming the reason."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT
+
+pytest_plugins = ["pytester"]
+
+
+def copy_example(name: str, destination: Path) -> None:
+    shutil.copytree(ROOT / "examples" / name, destination, dirs_exist_ok=True)
+
+
+def test_digits_on_host_x86_and_emulated_rpi4(
+    pytester: pytest.Pytester, docker_client: Any, arm64_binfmt: None
+) -> None:
+    copy_example("digits", pytester.path)
+    out = pytester.path / "results.json"
+    result = pytester.runpytest(
+        "--device=host",
+        "--device=x86-64",
+        "--device=rpi4",
+        f"--harness-json={out}",
+        "-k",
+        "onnx or int8",
+    )
+    result.assert_outcomes(passed=24, deselected=12)
+    document = json.loads(out.read_text())
+    accuracy = {
+        (r["model"], r["device"]): r for r in document["results"] if r["suite"] == "accuracy"
+    }
+    for model in ("digits-onnx", "digits-int8"):
+        host = accuracy[(model, "host")]["figures"]["accuracy"]
+        for device in ("x86-64", "rpi4"):
+            figures = accuracy[(model, device)]["figures"]
+            assert figures["accuracy"] == pytest.approx(host, abs=1 / 450)
+            assert figures["host_agreement"] >= 0.99
+    rpi4 = accuracy[("digits-onnx", "rpi4")]
+    assert rpi4["worker"]["machine"] == "aarch64"
+    assert rpi4["fidelity"] == "emulated"
+    limits = rpi4["worker"]["limits"]
+    assert limits["qemu_cpu"] == "cortex-a72" and limits["memory_mb"] == 4096
+    assert accuracy[("digits-onnx", "x86-64")]["worker"]["machine"] == "x86_64"
+    latency = next(
+        r
+        for r in document["results"]
+        if r["suite"] == "latency" and r["device"] == "rpi4" and r["model"] == "digits-onnx"
+    )
+    (check,) = [c for c in latency["verdict"]["checks"] if c["gate"] == "latency_p90_ms_max"]
+    assert check["passed"] is None and "not applied: emulated" in check["message"]
+    memory = next(
+        r
+        for r in document["results"]
+        if r["suite"] == "memory" and r["device"] == "rpi4" and r["model"] == "digits-onnx"
+    )
+    figures = memory["figures"]
+    assert figures["board_peak_mb"] < figures["emulated_peak_mb"]
+    assert memory["verdict"]["checks"][0]["figure"] == "board_peak_mb"
+
+
+def test_rpi_zero_2w_oom_kill_fails_the_memory_gate(
+    pytester: pytest.Pytester, docker_client: Any, arm64_binfmt: None
+) -> None:
+    copy_example("oom", pytester.path)
+    result = pytester.runpytest("--device=rpi-zero-2w", "-k", "memory or size")
+    result.assert_outcomes(passed=1, failed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*memory[[]activation-1gib@rpi-zero-2w[]]: worker on rpi-zero-2w OOM-killed at 512 MB "
+            "(rpi-zero-2w) during 'load'*",
+        ]
+    )
