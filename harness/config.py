@@ -36,6 +36,14 @@ class GateSpec:
     memory_peak_mb_max: float | None = None
     memory_max_growth: float | None = None  # vs baseline, fraction
     size_kb_max: float | None = None
+    # parity with the model named by parity_with (same inputs, both on this device)
+    parity_top1_min: float | None = None  # fraction of samples with the same top-1 class
+    parity_max_abs_error: float | None = None  # largest absolute difference of any score
+    parity_cosine_min: float | None = None  # smallest per-sample cosine similarity
+    # device parity: this device's outputs against the same model run natively on the host
+    device_top1_min: float | None = None
+    device_max_abs_error: float | None = None
+    device_cosine_min: float | None = None
 
     def overridden_by(self, other: GateSpec) -> GateSpec:
         changes = {f.name: getattr(other, f.name) for f in fields(other)}
@@ -44,6 +52,25 @@ class GateSpec:
 
 GATE_KEYS = tuple(f.name for f in fields(GateSpec))
 RELATIVE_GATES = ("accuracy_max_drop", "latency_max_regression", "memory_max_growth")
+FRACTION_GATES = (
+    "accuracy_min",
+    "accuracy_max_drop",
+    "parity_top1_min",
+    "parity_cosine_min",
+    "device_top1_min",
+    "device_cosine_min",
+)
+PARITY_GATES = ("parity_top1_min", "parity_max_abs_error", "parity_cosine_min")
+DEVICE_PARITY_GATES = ("device_top1_min", "device_max_abs_error", "device_cosine_min")
+
+
+@dataclass(frozen=True)
+class RobustnessSettings:
+    """The hypothesis property suite: generated inputs run on the device."""
+
+    examples: int = 25  # generated inputs per property (0 turns the suite off)
+    time_budget_s: float = 30.0  # per item; hypothesis stops generating when it runs out
+    batch: int = 3  # batch size for the batch-consistency property
 
 
 @dataclass(frozen=True)
@@ -67,6 +94,7 @@ class ModelSpec:
     gates: GateSpec = GateSpec()
     device_gates: Mapping[str, GateSpec] = field(default_factory=dict)
     problems: tuple[str, ...] = ()  # file problems: the model's items fail with these
+    parity_with: str | None = None  # another model of this config to compare outputs with
 
     @property
     def relative_gates(self) -> tuple[str, ...]:
@@ -86,6 +114,7 @@ class HarnessConfig:
     matrix: Path | None = None
     models: tuple[ModelSpec, ...] = ()
     latency: LatencySettings = LatencySettings()
+    robustness: RobustnessSettings = RobustnessSettings()
     timeout_s: float = 300.0  # per worker request
     seed: int = 0
     inconclusive: str = "fail"  # what an INCONCLUSIVE verdict does: fail | pass
@@ -104,7 +133,17 @@ class HarnessConfig:
         raise ConfigError(f"{self.source}: no model named {name!r}; models: {known}")
 
 
-_TOP_KEYS = "devices matrix models latency timeout_s seed inconclusive baseline_missing".split()
+_TOP_KEYS = [
+    "devices",
+    "matrix",
+    "models",
+    "latency",
+    "robustness",
+    "timeout_s",
+    "seed",
+    "inconclusive",
+    "baseline_missing",
+]
 _MODEL_KEYS = [
     "name",
     "path",
@@ -115,6 +154,7 @@ _MODEL_KEYS = [
     "input_values",
     "gates",
     "devices",
+    "parity_with",
 ]
 
 
@@ -163,7 +203,7 @@ def _gates(table: Any, where: str) -> GateSpec:
         expect_type(value, (int, float), where, key)
         if value < 0:
             raise ConfigError(f"{where}: {key} = {value} must not be negative")
-        if key in ("accuracy_min", "accuracy_max_drop") and value > 1:
+        if key in FRACTION_GATES and value > 1:
             raise ConfigError(
                 f"{where}: {key} = {value} is a fraction between 0 and 1 (0.95 means 95%)"
             )
@@ -247,7 +287,21 @@ def _model(
         gates=_gates(table.get("gates", {}), f"{here}, gates"),
         device_gates=device_gates,
         problems=tuple(problems),
+        parity_with=None
+        if "parity_with" not in table
+        else expect_type(table["parity_with"], str, here, "parity_with"),
     )
+
+
+def _settings(kind: Any, table: Any, where: str) -> Any:
+    """A settings dataclass from a table of positive numbers, keys checked against its fields."""
+    expect_type(table, dict, where, "this table")
+    check_keys(table, [f.name for f in fields(kind)], where)
+    for key, value in table.items():
+        expect_type(value, (int, float), where, key)
+        if value < 0:
+            raise ConfigError(f"{where}: {key} = {value} must not be negative")
+    return kind(**table)
 
 
 def parse_config(
@@ -293,6 +347,16 @@ def parse_config(
                 f"{where}: latency.confidence = {value} must be in [0.5, 1), e.g. 0.95"
             )
     latency = LatencySettings(**latency_table)
+    robustness = _settings(RobustnessSettings, table.get("robustness", {}), f"{where}: robustness")
+    for model in models:
+        if model.parity_with is not None and (
+            model.parity_with == model.name or model.parity_with not in names
+        ):
+            others = ", ".join(n for n in names if n != model.name) or "none"
+            raise ConfigError(
+                f"{where}: model {model.name!r}: parity_with = {model.parity_with!r} names no "
+                f"other model of this config (others: {others})"
+            )
     inconclusive = table.get("inconclusive", "fail")
     if inconclusive not in ("fail", "pass"):
         raise ConfigError(f'{where}: {prefix}inconclusive = {inconclusive!r}; use "fail" or "pass"')
@@ -312,6 +376,7 @@ def parse_config(
         matrix=(source.parent / matrix).resolve(),
         models=models,
         latency=latency,
+        robustness=robustness,
         timeout_s=float(
             expect_type(table.get("timeout_s", 300.0), (int, float), where, "timeout_s")
         ),

@@ -57,6 +57,7 @@ class Rule:
     absolute_time: bool = False
     digits: int = 1
     emulated_figure: str | None = None  # read instead under emulation (an estimated figure)
+    against_host: bool = False  # device parity: not applicable on the host, the reference
 
 
 RULES = (
@@ -84,6 +85,69 @@ RULES = (
         ">",
         emulated_figure="board_peak_mb",
     ),
+    Rule(
+        "parity_top1_min",
+        "parity",
+        "parity_top1",
+        "parity top-1 agreement",
+        "",
+        operator.lt,
+        "<",
+        digits=4,
+    ),
+    Rule(
+        "parity_max_abs_error",
+        "parity",
+        "parity_max_abs_error",
+        "parity max abs error",
+        "",
+        operator.gt,
+        ">",
+        digits=5,
+    ),
+    Rule(
+        "parity_cosine_min",
+        "parity",
+        "parity_cosine_min",
+        "parity cosine min",
+        "",
+        operator.lt,
+        "<",
+        digits=5,
+    ),
+    Rule(
+        "device_top1_min",
+        "parity",
+        "device_top1",
+        "top-1 agreement with host",
+        "",
+        operator.lt,
+        "<",
+        digits=4,
+        against_host=True,
+    ),
+    Rule(
+        "device_max_abs_error",
+        "parity",
+        "device_max_abs_error",
+        "max abs error vs host",
+        "",
+        operator.gt,
+        ">",
+        digits=6,
+        against_host=True,
+    ),
+    Rule(
+        "device_cosine_min",
+        "parity",
+        "device_cosine_min",
+        "cosine min vs host",
+        "",
+        operator.lt,
+        "<",
+        digits=6,
+        against_host=True,
+    ),
 )
 
 
@@ -105,6 +169,8 @@ def decide(
         threshold = getattr(gates, rule.gate)
         if rule.suite != suite or threshold is None:
             continue
+        if rule.against_host and figures.get("is_reference"):
+            continue  # the host is the reference of device parity
         figure, label, where = rule.figure, rule.label, _context(device, fidelity, n)
         if fidelity == "emulated" and rule.emulated_figure in figures:
             figure, label = str(rule.emulated_figure), f"{rule.label} (board estimate)"
@@ -130,6 +196,8 @@ def decide(
         message = f"{label} {text} {relation} {shown} {where}"
         checks.append(Check(rule.gate, figure, value, threshold, not failed, message))
     checks.extend(_relative_checks(suite, figures, gates, device, fidelity))
+    if suite == "robustness" and not figures.get("failure"):
+        checks.append(_properties_held(figures, device, fidelity))
     failures = [c.message for c in checks if c.passed is False]
     if figures.get("failure"):  # e.g. OOM-killed: a failing memory figure, not a crash
         failures.insert(0, str(figures["failure"]))
@@ -142,6 +210,18 @@ def decide(
     if any(c.passed for c in checks):
         return Verdict(PASS, tuple(checks))
     return Verdict(NO_GATE, tuple(checks))
+
+
+def _properties_held(figures: Mapping[str, Any], device: str, fidelity: str) -> Check:
+    """The property suite is its own gate: every property held on every generated example."""
+    examples = int(figures.get("examples", 0))
+    held = examples > 0
+    message = (
+        f"properties held on {examples} generated inputs ({device}, {fidelity})"
+        if held
+        else f"no generated input ran within the time budget ({device}, {fidelity})"
+    )
+    return Check("properties", "examples", examples, 1, held, message)
 
 
 RELATIVE = {

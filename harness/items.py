@@ -35,7 +35,7 @@ class HarnessConfigFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         for model in self.config_data.models:
             for profile in self.devices:
-                for suite in suites_for(model):
+                for suite in suites_for(model, self.config_data.robustness.examples):
                     yield HarnessItem.from_parent(
                         self,
                         name=f"{suite}[{model.name}@{profile.name}]",

@@ -11,7 +11,14 @@ from harness.suites.base import Measurement
 USER_PROPERTY = "harness"  # the full record rides on the report under this user property
 
 # The figure a table shows for a suite when no gate names one.
-HEADLINE = {"size": "size_kb", "accuracy": "accuracy", "latency": "p90_ms", "memory": "peak_mb"}
+HEADLINE = {
+    "size": "size_kb",
+    "accuracy": "accuracy",
+    "latency": "p90_ms",
+    "memory": "peak_mb",
+    "parity": "parity_top1",
+    "robustness": "examples",
+}
 
 
 def record(

@@ -7,7 +7,10 @@ by every later suite of the pair.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.backends import backend_for
@@ -24,8 +27,8 @@ from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
 from harness.runtimes import format_of
 
-START_TIMEOUT_S = 120.0
-BASE_ID = "baseline"  # the base model's id inside the pair's worker  # emulated start-up (runtime import under QEMU) takes seconds to a minute
+START_TIMEOUT_S = 120.0  # emulated start-up (runtime import under QEMU) takes seconds
+BASE_ID = "baseline"  # the base model's id inside the pair's worker
 
 
 class PairFailure(Exception):
@@ -154,7 +157,14 @@ class PairPool:
         self.baseline = baseline
         self.pairs: dict[tuple[str, str], Pair] = {}
         self._native_empty: dict[tuple[str, ...], int] = {}
-        self._host_reference: dict[tuple[str, str], dict[str, Any]] = {}
+        self._host_reference: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._scratch: Path | None = None
+
+    def scratch(self) -> Path:
+        """A folder for files the session makes (generated inputs), removed at the end."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="harness-"))
+        return self._scratch
 
     def get(self, model: ModelSpec, profile: DeviceProfile) -> Pair:
         key = (model.name, profile.name)
@@ -193,7 +203,7 @@ class PairPool:
     def host_reference(self, model: ModelSpec, task: str) -> dict[str, Any]:
         """The model's predictions on this host, natively: what device results are compared
         with (different CPU kernels give different last digits). Computed once per model."""
-        key = (model.name, task)
+        key = (model.name, task, str(model.dataset))
         if key not in self._host_reference:
             from harness.devices import load_profiles
 
@@ -212,3 +222,5 @@ class PairPool:
     def close(self) -> None:
         for pair in self.pairs.values():
             pair.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)

@@ -27,6 +27,8 @@ def git(root: Path, *arguments: str) -> None:
 def config(gates: str, extra: str = "") -> str:
     return textwrap.dedent(f"""\
         {extra}
+        [robustness]
+        examples = 0
         [latency]
         time_budget_s = 8
         [[models]]
@@ -141,7 +143,7 @@ def test_accuracy_drop_against_a_base_model_file(pytester: pytest.Pytester) -> N
         """)
     )
     result = pytester.runpytest("--baseline=base.onnx", "-k", "accuracy")
-    result.assert_outcomes(failed=1, deselected=3)
+    result.assert_outcomes(failed=1, deselected=4)
     result.stdout.re_match_lines(
         [
             r".*accuracy\[mlp@host\]: accuracy drop 0\.\d{4} > 0\.0200 \(1\.0000 → 0\.\d{4}\) "

@@ -66,6 +66,8 @@ def test_faulty_models_fail_their_items_and_the_session_goes_on(pytester: pytest
     (root / "harness.toml").write_text(
         textwrap.dedent("""\
         timeout_s = 4
+        [robustness]
+        examples = 0
         [latency]
         samples = 20
         min_samples = 10

@@ -12,7 +12,15 @@ from rich.table import Table
 
 from harness.results import HEADLINE
 
-SUITE_ORDER = {"size": 0, "accuracy": 1, "latency": 2, "memory": 3}
+SUITE_ORDER = {
+    "size": 0,
+    "operators": 1,
+    "accuracy": 2,
+    "parity": 3,
+    "latency": 4,
+    "memory": 5,
+    "robustness": 6,
+}
 STYLE = {
     "PASS": "green",
     "FAIL": "bold red",
@@ -36,6 +44,8 @@ def _number(value: Any, figure: str) -> str:
         return f"{value - 1:+.1%}"
     if figure in PERCENT:
         return f"{value:+.1%}" if figure in ("memory_growth", "accuracy_drop") else f"{value:.0%}"
+    if figure not in UNITS and not figure.endswith("_ms") and figure not in ("accuracy", "mae"):
+        return f"{value:.4g}"
     digits = 4 if figure in ("accuracy", "mae") else (3 if figure.endswith("_ms") else 1)
     return f"{value:.{digits}f}{UNITS.get(figure, '')}"
 

@@ -83,6 +83,10 @@ class TfliteRuntime:
         self._allocated = True
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        current = {d["name"]: tuple(d["shape"]) for d in self.interpreter.get_input_details()}
+        if self._allocated and any(current[k] != v.shape for k, v in feeds.items()):
+            self._allocated = False  # another batch size or dynamic dim: resize and re-allocate
+            self.prepare({k: tuple(v.shape) for k, v in feeds.items()})
         self.timed_call(feeds)()
         return [self.interpreter.get_tensor(i) for i in self._output_index]
 

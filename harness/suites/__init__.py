@@ -12,20 +12,31 @@ if TYPE_CHECKING:
 
 
 def measure(suite: str, pair: Pair) -> Measurement:
-    from harness.suites import accuracy, latency, memory, size
+    from harness.suites import accuracy, latency, memory, parity, robustness, size
 
     measures: dict[str, Callable[[Pair], Measurement]] = {
         "size": size.measure,
         "accuracy": accuracy.measure,
         "latency": latency.measure,
         "memory": memory.measure,
+        "parity": parity.measure,
+        "robustness": robustness.measure,
     }
     return measures[suite](pair)
 
 
-def suites_for(model: ModelSpec) -> list[str]:
-    """The suites that apply to `model`: accuracy needs a dataset."""
+def suites_for(model: ModelSpec, robustness_examples: int = 0) -> list[str]:
+    """The suites that apply to `model`: accuracy needs a dataset, parity a configured
+    comparison, robustness a number of examples."""
+    from harness.config import DEVICE_PARITY_GATES
+
     names = ["size"]
     if model.dataset is not None:
         names.append("accuracy")
-    return names + ["latency", "memory"]
+    specs = [model.gates, *model.device_gates.values()]
+    if model.parity_with or any(
+        getattr(s, g) is not None for s in specs for g in DEVICE_PARITY_GATES
+    ):
+        names.append("parity")
+    names += ["latency", "memory"]
+    return names + (["robustness"] if robustness_examples > 0 else [])

@@ -21,7 +21,6 @@ from harness.runtimes.base import ModelLoadError, Runtime
 from harness.worker.feeds import DataError, Feeds, build_feeds, dequantize, load_npz
 from harness.worker.protocol import decode, encode
 
-
 SCORES_RETURNED_MAX = 1024  # per-sample score vectors up to this size travel back
 
 
