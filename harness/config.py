@@ -120,6 +120,7 @@ class HarnessConfig:
     inconclusive: str = "fail"  # what an INCONCLUSIVE verdict does: fail | pass
     baseline_missing: str = "error"  # a model without a base under --baseline: error | report
     profiles: Mapping[str, DeviceProfile] = field(default_factory=dict)
+    history: Path | None = None  # SQLite history every session appends to; None: off
 
     @property
     def root(self) -> Path:
@@ -143,6 +144,7 @@ _TOP_KEYS = [
     "seed",
     "inconclusive",
     "baseline_missing",
+    "history",
 ]
 _MODEL_KEYS = [
     "name",
@@ -367,7 +369,9 @@ def parse_config(
             f'{where}: {prefix}baseline_missing = {baseline_missing!r}; use "error" (a model '
             'without a base fails) or "report" (its relative gates are reported as NO BASELINE)'
         )
+    history = expect_type(table.get("history", ".harness/history.sqlite"), str, where, "history")
     return HarnessConfig(
+        history=(source.parent / history).resolve() if history else None,
         baseline_missing=baseline_missing,
         inconclusive=inconclusive,
         source=source,

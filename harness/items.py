@@ -100,6 +100,7 @@ class HarnessItem(pytest.Item):
                 verdict,
                 measurement,
                 pair_info(pair),
+                model_path=self.model.path,
             )
         )
         if verdict.status == FAIL or (
@@ -122,6 +123,7 @@ class HarnessItem(pytest.Item):
                 None,
                 info,
                 error=message,
+                model_path=self.model.path,
             )
         )
         if skip:

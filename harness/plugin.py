@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ class HarnessState:
     devices: list[DeviceProfile]
     json_path: Path | None
     baseline: Any = None  # harness.baseline.Baseline under --baseline
+    report_dir: Path | None = None
+    history_path: Path | None = None
+    notes: list[str] = field(default_factory=list)  # printed at the end of the summary
     pool: Any = None  # PairPool, made lazily (it imports the backends)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -60,6 +63,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="REF_OR_PATH",
         help="compare with a base: a git ref (e.g. the merge base), a folder holding the base "
         "checkout, a model file, or a results file from --harness-json",
+    )
+    group.addoption(
+        "--harness-report",
+        metavar="DIR",
+        help="write results.json, report.md and report.html (with plots) to DIR",
+    )
+    group.addoption(
+        "--harness-history",
+        metavar="PATH",
+        help="SQLite history to append this run to (default: the config's `history`, "
+        "'.harness/history.sqlite' beside it; 'none' to skip)",
+    )
+    group.addoption(
+        "--harness-samples",
+        type=int,
+        metavar="N",
+        help="override latency.samples (e.g. larger budgets in nightly runs)",
+    )
+    group.addoption(
+        "--harness-time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="override latency.time_budget_s",
     )
     group.addoption(
         "--harness-json",
@@ -108,14 +134,40 @@ def pytest_configure(config: pytest.Config) -> None:
             baseline = resolve_baseline(config.getoption("baseline"), harness_config)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+    harness_config = _with_overrides(config, harness_config)
     json_path = config.getoption("harness_json")
+    report_dir = config.getoption("harness_report")
     state = HarnessState(
-        harness_config, devices, Path(json_path).resolve() if json_path else None, baseline
+        harness_config,
+        devices,
+        Path(json_path).resolve() if json_path else None,
+        baseline,
+        report_dir=Path(report_dir).resolve() if report_dir else None,
+        history_path=_history_path(config, harness_config),
     )
     config.stash[STATE] = state
     config.pluginmanager.register(
         HarnessReporter(state, hasattr(config, "workerinput")), "harness-reporter"
     )
+
+
+def _with_overrides(config: pytest.Config, harness_config: HarnessConfig) -> HarnessConfig:
+    """Command-line overrides of the latency budget (nightly runs sample longer)."""
+    changes: dict[str, Any] = {}
+    if config.getoption("harness_samples"):
+        changes["samples"] = config.getoption("harness_samples")
+    if config.getoption("harness_time_budget"):
+        changes["time_budget_s"] = config.getoption("harness_time_budget")
+    if not changes:
+        return harness_config
+    return replace(harness_config, latency=replace(harness_config.latency, **changes))
+
+
+def _history_path(config: pytest.Config, harness_config: HarnessConfig) -> Path | None:
+    named = config.getoption("harness_history")
+    if named is not None:
+        return None if named.lower() in ("", "none", "off") else Path(named).resolve()
+    return harness_config.history
 
 
 def _state(config: pytest.Config) -> HarnessState | None:
@@ -168,16 +220,30 @@ class HarnessReporter:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.state.pool is not None:
             self.state.pool.close()
-        if self.state.json_path is not None and not self.is_xdist_worker:
-            from harness.report.json import write_json
+        if self.is_xdist_worker or not self.state.results:
+            return
+        from harness.report.json import build_document, write_json
 
-            write_json(
-                self.state.json_path,
-                self.state.config,
-                self.state.devices,
-                list(self.state.results.values()),
-                int(exitstatus),
-            )
+        state = self.state
+        baseline = state.baseline.label if state.baseline is not None else None
+        document = build_document(
+            state.config, state.devices, list(state.results.values()), int(exitstatus), baseline
+        )
+        if state.json_path is not None:
+            write_json(state.json_path, document)
+        if state.report_dir is not None:
+            from harness.report.merge import write_reports
+
+            paths, _ = write_reports(document, state.report_dir)
+            state.notes.append(f"harness: reports in {state.report_dir} ({', '.join(paths)})")
+        if state.history_path is not None:
+            from harness.store import record_session
+
+            try:
+                run, path = record_session(document, state.config.source, state.history_path)
+                state.notes.append(f"harness: history run {run} in {path}")
+            except Exception as exc:  # the figures are in the reports; the history is extra
+                state.notes.append(f"harness: WARNING: history not written: {exc}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.state.results:
@@ -189,6 +255,8 @@ class HarnessReporter:
             terminalreporter.write_line(line)
         if self.state.json_path is not None:
             terminalreporter.write_line(f"harness: figures written to {self.state.json_path}")
+        for note in self.state.notes:
+            terminalreporter.write_line(note)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from harness.devices import DeviceProfile
@@ -30,12 +31,14 @@ def record(
     measurement: Measurement | None = None,
     pair_info: dict[str, Any] | None = None,
     error: str | None = None,
+    model_path: Path | None = None,
 ) -> dict[str, Any]:
     return {
         "nodeid": nodeid,
         "suite": suite,
         "model": model,
         "device": profile.name,
+        "model_path": str(model_path) if model_path else None,
         "fidelity": measurement.fidelity if measurement else profile.fidelity,
         "verdict": verdict.as_json(),
         "figures": measurement.figures if measurement else {},
