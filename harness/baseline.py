@@ -13,7 +13,6 @@ A model with no base (new in this change, or absent from the results file) is re
 
 from __future__ import annotations
 
-import json
 import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +30,7 @@ class Baseline:
     models: dict[str, ModelSpec] = field(default_factory=dict)  # model name -> base spec
     stored: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # model name -> why there is no base
+    fingerprint: str | None = None  # machine of a stored baseline
 
     def measured_together(self) -> bool:
         """Base and new are measured in the same worker (not read from a stored file)."""
@@ -99,7 +99,10 @@ def _from_results(path: Path, config: HarnessConfig) -> Baseline:
         if m.name not in present
     }
     label = f"{path.name} ({document.get('created', 'undated')})"
-    return Baseline(str(path), "results", label, stored=stored, missing=missing)
+    fingerprint = document.get("host", {}).get("fingerprint")
+    return Baseline(
+        str(path), "results", label, stored=stored, missing=missing, fingerprint=fingerprint
+    )
 
 
 def resolve_baseline(source: str, config: HarnessConfig) -> Baseline:
@@ -137,7 +140,3 @@ def resolve_baseline(source: str, config: HarnessConfig) -> Baseline:
 def stored_figures(baseline: Baseline, model: str, device: str, suite: str) -> dict[str, Any]:
     record = baseline.stored.get((model, device, suite))
     return dict(record["figures"]) if record else {}
-
-
-def describe(baseline: Baseline) -> str:
-    return json.dumps({"source": baseline.source, "kind": baseline.kind, "label": baseline.label})

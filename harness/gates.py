@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from harness.config import GateSpec
@@ -235,7 +235,7 @@ def _relative_checks(
     suite: str, figures: Mapping[str, Any], gates: GateSpec, device: str, fidelity: str
 ) -> list[Check]:
     """Gates against the baseline: accuracy drop, latency ratio (with its CI), memory growth."""
-    checks = []
+    checks: list[Check] = []
     for gate, gate_suite in RELATIVE.items():
         threshold = getattr(gates, gate)
         if gate_suite != suite or threshold is None:
@@ -246,6 +246,9 @@ def _relative_checks(
             checks.append(_latency_ratio(figures, threshold, device, fidelity))
         else:
             checks.append(_memory_growth(figures, threshold, device, fidelity))
+    if figures.get("baseline_other_machine"):
+        flag = " [baseline measured on another machine: figures may not compare]"
+        checks = [replace(c, message=c.message + flag) for c in checks]
     return checks
 
 

@@ -78,6 +78,8 @@ class HarnessItem(pytest.Item):
         except (WorkerError, WorkerFailure, DataError) as exc:
             self._fail_without_figures(str(exc), pair_info(pair))
         gates = self.model.gates_for(self.profile.name)
+        if pair.baseline_other_machine:
+            measurement.figures["baseline_other_machine"] = True
         if pair.base_missing:
             measurement.figures["baseline_missing"] = pair.base_missing
             relative = [g for g, s in RELATIVE.items() if s == self.suite and getattr(gates, g)]

@@ -56,6 +56,7 @@ class Pair:
     base_loaded: dict[str, Any] = field(default_factory=dict)
     stored: dict[str, dict[str, Any]] = field(default_factory=dict)  # suite -> stored record
     baseline_label: str = ""
+    baseline_other_machine: bool = False  # a stored baseline measured on another machine
 
     @property
     def key(self) -> str:
@@ -174,6 +175,10 @@ class PairPool:
                 pair.base = self.baseline.models.get(model.name)
                 pair.base_missing = self.baseline.missing.get(model.name)
                 pair.baseline_label = self.baseline.label
+                if self.baseline.fingerprint is not None:
+                    from harness.store import machine_fingerprint
+
+                    pair.baseline_other_machine = self.baseline.fingerprint != machine_fingerprint()
                 pair.stored = {
                     suite: record
                     for (name, device, suite), record in self.baseline.stored.items()

@@ -172,3 +172,20 @@ def test_bad_baseline_values_are_usage_errors(pytester: pytest.Pytester) -> None
     (pytester.path / "broken.json").write_text("{not json")
     result = pytester.runpytest("--baseline=broken.json")
     result.stderr.fnmatch_lines(["*--baseline *broken.json: cannot use it as stored results:*"])
+
+
+def test_a_stored_baseline_from_another_machine_is_flagged(pytester: pytest.Pytester) -> None:
+    onnx_models.slow(pytester.path / "model.onnx", iterations=2, size=64)
+    (pytester.path / "harness.toml").write_text(config("latency_max_regression = 3.0"))
+    pytester.runpytest("--harness-json=base.json").assert_outcomes(passed=3)
+    document = json.loads((pytester.path / "base.json").read_text())
+    document["host"]["fingerprint"] = "another-machine"
+    (pytester.path / "base.json").write_text(json.dumps(document))
+    out = pytester.path / "new.json"
+    pytester.runpytest("--baseline=base.json", f"--harness-json={out}").assert_outcomes(passed=3)
+    latency = next(r for r in json.loads(out.read_text())["results"] if r["suite"] == "latency")
+    assert latency["figures"]["baseline_other_machine"] is True
+    (check,) = latency["verdict"]["checks"]
+    assert check["message"].endswith(
+        "[baseline measured on another machine: figures may not compare]"
+    )
