@@ -84,7 +84,14 @@ class Pair:
         return client
 
     def _start(self, models: list[ModelSpec]) -> tuple[Target, WorkerClient, dict[str, Any]]:
+        from harness.safety import UnsafeModel, check_model_file
+
         files = [m.path for m in models] + ([self.model.dataset] if self.model.dataset else [])
+        for model in models:
+            try:
+                files += check_model_file(model.path)
+            except UnsafeModel as exc:
+                raise PairFailure(str(exc)) from None
         try:
             target = backend_for(self.profile).start(self.profile, files, self.profile.threads)
         except BackendUnavailable as exc:

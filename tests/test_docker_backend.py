@@ -82,7 +82,7 @@ def test_container_config_of_an_emulated_board(tmp_path: Path) -> None:
     assert mounts["/proc/cpuinfo"]["Source"] == str(rpi4.cpuinfo)
     assert mounts["/opt/harness/harness"]["Source"] == str(HARNESS_DIR)
     assert all(m["ReadOnly"] for m in mounts.values())
-    assert path_map == {model.resolve(): "/data/0/m.onnx", data.resolve(): "/data/1/d.npz"}
+    assert path_map == {model.resolve(): "/data/0/m.onnx", data.resolve(): "/data/0/d.npz"}
     assert {mounts[p]["Source"] for p in path_map.values()} == {str(model), str(data)}
 
 

@@ -267,10 +267,14 @@ def container_config(
     if profile.cpuinfo is not None:
         mounts.append(Mount("/proc/cpuinfo", str(profile.cpuinfo), type="bind", read_only=True))
     path_map: dict[Path, str] = {}
-    for index, file in enumerate(files):
+    # Files of one host folder share one container folder: ONNX external data must sit beside
+    # its model, as on the host.
+    folders: dict[Path, int] = {}
+    for file in files:
         host = Path(file).resolve()
         if host in path_map:
             continue
+        index = folders.setdefault(host.parent, len(folders))
         path_map[host] = container_path(index, host)
         mounts.append(Mount(path_map[host], str(host), type="bind", read_only=True))
     config: dict[str, Any] = {
