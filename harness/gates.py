@@ -198,6 +198,10 @@ def decide(
     checks.extend(_relative_checks(suite, figures, gates, device, fidelity))
     if suite == "robustness" and not figures.get("failure"):
         checks.append(_properties_held(figures, device, fidelity))
+    if suite == "operators" and not figures.get("failure"):
+        runtime = f"{figures.get('runtime')} {figures.get('runtime_version')}"
+        message = f"every operator is supported by {runtime} ({device})"
+        checks.append(Check("operators", "errors", 0, 0, True, message))
     failures = [c.message for c in checks if c.passed is False]
     if figures.get("failure"):  # e.g. OOM-killed: a failing memory figure, not a crash
         failures.insert(0, str(figures["failure"]))

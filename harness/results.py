@@ -19,6 +19,7 @@ HEADLINE = {
     "memory": "peak_mb",
     "parity": "parity_top1",
     "robustness": "examples",
+    "operators": "errors",
 }
 
 

@@ -12,10 +12,11 @@ if TYPE_CHECKING:
 
 
 def measure(suite: str, pair: Pair) -> Measurement:
-    from harness.suites import accuracy, latency, memory, parity, robustness, size
+    from harness.suites import accuracy, latency, memory, operators, parity, robustness, size
 
     measures: dict[str, Callable[[Pair], Measurement]] = {
         "size": size.measure,
+        "operators": operators.measure,
         "accuracy": accuracy.measure,
         "latency": latency.measure,
         "memory": memory.measure,
@@ -30,7 +31,7 @@ def suites_for(model: ModelSpec, robustness_examples: int = 0) -> list[str]:
     comparison, robustness a number of examples."""
     from harness.config import DEVICE_PARITY_GATES
 
-    names = ["size"]
+    names = ["size", "operators"]
     if model.dataset is not None:
         names.append("accuracy")
     specs = [model.gates, *model.device_gates.values()]
