@@ -57,7 +57,7 @@ def test_unchanged_model_passes_against_head_1(pytester: pytest.Pytester) -> Non
         pytester.path, 6, 6, "latency_max_regression = 0.25\nmemory_max_growth = 0.5"
     )
     result = pytester.runpytest("--baseline=HEAD~1", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(
         ["*baseline HEAD~1 (*)*", "*latency*ratio*latency_max_regression 25%*PASS*"]
     )
@@ -67,7 +67,7 @@ def test_slowed_model_fails_with_the_paired_ratio(pytester: pytest.Pytester) -> 
     repo_with_two_commits(pytester.path, 4, 8, "latency_max_regression = 0.05")
     out = pytester.path / "r.json"
     result = pytester.runpytest("--baseline=HEAD~1", f"--harness-json={out}")
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     result.stdout.re_match_lines(
         [
             r".*latency\[loop@host\]: latency \+\d+\.\d% \[\+\d+\.\d%, \+\d+\.\d%\] > 5% "
@@ -92,7 +92,7 @@ def test_model_missing_at_the_base_is_an_error_by_default(pytester: pytest.Pytes
     git(root, "add", "-A")
     git(root, "commit", "-qm", "add the model")
     result = pytester.runpytest("--baseline=HEAD~1")
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(
         [
             "*latency[[]loop@host[]]: no baseline for latency_max_regression: model.onnx does not "
@@ -104,7 +104,7 @@ def test_model_missing_at_the_base_is_an_error_by_default(pytester: pytest.Pytes
         config("latency_max_regression = 0.05", extra='baseline_missing = "report"')
     )
     result = pytester.runpytest("--baseline=HEAD~1")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*latency*NO BASELINE*not applied: model.onnx does not exist*"])
 
 
@@ -114,7 +114,7 @@ def test_relative_gates_without_baseline_are_reported_not_applied(
     onnx_models.slow(pytester.path / "model.onnx", iterations=2, size=32)
     (pytester.path / "harness.toml").write_text(config("latency_max_regression = 0.05"))
     result = pytester.runpytest()
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*latency*not applied*latency regression*no --baseline given*"])
 
 
@@ -143,7 +143,7 @@ def test_accuracy_drop_against_a_base_model_file(pytester: pytest.Pytester) -> N
         """)
     )
     result = pytester.runpytest("--baseline=base.onnx", "-k", "accuracy")
-    result.assert_outcomes(failed=1, deselected=4)
+    result.assert_outcomes(failed=1)
     result.stdout.re_match_lines(
         [
             r".*accuracy\[mlp@host\]: accuracy drop 0\.\d{4} > 0\.0200 \(1\.0000 → 0\.\d{4}\) "
@@ -155,9 +155,9 @@ def test_accuracy_drop_against_a_base_model_file(pytester: pytest.Pytester) -> N
 def test_stored_results_as_baseline(pytester: pytest.Pytester) -> None:
     onnx_models.slow(pytester.path / "model.onnx", iterations=2, size=64)
     (pytester.path / "harness.toml").write_text(config("latency_max_regression = 3.0"))
-    pytester.runpytest("--harness-json=base.json").assert_outcomes(passed=3)
+    pytester.runpytest("--harness-json=base.json").assert_outcomes(passed=4)
     out = pytester.path / "new.json"
-    pytester.runpytest("--baseline=base.json", f"--harness-json={out}").assert_outcomes(passed=3)
+    pytester.runpytest("--baseline=base.json", f"--harness-json={out}").assert_outcomes(passed=4)
     latency = next(r for r in json.loads(out.read_text())["results"] if r["suite"] == "latency")
     assert latency["figures"]["paired"] is False
     assert latency["figures"]["ratio_low"] <= latency["figures"]["ratio_high"]
@@ -177,12 +177,12 @@ def test_bad_baseline_values_are_usage_errors(pytester: pytest.Pytester) -> None
 def test_a_stored_baseline_from_another_machine_is_flagged(pytester: pytest.Pytester) -> None:
     onnx_models.slow(pytester.path / "model.onnx", iterations=2, size=64)
     (pytester.path / "harness.toml").write_text(config("latency_max_regression = 3.0"))
-    pytester.runpytest("--harness-json=base.json").assert_outcomes(passed=3)
+    pytester.runpytest("--harness-json=base.json").assert_outcomes(passed=4)
     document = json.loads((pytester.path / "base.json").read_text())
     document["host"]["fingerprint"] = "another-machine"
     (pytester.path / "base.json").write_text(json.dumps(document))
     out = pytester.path / "new.json"
-    pytester.runpytest("--baseline=base.json", f"--harness-json={out}").assert_outcomes(passed=3)
+    pytester.runpytest("--baseline=base.json", f"--harness-json={out}").assert_outcomes(passed=4)
     latency = next(r for r in json.loads(out.read_text())["results"] if r["suite"] == "latency")
     assert latency["figures"]["baseline_other_machine"] is True
     (check,) = latency["verdict"]["checks"]

@@ -66,6 +66,7 @@ def test_item_ids_name_suite_model_and_device(pytester: pytest.Pytester, repo: P
     result.stdout.fnmatch_lines(
         [
             "harness.toml::size[[]mlp@host[]]",
+            "harness.toml::operators[[]mlp@host[]]",
             "harness.toml::accuracy[[]mlp@host[]]",
             "harness.toml::latency[[]mlp@host[]]",
             "harness.toml::memory[[]mlp@host[]]",
@@ -77,7 +78,7 @@ def test_item_ids_name_suite_model_and_device(pytester: pytest.Pytester, repo: P
 
 def test_passing_gates_exit_zero_and_print_the_table(pytester: pytest.Pytester, repo: Path) -> None:
     result = pytester.runpytest("--device=host")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines(
         [
             "*harness: config*harness.toml | devices host (measured) | seed 0*",
@@ -93,7 +94,7 @@ def test_failing_gate_fails_its_item_with_the_reason(pytester: pytest.Pytester) 
     write_repo(pytester.path, gates="accuracy_min = 0.9\nlatency_p90_ms_max = 0.000001")
     result = pytester.runpytest()
     assert result.ret == 1
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=5, failed=1)
     result.stdout.re_match_lines(
         [r".*latency\[mlp@host\]: latency p90 \d+\.\d{3} ms > 0\.000 ms \(host, measured, n=\d+\)"]
     )
@@ -108,13 +109,13 @@ def test_raising_accuracy_min_above_the_model_fails(pytester: pytest.Pytester) -
     data["y"] = (data["y"] + 1) % 4  # every label now wrong
     np.savez(path, **data)
     result = pytester.runpytest("-k", "accuracy")
-    result.assert_outcomes(failed=1, deselected=4)
+    result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*accuracy 0.0000 < 1.0000 (host, measured, n=40)*"])
 
 
 def test_json_has_raw_samples_fidelity_and_versions(pytester: pytest.Pytester, repo: Path) -> None:
     out = pytester.path / "out" / "results.json"
-    pytester.runpytest(f"--harness-json={out}").assert_outcomes(passed=5)
+    pytester.runpytest(f"--harness-json={out}").assert_outcomes(passed=6)
     document = json.loads(out.read_text())
     by_suite = {r["suite"]: r for r in document["results"]}
     latency = by_suite["latency"]
@@ -127,7 +128,7 @@ def test_json_has_raw_samples_fidelity_and_versions(pytester: pytest.Pytester, r
 
 
 def test_junit_gets_figures_as_properties(pytester: pytest.Pytester, repo: Path) -> None:
-    pytester.runpytest("--junitxml=junit.xml").assert_outcomes(passed=5)
+    pytester.runpytest("--junitxml=junit.xml").assert_outcomes(passed=6)
     tree = ET.parse(pytester.path / "junit.xml")
     props = {
         (case.get("name"), p.get("name")): p.get("value")
@@ -143,15 +144,16 @@ def test_junit_gets_figures_as_properties(pytester: pytest.Pytester, repo: Path)
 def test_xdist_two_workers_collect_every_result(pytester: pytest.Pytester, repo: Path) -> None:
     out = pytester.path / "results.json"
     result = pytester.runpytest_subprocess("-n", "2", f"--harness-json={out}")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
     assert sorted(r["suite"] for r in json.loads(out.read_text())["results"]) == [
         "accuracy",
         "latency",
         "memory",
+        "operators",
         "robustness",
         "size",
     ]
-    assert len([line for line in result.outlines if " mlp " in line and "host" in line]) == 5
+    assert len([line for line in result.outlines if " mlp " in line and "host" in line]) == 6
 
 
 def test_custom_test_runs_the_model_through_the_fixture(
@@ -169,7 +171,7 @@ def test_custom_test_runs_the_model_through_the_fixture(
         """
     )
     result = pytester.runpytest("-k", "custom", "-v")
-    result.assert_outcomes(passed=1, deselected=5)
+    result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*test_probabilities_sum_to_one[[]host[]] PASSED*"])
 
 
@@ -214,7 +216,7 @@ def test_missing_model_file_fails_its_items_and_names_the_key(pytester: pytest.P
     write_repo(pytester.path)
     (pytester.path / "models" / "mlp.onnx").unlink()
     result = pytester.runpytest()
-    result.assert_outcomes(failed=5)
+    result.assert_outcomes(failed=6)
     result.stdout.fnmatch_lines(
         [
             "*size[[]mlp@host[]]: model file */models/mlp.onnx does not exist "
@@ -237,7 +239,7 @@ def test_dataset_without_labels(pytester: pytest.Pytester) -> None:
     write_repo(pytester.path)
     np.savez(pytester.path / "data" / "test.npz", X=np.zeros((4, 16), np.float32))
     result = pytester.runpytest()
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines(
         [
             "*accuracy[[]mlp@host[]]: */test.npz: no array 'y' with the labels; the accuracy suite "
@@ -293,7 +295,7 @@ def test_pyproject_tool_harness_table_is_read(pytester: pytest.Pytester) -> None
         lines.append(line)
     (pytester.path / "pyproject.toml").write_text("[tool.harness]\n" + "\n".join(lines) + "\n")
     result = pytester.runpytest("pyproject.toml", "-q")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
 
 
 def test_without_config_the_plugin_stays_out_of_the_way(pytester: pytest.Pytester) -> None:

@@ -1,0 +1,392 @@
+"""Counting mode: the worker under QEMU user-mode emulation with the instruction-counting plugin.
+
+The worker runs under the dynamic `qemu-aarch64` / `qemu-x86_64` of Debian's qemu-user (the static
+build has no -plugin), with `-plugin libinsn_count.so,outfile=...` (harness.counting.build) and
+`-cpu` from the profile. It needs an interpreter, numpy and a runtime of the target arch: the
+device image's trees from harness.images (the debootstrap rootfs plus the wheels tree that becomes
+/opt/site), cached under $HARNESS_CACHE/images. For the host's own arch with no image trees it
+falls back to the host's interpreter (sys.executable), labelled so in the results.
+
+No root, no chroot: QEMU's `-L PREFIX` makes the emulated process look every absolute path up
+under PREFIX first. PREFIX is a per-worker folder of symlinks to the rootfs' top-level folders,
+plus what the container would have mounted:
+
+    /proc/cpuinfo            the profile's cpuinfo (onnxruntime crashes under QEMU reading the
+                             host's; the rest of /proc falls through to QEMU's own emulation)
+    /opt/site                the target-arch wheels (symlink)
+    /opt/harness/harness     a copy of the worker's modules (WORKER_SOURCES; no __pycache__)
+    /data/<i>/file<.ext>     the files the worker reads (symlinks; the names do not depend on the
+                             host's names, so the worker's requests are the same bytes for any
+                             model with that suffix)
+
+Determinism (the same instruction count on every run; each item below was seen to change counts):
+
+- `setarch -R`: no address randomisation.
+- A fixed, minimal environment: PYTHONHASHSEED=0, one thread for OpenMP/OpenBLAS, the caller's
+  intra-op threads (1 in counting mode), ORT_DISABLE_TELEMETRY=1 (onnxruntime 1.32 otherwise
+  starts a telemetry thread that writes a SQLite database under ~/.cache while the model runs).
+- Working directory `/`, PYTHONSAFEPATH=1, only the worker's modules copied in, the data files
+  under fixed names: Python lists the folders it imports from, and any difference in a listing,
+  a path or a request changes the heap layout, and with it the counts.
+- A virtual clock (vclock.c, LD_PRELOAD into QEMU, which serves the guest's clock system calls
+  from the host C library): each clock read advances 1 µs. onnxruntime runs extra code in Run()
+  once every 2 s of wall time, which landed inside a counted loop more often the busier the
+  machine was.
+- The counting worker (harness.counting.worker) reports no times, pid or memory figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import harness
+from harness.backends.base import BackendUnavailable, Target
+from harness.backends.local import ProcessChannel
+from harness.counting.build import PluginBuildError, build_plugin, installed_qemu, qemu_banner
+from harness.devices import HOST_ARCH, DeviceProfile
+
+HARNESS_DIR = Path(harness.__file__).resolve().parent
+QEMU_MACHINE = {"arm64": "aarch64", "amd64": "x86_64"}
+# Where the profile names no `cpu`: QEMU's "max" (every feature its TCG emulates; x86_64's
+# default qemu64 lacks SSE4.2, which numpy 2 needs).
+DEFAULT_CPU = "max"
+DATA_ROOT = "/data"
+HARNESS_GUEST = "/opt/harness"
+SITE_GUEST = "/opt/site"
+HOME_GUEST = "/home/worker"
+GUEST_PYTHON = "/usr/bin/python3"
+# Rootfs folders not linked into the prefix: the host's (or QEMU's) are the right ones, or the
+# prefix provides its own.
+NOT_LINKED = frozenset({"proc", "sys", "dev", "run", "tmp", "opt", "home", "root", "data"})
+PLUGIN_MODES = ("callback", "inline")
+# What the worker imports (files, and folders whose .py files it may import).
+WORKER_SOURCES = (
+    "__init__.py",
+    "worker",
+    "runtimes",
+    "counting/__init__.py",
+    "counting/worker.py",
+)
+WORKER_MODULE = "harness.counting.worker"  # harness.worker, with run-to-run-stable replies
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """What runs the worker: the device image's trees, or the host's own Python."""
+
+    kind: str  # "rootfs" | "host"
+    python: Path  # the interpreter binary on the host
+    rootfs: Path | None = None
+    site: Path | None = None
+    guest_python: str | None = None  # argv[0] seen by the worker (rootfs: /usr/bin/python3.X)
+
+    def describe(self) -> str:
+        if self.kind == "rootfs" and self.rootfs is not None:
+            return f"rootfs {self.rootfs.name}"
+        return f"host {self.python}"
+
+
+def image_trees(profile: DeviceProfile) -> tuple[Path, Path]:
+    """The debootstrap rootfs and the /opt/site tree harness.images builds for `profile`."""
+    from harness.images.common import cache_root
+    from harness.images.recipe import SITE_DIR, recipe_for
+
+    recipe = recipe_for(profile)
+    rootfs = cache_root() / "rootfs" / recipe.rootfs_key()
+    site = cache_root() / "site" / recipe.site_key() / SITE_DIR.strip("/")
+    return rootfs, site
+
+
+def _resolve_inside(root: Path, guest: str) -> str | None:
+    """`guest` (an absolute path inside `root`) with its symlinks followed inside `root`."""
+    current = guest
+    for _ in range(16):
+        host = root / current.lstrip("/")
+        if not host.is_symlink():
+            return current if host.exists() else None
+        target = os.readlink(host)
+        current = target if target.startswith("/") else str(Path(current).parent / target)
+        current = os.path.normpath(current)
+    return None
+
+
+def find_interpreter(profile: DeviceProfile, prefer: str = "auto") -> Interpreter:
+    """The image trees where they are built; the host's Python for the host's arch otherwise.
+
+    prefer: "auto", "rootfs" (the image trees or BackendUnavailable) or "host" (the host's
+    Python; only for the host's arch)."""
+    arch = profile.target_arch
+    if prefer not in ("auto", "rootfs", "host"):
+        raise ValueError(f"prefer={prefer!r} is not auto, rootfs or host")
+    if prefer != "host":
+        rootfs, site = image_trees(profile)
+        guest = _resolve_inside(rootfs, GUEST_PYTHON)
+        complete = (site / ".harness-complete").exists()
+        if guest is not None and complete:
+            return Interpreter("rootfs", rootfs / guest.lstrip("/"), rootfs, site, guest)
+        if prefer == "rootfs" or arch != HOST_ARCH:
+            missing = rootfs if guest is None else site
+            raise BackendUnavailable(
+                f"{profile.name} ({arch}) needs the device image's trees to count instructions "
+                f"and {missing} is not built; run as root: python -m harness.counting prepare "
+                f"--device {profile.name} (or scripts/setup-counting.sh)"
+            )
+    if arch != HOST_ARCH:
+        raise BackendUnavailable(f"the host's Python cannot run {profile.name} ({arch})")
+    return Interpreter("host", Path(sys.executable))
+
+
+@functools.lru_cache(maxsize=4)
+def qemu_binary(arch: str) -> str:
+    machine = QEMU_MACHINE.get(arch)
+    if machine is None:
+        raise BackendUnavailable(f"counting supports arm64 and amd64, not {arch}")
+    path = shutil.which(f"qemu-{machine}")
+    if path is None:
+        raise BackendUnavailable(
+            f"qemu-{machine} (package qemu-user) is not installed; run "
+            "scripts/setup-counting.sh as root"
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=4)
+def qemu_version(binary: str) -> str:
+    """E.g. '7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)'."""
+    banner = qemu_banner(binary)
+    return banner.split(" version ", 1)[-1] if banner else "unknown"
+
+
+def guest_path(index: int, path: Path) -> str:
+    """Where the worker sees the `index`th file: only the suffix of the host's name is kept."""
+    return f"{DATA_ROOT}/{index}/file{path.suffix}"
+
+
+def copy_worker_sources(destination: Path) -> None:
+    """The harness modules the counting worker imports, and no others: Python lists the folders
+    it imports from, so any file added to the package would change the heap, and the counts."""
+    for entry in WORKER_SOURCES:
+        source = HARNESS_DIR / entry
+        if source.is_dir():
+            for module in sorted(source.glob("*.py")):
+                target = destination / entry / module.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(module, target)
+        else:
+            (destination / entry).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, destination / entry)
+
+
+def build_prefix(
+    root: Path,
+    interpreter: Interpreter,
+    files: Sequence[Path],
+    cpuinfo: Path | None,
+) -> dict[Path, str]:
+    """Fill `root` as the -L prefix (module docstring); returns host file -> path in the guest."""
+    root.mkdir(parents=True)
+    if interpreter.rootfs is not None:
+        for entry in sorted(interpreter.rootfs.iterdir()):
+            if entry.name not in NOT_LINKED:
+                (root / entry.name).symlink_to(entry)
+    (root / "proc").mkdir()
+    if cpuinfo is not None:
+        shutil.copyfile(cpuinfo, root / "proc" / "cpuinfo")
+    opt = root / "opt"
+    opt.mkdir()
+    if interpreter.site is not None:
+        (opt / "site").symlink_to(interpreter.site)
+    copy_worker_sources(root / HARNESS_GUEST.lstrip("/") / "harness")
+    (root / HOME_GUEST.lstrip("/")).mkdir(parents=True)
+    path_map: dict[Path, str] = {}
+    for index, file in enumerate(files):
+        host = Path(file).resolve()
+        if host in path_map:
+            continue
+        path_map[host] = guest_path(index, host)
+        link = root / path_map[host].lstrip("/")
+        link.parent.mkdir(parents=True)
+        link.symlink_to(host)
+    return path_map
+
+
+def worker_environment(threads: int, interpreter: Interpreter) -> dict[str, str]:
+    """The worker's whole environment: fixed, so that nothing about the host's changes counts."""
+    pythonpath = [HARNESS_GUEST] + ([SITE_GUEST] if interpreter.site is not None else [])
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": HOME_GUEST,
+        "PYTHONPATH": ":".join(pythonpath),
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONSAFEPATH": "1",
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "ORT_DISABLE_TELEMETRY": "1",
+    }
+
+
+def qemu_command(
+    qemu: str,
+    cpu: str,
+    prefix: Path,
+    plugin: Path,
+    outfile: Path,
+    mode: str,
+    interpreter: Interpreter,
+) -> list[str]:
+    """The command line; it runs with worker_environment() plus LD_PRELOAD=<libvclock.so>."""
+    for path in (plugin, outfile):
+        if "," in str(path):
+            raise BackendUnavailable(f"{path}: QEMU's -plugin option cannot take a ',' in a path")
+    command = [
+        "env", "-C", "/",  # the emulated process's working directory is the host's
+        "setarch", platform.machine(), "-R",
+        qemu, "-cpu", cpu, "-L", str(prefix),
+        "-U", "LD_PRELOAD",  # the virtual clock is for QEMU, not for the emulated program
+        "-plugin", f"{plugin},outfile={outfile},mode={mode}",
+    ]  # fmt: skip
+    if interpreter.kind == "rootfs":
+        assert interpreter.guest_python is not None
+        # Run it through the prefix's symlinks with the guest's argv[0]: Python then finds its
+        # prefix at /usr (looked up under -L) and no host path reaches the worker.
+        command += ["-0", interpreter.guest_python, f"{prefix}{interpreter.guest_python}"]
+    else:
+        command.append(str(interpreter.python))
+    return [*command, "-s", "-m", WORKER_MODULE]
+
+
+@dataclass(frozen=True)
+class PluginCount:
+    """One line the plugin appended at an end marker."""
+
+    instructions: int
+    pair: int
+    vcpus: int  # vCPUs (guest threads) that ran between the markers; 0: unknown (inline mode)
+    mode: str
+
+
+def parse_counts(text: str) -> list[PluginCount]:
+    counts: list[PluginCount] = []
+    for line in text.splitlines():
+        if not line.startswith("count "):
+            continue
+        fields = dict(item.split("=", 1) for item in line.split()[1:] if "=" in item)
+        counts.append(
+            PluginCount(
+                instructions=int(fields["insns"]),
+                pair=int(fields.get("pair", "0")),
+                vcpus=int(fields.get("vcpus", "0")),
+                mode=fields.get("mode", "?"),
+            )
+        )
+    return counts
+
+
+class QemuChannel(ProcessChannel):
+    """The worker process under QEMU; its scratch folder goes when the channel closes."""
+
+    def __init__(self, command: list[str], env: dict[str, str], workdir: Path) -> None:
+        self.workdir = workdir
+        super().__init__(command, env)
+
+    def close(self, kill: bool = False) -> None:
+        try:
+            super().close(kill)
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass
+class CountingTarget(Target):
+    """A Target whose worker runs under the counting plugin; `read_counts()` gives the plugin's
+    lines so far (one per `bench(count=True)`)."""
+
+    counts_file: Path = field(default_factory=Path)
+    qemu_version: str = ""
+    cpu: str = ""
+    arch: str = ""
+    plugin_mode: str = "callback"
+    interpreter: str = ""
+
+    def read_counts(self) -> list[PluginCount]:
+        try:
+            return parse_counts(self.counts_file.read_text())
+        except FileNotFoundError:
+            return []
+
+
+class QemuBackend:
+    """Starts workers under qemu-user with the instruction-counting plugin (counting mode)."""
+
+    def __init__(self, mode: str = "callback", prefer: str = "auto") -> None:
+        if mode not in PLUGIN_MODES:
+            raise ValueError(f"mode {mode!r} is not one of {', '.join(PLUGIN_MODES)}")
+        self.mode = mode
+        self.prefer = prefer
+
+    def start(self, profile: DeviceProfile, files: Sequence[Path], threads: int) -> CountingTarget:
+        arch = profile.target_arch
+        qemu = qemu_binary(arch)
+        if shutil.which("setarch") is None:
+            raise BackendUnavailable("setarch (util-linux) is missing: it turns off ASLR")
+        try:
+            installed_qemu()
+            built = build_plugin()
+        except PluginBuildError as exc:
+            raise BackendUnavailable(f"the counting plugin cannot be built: {exc}") from exc
+        interpreter = find_interpreter(profile, self.prefer)
+        cpuinfo = profile.cpuinfo
+        if cpuinfo is None and arch != HOST_ARCH:
+            raise BackendUnavailable(
+                f"{profile.name} is emulated ({arch}) but its profile ({profile.source}) names "
+                "no cpuinfo file; onnxruntime crashes under QEMU reading the host's "
+                '/proc/cpuinfo: add cpuinfo = "cpuinfo/<model>.txt"'
+            )
+        cpu = profile.cpu or DEFAULT_CPU
+        workdir = Path(tempfile.mkdtemp(prefix="harness-qemu-"))
+        try:
+            prefix = workdir / "root"
+            path_map = build_prefix(prefix, interpreter, files, cpuinfo)
+            outfile = workdir / "counts.txt"
+            command = qemu_command(qemu, cpu, prefix, built.path, outfile, self.mode, interpreter)
+            env = {**worker_environment(threads, interpreter), "LD_PRELOAD": str(built.vclock)}
+            channel = QemuChannel(command, env, workdir)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        version = qemu_version(qemu)
+        limits = {
+            "threads": threads,
+            "qemu": version,
+            "qemu_cpu": cpu,
+            "interpreter": interpreter.describe(),
+            "plugin": str(built.path),
+            "clock": "virtual",
+            "plugin_mode": self.mode,
+            "cpus_device": profile.cpus or None,
+        }
+        return CountingTarget(
+            channel,
+            fidelity="emulated",  # the wall-clock samples from this worker; counts: "counted"
+            limits=limits,
+            path_map=path_map,
+            counts_file=outfile,
+            qemu_version=version,
+            cpu=cpu,
+            arch=arch,
+            plugin_mode=self.mode,
+            interpreter=interpreter.describe(),
+        )

@@ -1,0 +1,145 @@
+"""`python -m harness.counting build | prepare --device D | count --device D MODEL [DATASET]`.
+
+build    fetch qemu-plugin.h for the installed qemu-user and compile the plugin (cached)
+prepare  the plugin, and the device image's trees (debootstrap rootfs + wheels) a device counts in
+         (root; the trees are shared with `harness images build`)
+count    instructions per inference of a model on a device, and the estimated milliseconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from harness.devices import load_profiles, select
+
+
+def _profile(args: argparse.Namespace) -> object:
+    profiles = load_profiles(Path(args.matrix) if args.matrix else None)
+    return select(profiles, [args.device], "--device")[0]
+
+
+def _build(args: argparse.Namespace) -> int:
+    from harness.backends.qemu import QEMU_MACHINE, qemu_binary, qemu_version
+    from harness.counting.build import PluginBuildError, build_plugin
+
+    started = time.monotonic()
+    try:
+        plugin = build_plugin(force=args.force)
+    except PluginBuildError as exc:
+        print(f"harness counting: {exc}", file=sys.stderr)
+        return 1
+    versions = []
+    for arch in QEMU_MACHINE:
+        try:
+            versions.append(f"qemu-{QEMU_MACHINE[arch]} {qemu_version(qemu_binary(arch))}")
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            versions.append(f"qemu-{QEMU_MACHINE[arch]}: {exc}")
+    how = (
+        "cached"
+        if plugin.cached
+        else f"built in {time.monotonic() - started:.1f} s (header {plugin.header_s:.1f} s, "
+        f"compile {plugin.compile_s:.1f} s)"
+    )
+    print(f"plugin {plugin.path}: {how}; qemu-user {plugin.qemu.version}")
+    for line in versions:
+        print(f"  {line}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from harness.backends.qemu import find_interpreter
+    from harness.counting.build import PluginBuildError, build_plugin
+    from harness.devices import DeviceProfile
+    from harness.images.common import BuildError, Progress, locked
+    from harness.images.debootstrap import ensure_rootfs, ensure_site
+    from harness.images.recipe import recipe_for
+
+    profile = _profile(args)
+    assert isinstance(profile, DeviceProfile)
+    try:
+        plugin = build_plugin()
+        print(f"plugin {plugin.path}: {'cached' if plugin.cached else 'built'}")
+        recipe = recipe_for(profile)
+        with locked(recipe.tag):  # the lock `harness images build` takes for this recipe
+            progress = Progress(None)
+            ensure_rootfs(recipe, progress)
+            ensure_site(recipe, progress)
+    except (PluginBuildError, BuildError) as exc:
+        print(f"harness counting: {exc}", file=sys.stderr)
+        return 1
+    print(f"{profile.name}: counts in {find_interpreter(profile, 'rootfs').describe()}")
+    return 0
+
+
+def _count(args: argparse.Namespace) -> int:
+    from harness.backends.base import BackendUnavailable, WorkerError, WorkerFailure
+    from harness.backends.qemu import QemuBackend
+    from harness.counting import count_instructions, estimate_ms
+    from harness.devices import DeviceProfile
+
+    profile = _profile(args)
+    assert isinstance(profile, DeviceProfile)
+    started = time.monotonic()
+    try:
+        result = count_instructions(
+            profile,
+            Path(args.model),
+            Path(args.dataset) if args.dataset else None,
+            samples=args.samples,
+            warmup=args.warmup,
+            backend=QemuBackend(mode=args.mode, prefer=args.interpreter),
+        )
+    except (BackendUnavailable, WorkerError, WorkerFailure) as exc:
+        print(f"harness counting: {exc}", file=sys.stderr)
+        return 1
+    elapsed = time.monotonic() - started
+    estimate = None
+    if profile.clock_mhz is not None and profile.cpi is not None:
+        estimate = estimate_ms(result.instructions_per_inference, profile)
+    if args.json:
+        data = result.as_json()
+        data["estimate"] = estimate.as_json() if estimate else None
+        data["wall_s"] = elapsed
+        print(json.dumps(data, indent=2))
+    else:
+        print(result)
+        print(
+            f"  total {result.total:,} instructions in {result.samples} inferences "
+            f"({result.interpreter}; {elapsed:.1f} s)"
+        )
+        print(f"  {estimate}" if estimate else "  no estimate: the profile states no clock/cpi")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.counting",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--matrix", help="folder of extra device profiles (TOML)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="build the plugin for the installed qemu-user")
+    build.add_argument("--force", action="store_true", help="rebuild even when cached")
+    prepare = commands.add_parser("prepare", help="plugin + the trees a device counts in")
+    prepare.add_argument("--device", required=True)
+    count = commands.add_parser("count", help="instructions per inference of a model")
+    count.add_argument("--device", required=True)
+    count.add_argument("model")
+    count.add_argument("dataset", nargs="?")
+    count.add_argument("--samples", type=int, default=200)
+    count.add_argument("--warmup", type=int, default=20)
+    count.add_argument("--mode", choices=("callback", "inline"), default="callback")
+    count.add_argument("--interpreter", choices=("auto", "rootfs", "host"), default="auto")
+    count.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    handler = {"build": _build, "prepare": _prepare, "count": _count}[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
