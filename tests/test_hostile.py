@@ -16,7 +16,6 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -107,8 +106,8 @@ def test_pickled_npz_is_refused_and_never_unpickled(pytester: pytest.Pytester) -
     assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
-            "*evil.npz: holds pickled Python objects, which harness never loads; save plain numeric "
-            "arrays (np.savez with numeric dtypes)*"
+            "*evil.npz: holds pickled Python objects, which harness never loads; save plain "
+            "numeric arrays (np.savez with numeric dtypes)*"
         ]
     )
     assert not marker.exists()

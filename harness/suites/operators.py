@@ -5,6 +5,7 @@ item, naming the operator; warnings (the tables cannot tell) are reported."""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -26,10 +27,8 @@ def device_runtimes(profile: DeviceProfile) -> dict[str, str]:
         found = {}
         for packages in RUNTIMES.values():
             for package in packages:
-                try:
+                with suppress(PackageNotFoundError):
                     found[package] = version(package)
-                except PackageNotFoundError:
-                    pass
         return found
     from harness.images.recipe import recipe_for
 
