@@ -9,7 +9,6 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import TensorProto, helper
-
 from test_operators import tflite_fc
 
 pytest_plugins = ["pytester"]
