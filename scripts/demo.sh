@@ -12,7 +12,8 @@ if ! .venv/bin/python -c "import docker; docker.from_env().ping()" 2>/dev/null; 
 fi
 cd examples/digits
 ../../.venv/bin/pytest -p no:cacheprovider "${devices[@]}" \
-    --harness-json ../../reports/digits.json --junitxml ../../reports/digits-junit.xml "$@"
+    --harness-json ../../reports/digits.json --junitxml ../../reports/digits-junit.xml \
+    --harness-report ../../reports/digits "$@"
 status=$?
 echo "demo: reports in $(cd ../../reports && pwd) (exit status $status: non-zero means a gate failed)"
 exit $status

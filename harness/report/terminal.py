@@ -34,7 +34,8 @@ UNITS = {"size_kb": " kB", "p90_ms": " ms", "peak_mb": " MB", "board_peak_mb": "
 
 
 PERCENT_CHANGE = ("ratio",)  # shown as +x.x% change
-PERCENT = ("memory_growth", "accuracy_drop", "latency_max_regression", "memory_max_growth")
+PERCENT = ("memory_growth", "latency_max_regression", "memory_max_growth")
+FRACTIONS = ("accuracy", "mae", "accuracy_drop")  # four decimals, like the gate messages
 
 
 def _number(value: Any, figure: str) -> str:
@@ -43,10 +44,10 @@ def _number(value: Any, figure: str) -> str:
     if figure in PERCENT_CHANGE:
         return f"{value - 1:+.1%}"
     if figure in PERCENT:
-        return f"{value:+.1%}" if figure in ("memory_growth", "accuracy_drop") else f"{value:.0%}"
-    if figure not in UNITS and not figure.endswith("_ms") and figure not in ("accuracy", "mae"):
+        return f"{value:+.1%}" if figure == "memory_growth" else f"{value:.0%}"
+    if figure not in UNITS and not figure.endswith("_ms") and figure not in FRACTIONS:
         return f"{value:.4g}"
-    digits = 4 if figure in ("accuracy", "mae") else (3 if figure.endswith("_ms") else 1)
+    digits = 4 if figure in FRACTIONS else (3 if figure.endswith("_ms") else 1)
     return f"{value:.{digits}f}{UNITS.get(figure, '')}"
 
 
