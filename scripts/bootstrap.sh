@@ -28,6 +28,7 @@ if [ "$(id -u)" -eq 0 ] && [ "$(uname -s)" = Linux ] && [ "${HARNESS_NO_DOCKER:-
     fi
     bash scripts/setup-docker.sh
     .venv/bin/harness images build
+    bash scripts/setup-counting.sh   # QEMU instruction-counting plugin (counting mode)
 else
     echo "bootstrap: not root (or HARNESS_NO_DOCKER=1): Docker devices are not set up;" \
          "run scripts/setup-docker.sh as root for them" >&2

@@ -260,6 +260,7 @@ def container_config(
         "PYTHONPATH": f"{Path(HARNESS_MOUNT).parent}:/opt/site",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
+        "ORT_DISABLE_TELEMETRY": "1",  # onnxruntime 1.32 otherwise starts a telemetry thread
     }
     if profile.emulated and profile.cpu:
         environment["QEMU_CPU"] = profile.cpu  # empty QEMU_CPU is an error: never set it empty

@@ -94,6 +94,7 @@ def worker_environment(threads: int) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
     env["OMP_NUM_THREADS"] = str(threads)
     env["PYTHONHASHSEED"] = "0"
+    env["ORT_DISABLE_TELEMETRY"] = "1"  # onnxruntime 1.32 otherwise starts a telemetry thread
     return env
 
 

@@ -32,6 +32,8 @@ Determinism (the same instruction count on every run; each item below was seen t
   from the host C library): each clock read advances 1 µs. onnxruntime runs extra code in Run()
   once every 2 s of wall time, which landed inside a counted loop more often the busier the
   machine was.
+- Bytecode caches that never change: PYTHONDONTWRITEBYTECODE=1 (whether a module was compiled
+  or loaded from its .pyc changes the heap); the host-Python fallback always compiles.
 - The counting worker (harness.counting.worker) reports no times, pid or memory figures.
 """
 
@@ -221,7 +223,14 @@ def build_prefix(
 def worker_environment(threads: int, interpreter: Interpreter) -> dict[str, str]:
     """The worker's whole environment: fixed, so that nothing about the host's changes counts."""
     pythonpath = [HARNESS_GUEST] + ([SITE_GUEST] if interpreter.site is not None else [])
+    extra: dict[str, str] = {}
+    if interpreter.kind == "host":
+        # The host's bytecode caches come and go (any host process may write one), and whether a
+        # module was compiled or loaded from its .pyc changes the counts: always compile. (The
+        # image trees' caches never change: nothing writes there.)
+        extra["PYTHONPYCACHEPREFIX"] = "/nonexistent/pycache"
     return {
+        **extra,
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "HOME": HOME_GUEST,

@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from harness.devices import load_profiles, select
+from harness.devices import DeviceProfile, load_profiles, select
 
 
-def _profile(args: argparse.Namespace) -> object:
+def _profile(args: argparse.Namespace) -> DeviceProfile:
     profiles = load_profiles(Path(args.matrix) if args.matrix else None)
     return select(profiles, [args.device], "--device")[0]
 
@@ -53,13 +53,11 @@ def _build(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from harness.backends.qemu import find_interpreter
     from harness.counting.build import PluginBuildError, build_plugin
-    from harness.devices import DeviceProfile
     from harness.images.common import BuildError, Progress, locked
     from harness.images.debootstrap import ensure_rootfs, ensure_site
     from harness.images.recipe import recipe_for
 
     profile = _profile(args)
-    assert isinstance(profile, DeviceProfile)
     try:
         plugin = build_plugin()
         print(f"plugin {plugin.path}: {'cached' if plugin.cached else 'built'}")
@@ -79,10 +77,8 @@ def _count(args: argparse.Namespace) -> int:
     from harness.backends.base import BackendUnavailable, WorkerError, WorkerFailure
     from harness.backends.qemu import QemuBackend
     from harness.counting import count_instructions, estimate_ms
-    from harness.devices import DeviceProfile
 
     profile = _profile(args)
-    assert isinstance(profile, DeviceProfile)
     started = time.monotonic()
     try:
         result = count_instructions(

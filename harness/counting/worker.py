@@ -5,12 +5,11 @@ counts identical from run to run:
 
 - `bench(count=True)` runs the loop between the markers without reading the clock per sample:
   subtracting two perf_counter_ns() integers takes a few more instructions when they straddle a
-  2**30 ns boundary, so per-sample timing made one run in a few differ by ~10 instructions.
+  2**30 ns boundary, so per-sample timing made one run in six differ by 12 instructions.
 - `hello`, `load` and `memory` report no wall-clock times, pid or memory figures (zeros), and
   /proc/self/status is never read: their digits vary from run to run, so the sizes of the
   strings made from them varied, and with them the heap layout the counted loop then ran in
-  (measured: one run in ten counted ~10 instructions per inference fewer; under load, four
-  different counts in twenty runs).
+  (measured: one run in ten counted 10 instructions per inference fewer).
 
 Standard library, numpy and the runtime only, like harness.worker.
 """
