@@ -35,6 +35,7 @@ class GateSpec:
     latency_max_regression: float | None = None  # vs baseline, fraction (0.05 = +5%)
     memory_peak_mb_max: float | None = None
     memory_max_growth: float | None = None  # vs baseline, fraction
+    instructions_max_regression: float | None = None  # vs baseline, counted: no statistics
     size_kb_max: float | None = None
     # parity with the model named by parity_with (same inputs, both on this device)
     parity_top1_min: float | None = None  # fraction of samples with the same top-1 class
@@ -51,7 +52,12 @@ class GateSpec:
 
 
 GATE_KEYS = tuple(f.name for f in fields(GateSpec))
-RELATIVE_GATES = ("accuracy_max_drop", "latency_max_regression", "memory_max_growth")
+RELATIVE_GATES = (
+    "accuracy_max_drop",
+    "latency_max_regression",
+    "memory_max_growth",
+    "instructions_max_regression",
+)
 FRACTION_GATES = (
     "accuracy_min",
     "accuracy_max_drop",
@@ -119,6 +125,7 @@ class HarnessConfig:
     seed: int = 0
     inconclusive: str = "fail"  # what an INCONCLUSIVE verdict does: fail | pass
     baseline_missing: str = "error"  # a model without a base under --baseline: error | report
+    counting: bool = False  # count instructions per inference under QEMU (the instructions suite)
     profiles: Mapping[str, DeviceProfile] = field(default_factory=dict)
     history: Path | None = None  # SQLite history every session appends to; None: off
 
@@ -145,6 +152,7 @@ _TOP_KEYS = [
     "inconclusive",
     "baseline_missing",
     "history",
+    "counting",
 ]
 _MODEL_KEYS = [
     "name",
@@ -370,7 +378,9 @@ def parse_config(
             'without a base fails) or "report" (its relative gates are reported as NO BASELINE)'
         )
     history = expect_type(table.get("history", ".harness/history.sqlite"), str, where, "history")
+    counting = expect_type(table.get("counting", False), bool, where, "counting")
     return HarnessConfig(
+        counting=counting,
         history=(source.parent / history).resolve() if history else None,
         baseline_missing=baseline_missing,
         inconclusive=inconclusive,

@@ -232,6 +232,7 @@ RELATIVE = {
     "accuracy_max_drop": "accuracy",
     "latency_max_regression": "latency",
     "memory_max_growth": "memory",
+    "instructions_max_regression": "instructions",
 }
 
 
@@ -248,6 +249,8 @@ def _relative_checks(
             checks.append(_accuracy_drop(figures, threshold, device, fidelity))
         elif gate == "latency_max_regression":
             checks.append(_latency_ratio(figures, threshold, device, fidelity))
+        elif gate == "instructions_max_regression":
+            checks.append(_instructions_ratio(figures, threshold, device))
         else:
             checks.append(_memory_growth(figures, threshold, device, fidelity))
     if figures.get("baseline_other_machine"):
@@ -299,6 +302,24 @@ def _latency_ratio(
     return Check(
         gate, "ratio", ratio, threshold, None, f"{shown} undecided against {threshold:.0%} {where}"
     )
+
+
+def _instructions_ratio(figures: Mapping[str, Any], threshold: float, device: str) -> Check:
+    """Counts are deterministic: the ratio itself decides, no interval needed."""
+    gate, label = "instructions_max_regression", f"instructions regression ≤ {threshold:.2%}"
+    ratio = figures.get("instructions_ratio")
+    if ratio is None:
+        return _not_applied(gate, "instructions_ratio", threshold, label, figures)
+    failed = ratio - 1 > threshold
+    change = (
+        f"({figures['baseline_instructions_per_inference']:.1f} → "
+        f"{figures['instructions_per_inference']:.1f} per inference)"
+    )
+    message = (
+        f"instructions {ratio - 1:+.2%} {'>' if failed else '≤'} {threshold:.2%} {change} "
+        f"({device}, counted)"
+    )
+    return Check(gate, "instructions_ratio", ratio, threshold, not failed, message)
 
 
 def _memory_growth(

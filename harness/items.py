@@ -35,7 +35,10 @@ class HarnessConfigFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         for model in self.config_data.models:
             for profile in self.devices:
-                for suite in suites_for(model, self.config_data.robustness.examples):
+                suites = suites_for(
+                    model, self.config_data.robustness.examples, self.config_data.counting
+                )
+                for suite in suites:
                     yield HarnessItem.from_parent(
                         self,
                         name=f"{suite}[{model.name}@{profile.name}]",

@@ -88,6 +88,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="override latency.time_budget_s",
     )
     group.addoption(
+        "--counting",
+        action="store_true",
+        help="also count instructions per inference under QEMU (deterministic; estimated "
+        "device ms from the profile's clock and CPI)",
+    )
+    group.addoption(
         "--harness-json",
         metavar="PATH",
         help="write every figure, raw sample and fidelity label to this JSON file",
@@ -158,6 +164,8 @@ def _with_overrides(config: pytest.Config, harness_config: HarnessConfig) -> Har
         changes["samples"] = config.getoption("harness_samples")
     if config.getoption("harness_time_budget"):
         changes["time_budget_s"] = config.getoption("harness_time_budget")
+    if config.getoption("counting"):
+        harness_config = replace(harness_config, counting=True)
     if not changes:
         return harness_config
     return replace(harness_config, latency=replace(harness_config.latency, **changes))

@@ -20,6 +20,7 @@ HEADLINE = {
     "parity": "parity_top1",
     "robustness": "examples",
     "operators": "errors",
+    "instructions": "instructions_per_inference",
 }
 
 

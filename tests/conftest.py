@@ -10,6 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# pytester gives each run its own HOME; the device images' cache (debootstrap trees, wheels,
+# the counting plugin) is the real one.
+os.environ.setdefault("HARNESS_CACHE", str(Path.home() / ".cache" / "harness"))
 
 
 def unavailable(reason: str) -> None:

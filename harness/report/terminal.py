@@ -20,6 +20,7 @@ SUITE_ORDER = {
     "latency": 4,
     "memory": 5,
     "robustness": 6,
+    "instructions": 7,
 }
 STYLE = {
     "PASS": "green",

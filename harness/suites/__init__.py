@@ -12,7 +12,16 @@ if TYPE_CHECKING:
 
 
 def measure(suite: str, pair: Pair) -> Measurement:
-    from harness.suites import accuracy, latency, memory, operators, parity, robustness, size
+    from harness.suites import (
+        accuracy,
+        instructions,
+        latency,
+        memory,
+        operators,
+        parity,
+        robustness,
+        size,
+    )
 
     measures: dict[str, Callable[[Pair], Measurement]] = {
         "size": size.measure,
@@ -22,11 +31,12 @@ def measure(suite: str, pair: Pair) -> Measurement:
         "memory": memory.measure,
         "parity": parity.measure,
         "robustness": robustness.measure,
+        "instructions": instructions.measure,
     }
     return measures[suite](pair)
 
 
-def suites_for(model: ModelSpec, robustness_examples: int = 0) -> list[str]:
+def suites_for(model: ModelSpec, robustness_examples: int = 0, counting: bool = False) -> list[str]:
     """The suites that apply to `model`: accuracy needs a dataset, parity a configured
     comparison, robustness a number of examples."""
     from harness.config import DEVICE_PARITY_GATES
@@ -39,5 +49,8 @@ def suites_for(model: ModelSpec, robustness_examples: int = 0) -> list[str]:
         getattr(s, g) is not None for s in specs for g in DEVICE_PARITY_GATES
     ):
         names.append("parity")
-    names += ["latency", "memory"]
+    names.append("latency")
+    if counting or any(s.instructions_max_regression is not None for s in specs):
+        names.append("instructions")
+    names.append("memory")
     return names + (["robustness"] if robustness_examples > 0 else [])
