@@ -728,3 +728,23 @@ def unpaired_ratio(
     return RatioEstimate(
         ratio=point, low=min(float(low), point), high=max(float(high), point), n=int(m.size)
     )
+
+
+MAX_LOOKS = 8  # interim analyses of one adaptive measurement, the final one included
+
+
+def per_look_confidence(confidence: float, looks: int = MAX_LOOKS) -> float:
+    """Confidence for each of up to `looks` interim decisions so that the chance of any false
+    decision over all of them stays within 1 - confidence (Bonferroni). Stopping as soon as one
+    interval decides is a sequential test: without this, peeking after every round inflates the
+    false-alarm rate many times over."""
+    _check_confidence(confidence)
+    return 1.0 - (1.0 - confidence) / looks
+
+
+def look_schedule(first: int, looks: int = MAX_LOOKS - 1) -> list[int]:
+    """Sample counts (or rounds) at which to look: first, 2 first, 4 first, ... (the final look,
+    when the budget ends, is the last of MAX_LOOKS)."""
+    if first < 1:
+        raise ValueError(f"first look needs at least one sample, got {first}")
+    return [first * 2**k for k in range(looks)]

@@ -612,3 +612,10 @@ def test_detect_steps_is_fast_enough_for_nightly_series() -> None:
     steps = detect_steps(y)
     assert time.perf_counter() - start < 2.0
     assert [s.index for s in steps] == [150]
+
+
+def test_per_look_confidence_spends_the_error_over_the_looks() -> None:
+    assert stats.per_look_confidence(0.99, 8) == pytest.approx(1 - 0.01 / 8)
+    assert stats.look_schedule(12, 3) == [12, 24, 48]
+    with pytest.raises(ValueError):
+        stats.look_schedule(0)

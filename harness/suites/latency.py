@@ -45,6 +45,9 @@ def _single(pair: Pair) -> Measurement:
     started = time.monotonic()
     samples: list[int] = pair.request("bench", samples=1, warmup=settings.warmup)["samples_ns"]
     decision = "undecided"
+    confidence = stats.per_look_confidence(settings.confidence)
+    first = max(settings.min_samples, stats.min_samples_for_percentile(90, confidence))
+    looks = stats.look_schedule(first)
     while len(samples) < settings.samples:
         elapsed = time.monotonic() - started
         if elapsed >= settings.time_budget_s:
@@ -53,17 +56,24 @@ def _single(pair: Pair) -> Measurement:
         left = min(settings.time_budget_s - elapsed, CHUNK_SECONDS)
         chunk = int(max(1, min(settings.samples - len(samples), left / per_run)))
         samples += pair.request("bench", samples=chunk)["samples_ns"]
-        if gated and len(samples) >= settings.min_samples:
+        if gated and looks and len(samples) >= looks[0]:
             assert threshold is not None
+            while looks and len(samples) >= looks[0]:
+                looks.pop(0)
             ms = np.asarray(samples, dtype=np.float64) / 1e6
-            interval = stats.percentile_ci(ms, 90, settings.confidence)
+            interval = stats.percentile_ci(ms, 90, confidence)
             decision = stats.decide_threshold(interval, threshold)
             if decision != "undecided":
                 break  # decided: no need to spend the rest of the budget
     ms = np.asarray(samples, dtype=np.float64) / 1e6
     figures = _describe(ms)
-    interval = stats.percentile_ci(ms, 90, settings.confidence)
-    figures.update(p90_low_ms=interval.low, p90_high_ms=interval.high, threads=pair.profile.threads)
+    interval = stats.percentile_ci(ms, 90, confidence)
+    figures.update(
+        p90_low_ms=interval.low,
+        p90_high_ms=interval.high,
+        threads=pair.profile.threads,
+        interval_confidence=confidence,
+    )
     gates = pair.model.gates_for(pair.profile.name)
     if len(samples) < settings.min_samples and (gated or gates.latency_max_regression is not None):
         figures["inconclusive"] = (
@@ -73,9 +83,9 @@ def _single(pair: Pair) -> Measurement:
     elif gated and decision == "undecided":
         assert threshold is not None
         margin = max(abs(figures["p90_ms"] - threshold), 1e-9)
-        needed = stats.samples_needed_for_percentile(ms, 90, margin, settings.confidence)
+        needed = stats.samples_needed_for_percentile(ms, 90, margin, confidence)
         figures["inconclusive"] = (
-            f"latency p90 {figures['p90_ms']:.3f} ms, {settings.confidence:.0%} interval "
+            f"latency p90 {figures['p90_ms']:.3f} ms, {confidence:.2%} interval "
             f"[{interval.low:.3f}, {interval.high:.3f}] ms contains the {threshold:g} ms gate "
             f"after n={len(samples)} samples; about {needed} needed (raise latency.samples and "
             "latency.time_budget_s)"
@@ -92,7 +102,9 @@ def _paired(pair: Pair) -> Measurement:
     pair.request("bench", base=True, samples=1, warmup=settings.warmup)
     probe = pair.request("bench", samples=MIN_PER_ROUND)["samples_ns"]
     per_round = max(MIN_PER_ROUND, int(ROUND_SECONDS / max(np.median(probe) * 1e-9, 1e-7)))
-    minimum = max(stats.min_rounds_for_ratio(settings.confidence), 6)
+    confidence = stats.per_look_confidence(settings.confidence)
+    minimum = max(stats.min_rounds_for_ratio(confidence), 6)
+    looks = stats.look_schedule(minimum)
     # With a regression gate, rounds go on until it is decided or the budget ends; without one,
     # `samples` per model are enough for the report.
     max_rounds = (
@@ -115,8 +127,9 @@ def _paired(pair: Pair) -> Measurement:
             chunk = pair.request("bench", base=is_base, samples=per_round)["samples_ns"]
             (base if is_base else new).extend(chunk)
             (base_medians if is_base else new_medians).append(float(np.median(chunk)))
-        if len(new_medians) >= minimum:
-            estimate = stats.paired_ratio(base_medians, new_medians, settings.confidence)
+        if looks and len(new_medians) >= looks[0]:
+            looks.pop(0)
+            estimate = stats.paired_ratio(base_medians, new_medians, confidence)
             if max_regression is not None:
                 decision = stats.decide_ratio(estimate, max_regression)
                 if decision != "undecided":
@@ -127,10 +140,18 @@ def _paired(pair: Pair) -> Measurement:
     figures.update(
         rounds=len(new_medians), per_round=per_round, threads=pair.profile.threads, paired=True
     )
-    if estimate is None and len(new_medians) >= 2:
-        estimate = stats.paired_ratio(base_medians, new_medians, settings.confidence)
+    if len(new_medians) >= 2 and (estimate is None or estimate.n != len(new_medians)):
+        # The final look, when the budget ends between scheduled ones.
+        estimate = stats.paired_ratio(base_medians, new_medians, confidence)
+        if max_regression is not None:
+            decision = stats.decide_ratio(estimate, max_regression)
     if estimate is not None:
-        figures.update(ratio=estimate.ratio, ratio_low=estimate.low, ratio_high=estimate.high)
+        figures.update(
+            ratio=estimate.ratio,
+            ratio_low=estimate.low,
+            ratio_high=estimate.high,
+            interval_confidence=confidence,
+        )
     if max_regression is not None and decision == "undecided":
         if estimate is None:
             figures["inconclusive"] = (
@@ -140,7 +161,7 @@ def _paired(pair: Pair) -> Measurement:
         else:
             logs = np.log(np.asarray(new_medians) / np.asarray(base_medians))
             margin = max(abs(math.log1p(max_regression) - math.log(estimate.ratio)), 1e-6)
-            needed = stats.samples_needed_for_ratio(logs, margin, settings.confidence)
+            needed = stats.samples_needed_for_ratio(logs, margin, confidence)
             figures["inconclusive"] = (
                 f"latency {estimate.ratio - 1:+.1%} [{estimate.low - 1:+.1%}, "
                 f"{estimate.high - 1:+.1%}] straddles the {max_regression:.0%} gate after "
