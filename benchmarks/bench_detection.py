@@ -67,7 +67,8 @@ def counted_ratio(base: Path, variant: Path) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--budget", type=float, default=6.0, help="seconds per comparison")
+    parser.add_argument("--budget", type=float, default=10.0, help="seconds per comparison "
+                        "(latency.time_budget_s; 10 is the default)")
     parser.add_argument("--confidence", type=float, default=0.99)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:

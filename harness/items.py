@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
@@ -17,8 +16,6 @@ from harness.results import USER_PROPERTY, junit_properties, record
 from harness.runner import PairFailure, PairPool
 from harness.suites import measure, suites_for
 from harness.worker.feeds import DataError
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 class GateFailure(Exception):

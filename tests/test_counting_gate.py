@@ -10,9 +10,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_counting import mlps, plugin  # noqa: F401  (fixtures)
+import test_counting
 
 pytest_plugins = ["pytester"]
+
+# test_counting's fixtures under names of their own (the plugin build, the two digits MLPs).
+counting_plugin = test_counting.plugin
+digits_mlps = test_counting.mlps
 
 CONFIG = textwrap.dedent("""\
     counting = true
@@ -47,10 +51,10 @@ def run(pytester: pytest.Pytester, model: Path, base: Path) -> tuple[pytest.RunR
 
 def test_identical_models_count_identically_and_pass(
     pytester: pytest.Pytester,
-    plugin: Path,
-    mlps: tuple[Path, Path],  # noqa: F811
+    counting_plugin: Path,
+    digits_mlps: tuple[Path, Path],
 ) -> None:
-    base, _ = mlps
+    base, _ = digits_mlps
     result, record = run(pytester, base, base)
     result.assert_outcomes(passed=1)
     figures = record["figures"]
@@ -67,10 +71,10 @@ def test_identical_models_count_identically_and_pass(
 
 def test_half_a_percent_more_work_fails_the_counted_gate(
     pytester: pytest.Pytester,
-    plugin: Path,
-    mlps: tuple[Path, Path],  # noqa: F811
+    counting_plugin: Path,
+    digits_mlps: tuple[Path, Path],
 ) -> None:
-    base, wide = mlps
+    base, wide = digits_mlps
     result, record = run(pytester, wide, base)
     result.assert_outcomes(failed=1)
     result.stdout.re_match_lines(
