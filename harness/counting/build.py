@@ -21,8 +21,6 @@ use a header you have (no download).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -32,11 +30,11 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.images.common import BuildError, tail
+from harness.images.common import BuildError, harness_cache, locked, tail
 
 SOURCE = Path(__file__).with_name("insn_count.c")
 PLUGIN_NAME = "libinsn_count.so"
@@ -79,22 +77,7 @@ class Plugin:
 
 def counting_cache() -> Path:
     """$HARNESS_CACHE/counting, default ~/.cache/harness/counting."""
-    base = os.environ.get("HARNESS_CACHE")
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "harness"
-    return root / "counting"
-
-
-@contextlib.contextmanager
-def locked(name: str) -> Iterator[None]:
-    """An exclusive lock under the counting cache (parallel builds wait for each other)."""
-    folder = counting_cache() / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return harness_cache("counting")
 
 
 def installed_qemu(package: str = QEMU_PACKAGE) -> QemuPackage:
@@ -478,7 +461,7 @@ def build_plugin(force: bool = False) -> Plugin:
     folder = plugin_dir(qemu)
     path = folder / PLUGIN_NAME
     vclock = folder / VCLOCK_NAME
-    with locked("plugin"):
+    with locked("plugin", "counting"):
         if path.is_file() and vclock.is_file() and not force:
             return Plugin(path, vclock, qemu, cached=True)
         log = counting_cache() / "logs" / f"plugin-{folder.name}.log"

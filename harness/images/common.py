@@ -20,18 +20,23 @@ class BuildError(Exception):
     """An image could not be built; the message names the step, the log and its last lines."""
 
 
-def cache_root() -> Path:
-    """$HARNESS_CACHE/images, default ~/.cache/harness/images."""
+def harness_cache(kind: str) -> Path:
+    """$HARNESS_CACHE/<kind>, default ~/.cache/harness/<kind> (images, counting)."""
     base = os.environ.get("HARNESS_CACHE")
     root = Path(base).expanduser() if base else Path.home() / ".cache" / "harness"
-    return root / "images"
+    return root / kind
+
+
+def cache_root() -> Path:
+    """$HARNESS_CACHE/images, default ~/.cache/harness/images."""
+    return harness_cache("images")
 
 
 @contextlib.contextmanager
-def locked(name: str) -> Iterator[None]:
-    """An exclusive lock under the cache folder: parallel builds of one image wait for each other
-    (pytest-xdist workers all asking for the same image, two terminals)."""
-    folder = cache_root() / "locks"
+def locked(name: str, kind: str = "images") -> Iterator[None]:
+    """An exclusive lock under a cache folder: parallel builds of one image (or plugin) wait for
+    each other (pytest-xdist workers all asking for the same image, two terminals)."""
+    folder = harness_cache(kind) / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name.replace('/', '_').replace(':', '_')}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
