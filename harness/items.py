@@ -15,6 +15,7 @@ from harness.gates import FAIL, INCONCLUSIVE, RELATIVE, Verdict, decide
 from harness.results import USER_PROPERTY, junit_properties, record
 from harness.runner import PairFailure, PairPool
 from harness.suites import measure, suites_for
+from harness.suites.base import Measurement
 from harness.worker.feeds import DataError
 
 
@@ -64,7 +65,25 @@ class HarnessItem(pytest.Item):
         assert isinstance(self.parent, HarnessConfigFile)
         return self.parent
 
-    def _publish(self, rec: dict[str, Any]) -> None:
+    def _publish(
+        self,
+        verdict: Verdict,
+        measurement: Measurement | None,
+        info: dict[str, Any],
+        error: str | None = None,
+    ) -> None:
+        """Attach the result record to the report (xdist carries it to the controller)."""
+        rec = record(
+            self.nodeid,
+            self.suite,
+            self.model.name,
+            self.profile,
+            verdict,
+            measurement,
+            info,
+            error=error,
+            model_path=self.model.path,
+        )
         self.user_properties.extend(junit_properties(rec))
         self.user_properties.append((USER_PROPERTY, json.dumps(rec, default=str)))
 
@@ -93,18 +112,7 @@ class HarnessItem(pytest.Item):
         verdict = decide(
             self.suite, measurement.figures, gates, self.profile.name, measurement.fidelity
         )
-        self._publish(
-            record(
-                self.nodeid,
-                self.suite,
-                self.model.name,
-                self.profile,
-                verdict,
-                measurement,
-                pair_info(pair),
-                model_path=self.model.path,
-            )
-        )
+        self._publish(verdict, measurement, pair_info(pair))
         if verdict.status == FAIL or (
             verdict.status == INCONCLUSIVE and config.inconclusive == "fail"
         ):
@@ -115,19 +123,7 @@ class HarnessItem(pytest.Item):
     ) -> NoReturn:
         status = "SKIPPED" if skip else "ERROR"
         verdict = Verdict(status, (), (message,))
-        self._publish(
-            record(
-                self.nodeid,
-                self.suite,
-                self.model.name,
-                self.profile,
-                verdict,
-                None,
-                info,
-                error=message,
-                model_path=self.model.path,
-            )
-        )
+        self._publish(verdict, None, info, error=message)
         if skip:
             pytest.skip(message)
         raise GateFailure(message)
