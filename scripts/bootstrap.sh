@@ -20,12 +20,9 @@ fi
 
 if [ "$(id -u)" -eq 0 ] && [ "$(uname -s)" = Linux ] && [ "${HARNESS_NO_DOCKER:-0}" != 1 ]; then
     # chromium: the HTML report's browser test; shellcheck: actionlint checks run: scripts.
-    for package in chromium shellcheck; do
-        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="${missing:-} $package"
-    done
-    if [ -n "${missing:-}" ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
-    fi
+    # shellcheck source=scripts/lib.sh
+    source scripts/lib.sh
+    ensure_packages chromium shellcheck
     bash scripts/setup-docker.sh
     .venv/bin/harness images build
     bash scripts/setup-counting.sh   # QEMU instruction-counting plugin (counting mode)

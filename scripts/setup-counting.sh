@@ -28,20 +28,9 @@ die() { printf 'setup-counting: error: %s\n' "$*" >&2; exit 1; }
 command -v dpkg-query >/dev/null || die "not a Debian/Ubuntu system (no dpkg-query)"
 
 # 1. Packages -------------------------------------------------------------------------------
-missing=()
-for package in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$package")
-    fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-    say "packages already installed: ${PACKAGES[*]}"
-fi
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ensure_packages "${PACKAGES[@]}"
 qemu-aarch64 -h 2>/dev/null | grep -q -- '-plugin' || die "qemu-aarch64 has no -plugin option"
 
 # 2. The plugin -----------------------------------------------------------------------------

@@ -24,20 +24,9 @@ die() { printf 'setup-docker: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (it installs packages, mounts binfmt_misc, starts dockerd)"
 
 # 1. Packages -------------------------------------------------------------------------------
-missing=()
-for package in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$package")
-    fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
-    say "packages already installed: ${PACKAGES[*]}"
-fi
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ensure_packages "${PACKAGES[@]}"
 
 # 2. binfmt_misc and qemu-aarch64 -----------------------------------------------------------
 if [ ! -e "$BINFMT/status" ]; then
