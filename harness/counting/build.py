@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.images.common import BuildError, harness_cache, locked, tail
+from harness.images.common import BuildError, harness_cache, locked, run_logged
 
 SOURCE = Path(__file__).with_name("insn_count.c")
 PLUGIN_NAME = "libinsn_count.so"
@@ -242,27 +242,11 @@ def system_sources() -> dict[str, str]:
 
 
 def run(command: Sequence[str], log: Path, what: str, cwd: Path | None = None) -> None:
-    """Run a program, its output appended to `log`; PluginBuildError (with the log's last lines)
-    when it fails."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as sink:
-        sink.write(f"$ {' '.join(command)}\n")
-        sink.flush()
-        try:
-            returncode = subprocess.run(
-                list(command),
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=cwd,
-                check=False,
-            ).returncode
-        except OSError as exc:
-            raise PluginBuildError(f"{what}: cannot run {command[0]}: {exc}") from exc
-    if returncode != 0:
-        raise PluginBuildError(
-            f"{what} failed (exit status {returncode}); full log: {log}\nlast lines:\n{tail(log)}"
-        )
+    """run_logged, failing as PluginBuildError (what the counting callers catch)."""
+    try:
+        run_logged(command, log, what, cwd=cwd)
+    except BuildError as exc:
+        raise PluginBuildError(str(exc)) from exc
 
 
 # -- fetching the header ------------------------------------------------------------------------

@@ -97,6 +97,7 @@ def run_logged(
     what: str,
     on_line: Callable[[str], None] | None = None,
     env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> None:
     """Run a program, its output appended to `log` line by line; raise BuildError on failure."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +111,7 @@ def run_logged(
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
+                cwd=cwd,
                 text=True,
                 errors="replace",
             )
