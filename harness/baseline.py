@@ -14,12 +14,14 @@ A model with no base (new in this change, or absent from the results file) is re
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from harness.config import HarnessConfig, ModelSpec
 from harness.errors import ConfigError
+from harness.results import Record
 
 
 @dataclass(frozen=True)
@@ -28,13 +30,55 @@ class Baseline:
     kind: str  # git | folder | model | results
     label: str  # how reports name it, e.g. "HEAD~1 (3f2a9c1d0b7e)"
     models: dict[str, ModelSpec] = field(default_factory=dict)  # model name -> base spec
-    stored: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    stored: dict[tuple[str, str, str], Record] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # model name -> why there is no base
     fingerprint: str | None = None  # machine of a stored baseline
 
-    def measured_together(self) -> bool:
-        """Base and new are measured in the same worker (not read from a stored file)."""
-        return self.kind != "results"
+    def context(self, model: str, device: str) -> BaselineContext:
+        """What this baseline holds for one (model, device), resolved once for its pair."""
+        stored = {
+            suite: record
+            for (name, on, suite), record in self.stored.items()
+            if name == model and on == device
+        }
+        missing = self.missing.get(model)
+        if not stored and self.kind == "results" and not missing:
+            missing = f"{self.source} holds no results for {model}@{device}"
+        other_machine = False
+        if self.fingerprint is not None:
+            from harness.identity import machine_fingerprint
+
+            other_machine = self.fingerprint != machine_fingerprint()
+        return BaselineContext(self.label, self.models.get(model), missing, stored, other_machine)
+
+
+@dataclass(frozen=True)
+class BaselineContext:
+    """What `--baseline` means for one (model, device): a base model measured alongside, or
+    stored records from an earlier session, or why there is neither."""
+
+    label: str = ""  # empty: no --baseline given
+    base: ModelSpec | None = None  # the base version of the model, measured in the same worker
+    missing: str | None = None  # why there is no base
+    stored: Mapping[str, Record] = field(default_factory=dict)  # suite -> stored record
+    other_machine: bool = False  # the stored records were measured on another machine
+
+    def stored_figures(self, suite: str) -> dict[str, Any]:
+        record = self.stored.get(suite)
+        return dict(record["figures"]) if record else {}
+
+    def problem(self, suite: str) -> str | None:
+        """Why the stored baseline gives `suite` nothing to compare with (None: it may)."""
+        if self.base is not None or self.missing or not self.label:
+            return None
+        record = self.stored.get(suite)
+        if record is None:
+            return f"it holds no {suite} record for this model and device"
+        if record.get("error"):
+            return f"its {suite} record failed: {str(record['error']).splitlines()[0]}"
+        return (
+            f"its {suite} record lacks the figure (figures there: {', '.join(record['figures'])})"
+        )
 
 
 def _git(root: Path, *arguments: str) -> subprocess.CompletedProcess[bytes]:
@@ -82,10 +126,10 @@ def _from_folder(folder: Path, config: HarnessConfig) -> Baseline:
 
 
 def _from_results(path: Path, config: HarnessConfig) -> Baseline:
-    from harness.report.json import read_json
+    from harness.results import read_document
 
     try:
-        document = read_json(path)
+        document = read_document(path)
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"--baseline {path}: cannot use it as stored results: {exc} (give a git ref, a "
@@ -135,8 +179,3 @@ def resolve_baseline(source: str, config: HarnessConfig) -> Baseline:
         f"--baseline {source}: not a git ref of the repository holding {config.source}, nor an "
         "existing folder, model file or results file"
     )
-
-
-def stored_figures(baseline: Baseline, model: str, device: str, suite: str) -> dict[str, Any]:
-    record = baseline.stored.get((model, device, suite))
-    return dict(record["figures"]) if record else {}

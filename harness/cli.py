@@ -54,7 +54,7 @@ def _images(args: argparse.Namespace) -> int:
 def _read_results(paths: Sequence[str], allow_none: bool = False) -> list[dict[str, Any]]:
     """The results files named (folders: the *.json under them). An empty folder is an error
     unless `allow_none` (merge: then the verdict says nothing was measured)."""
-    from harness.report.merge import read_all
+    from harness.results import read_all
 
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
@@ -132,7 +132,8 @@ def _print_outcome(document: dict[str, Any], verdict: Any, paths: dict[str, Path
 
 def _merge(args: argparse.Namespace) -> int:
     from harness import github
-    from harness.report.merge import merge, overall, write_reports
+    from harness.report.files import write_reports
+    from harness.results import merge, overall
 
     document = merge(_read_results(args.results, allow_none=True))
     expected = [d for item in args.expect_device or [] for d in item.replace(",", " ").split()]
@@ -173,11 +174,11 @@ def _open_store(path: Path) -> Any:
 
 
 def _history_keys(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    from harness.report.markdown import HEADLINE
+    from harness.suites import headline_of
 
     keys = set()
     for record in document.get("results", []):
-        for figure in (HEADLINE.get(record["suite"]), "ratio"):
+        for figure in (headline_of(record), "ratio"):
             if figure and figure in (record.get("figures") or {}):
                 keys.add((record["device"], record["model"], record["suite"], figure))
     return sorted(keys)
@@ -185,8 +186,9 @@ def _history_keys(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def _report(args: argparse.Namespace) -> int:
     from harness import github
+    from harness.report.files import write_reports
     from harness.report.markdown import step_rows
-    from harness.report.merge import merge, overall, write_reports
+    from harness.results import merge, overall
 
     document = merge(_read_results(args.results))
     verdict = overall(document)
@@ -265,8 +267,9 @@ def _history(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from harness.config import find_config
-    from harness.report.markdown import HEADLINE, number
+    from harness.report.markdown import number
     from harness.store import default_path, model_hashes_from_config
+    from harness.suites import headline_figures
 
     config = None
     for folder in (Path.cwd(), *Path.cwd().parents):
@@ -286,7 +289,7 @@ def _history(args: argparse.Namespace) -> int:
                     hashes = {}
             run = store.add_results(document, commit=args.commit, ref=args.ref, model_hashes=hashes)
             print(f"harness: stored {document.get('source')} as run {run} in {path}")
-        figures = args.figure or [*HEADLINE.values(), "ratio"]
+        figures = args.figure or [*headline_figures(), "ratio"]
         points = store.points(
             device=args.device,
             model=args.model,

@@ -31,6 +31,8 @@ class GateSpec:
     accuracy_min: float | None = None  # fraction correct (top-1)
     accuracy_max_drop: float | None = None  # vs baseline, absolute fraction
     mae_max: float | None = None  # regression outputs: mean absolute error
+    # samples whose outputs hold NaN or infinity: set by default, a model that outputs NaN fails
+    nonfinite_max: float | None = 0.0
     latency_p90_ms_max: float | None = None  # measured/estimated figures only
     latency_max_regression: float | None = None  # vs baseline, fraction (0.05 = +5%)
     memory_peak_mb_max: float | None = None
@@ -205,7 +207,8 @@ def load_config(path: Path) -> HarnessConfig:
     return parse_config(table, path, prefix, profiles)
 
 
-def _gates(table: Any, where: str) -> GateSpec:
+def _gates(table: Any, where: str, override: bool = False) -> GateSpec:
+    """A gates table; an `override` (per device) sets only the keys it names."""
     expect_type(table, dict, where, "the gates table")
     check_keys(table, GATE_KEYS, where)
     values: dict[str, float] = {}
@@ -218,7 +221,8 @@ def _gates(table: Any, where: str) -> GateSpec:
                 f"{where}: {key} = {value} is a fraction between 0 and 1 (0.95 means 95%)"
             )
         values[key] = float(value)
-    return GateSpec(**values)
+    unset = {f.name: None for f in fields(GateSpec)} if override else {}
+    return GateSpec(**(unset | values))
 
 
 def _shapes(table: Any, where: str) -> dict[str, tuple[int, ...]]:
@@ -285,7 +289,7 @@ def _model(
                 f"{here}: gate overrides for unknown device {device!r}; known devices: "
                 f"{', '.join(sorted(known_devices))}"
             )
-        device_gates[device] = _gates(gates, f"{here}, devices.{device}")
+        device_gates[device] = _gates(gates, f"{here}, devices.{device}", override=True)
     return ModelSpec(
         name=name,
         path=path,

@@ -6,43 +6,40 @@ millisecond is not a device millisecond. Relative gates and accuracy apply to ev
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.config import GateSpec
+from harness.results import (
+    ERROR,
+    FAIL,
+    INCONCLUSIVE,
+    NO_BASELINE,
+    NO_GATE,
+    PASS,
+    Check,
+    Flags,
+    Verdict,
+)
 
-PASS, FAIL, INCONCLUSIVE, NO_GATE = "PASS", "FAIL", "INCONCLUSIVE", "NO GATE"
-NO_BASELINE = "NO BASELINE"
+__all__ = [
+    "ABSOLUTE_TIME_FIDELITIES",
+    "FAIL",
+    "INCONCLUSIVE",
+    "NO_BASELINE",
+    "NO_GATE",
+    "PASS",
+    "RELATIVE",
+    "RULES",
+    "Check",
+    "Verdict",
+    "decide",
+]
+
 ABSOLUTE_TIME_FIDELITIES = ("measured", "estimated")
-
-
-@dataclass(frozen=True)
-class Check:
-    gate: str  # the config key, e.g. latency_p90_ms_max
-    figure: str  # the figure it reads, e.g. p90_ms
-    value: float | None
-    threshold: float
-    passed: bool | None  # None: not applied (the message says why)
-    message: str
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    status: str
-    checks: tuple[Check, ...] = ()
-    reasons: tuple[str, ...] = ()  # why it failed or is inconclusive
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "checks": [c.as_json() for c in self.checks],
-            "reasons": list(self.reasons),
-        }
 
 
 @dataclass(frozen=True)
@@ -64,6 +61,16 @@ RULES = (
     Rule("size_kb_max", "size", "size_kb", "size", " kB", operator.gt, ">"),
     Rule("accuracy_min", "accuracy", "accuracy", "accuracy", "", operator.lt, "<", digits=4),
     Rule("mae_max", "accuracy", "mae", "MAE", "", operator.gt, ">", digits=4),
+    Rule(
+        "nonfinite_max",
+        "accuracy",
+        "nonfinite",
+        "samples with non-finite outputs",
+        "",
+        operator.gt,
+        ">",
+        digits=0,
+    ),
     Rule(
         "latency_p90_ms_max",
         "latency",
@@ -161,15 +168,17 @@ def decide(
     gates: GateSpec,
     device: str,
     fidelity: str,
+    flags: Flags | None = None,
 ) -> Verdict:
-    """Apply every gate of `suite` that is set in `gates` to `figures`."""
+    """Apply every gate of `suite` that is set in `gates` to `figures` and `flags`."""
+    flags = flags or Flags()
     checks = []
     n = figures.get("n")
     for rule in RULES:
         threshold = getattr(gates, rule.gate)
         if rule.suite != suite or threshold is None:
             continue
-        if rule.against_host and figures.get("is_reference"):
+        if rule.against_host and flags.get("is_reference"):
             continue  # the host is the reference of device parity
         figure, label, where = rule.figure, rule.label, _context(device, fidelity, n)
         if fidelity == "emulated" and rule.emulated_figure in figures:
@@ -185,7 +194,7 @@ def decide(
             checks.append(Check(rule.gate, figure, value, threshold, None, message))
             continue
         if value is None:
-            if figures.get("failure"):
+            if flags.get("failure"):
                 continue  # the failure (e.g. OOM-killed) is the reason; no second one
             message = f"{label}: no figure to compare with {shown} {where}"
             checks.append(Check(rule.gate, figure, None, threshold, False, message))
@@ -195,25 +204,48 @@ def decide(
         relation = rule.symbol if failed else {">": "≤", "<": "≥"}[rule.symbol]
         message = f"{label} {text} {relation} {shown} {where}"
         checks.append(Check(rule.gate, figure, value, threshold, not failed, message))
-    checks.extend(_relative_checks(suite, figures, gates, device, fidelity))
-    if suite == "robustness" and not figures.get("failure"):
+    checks.extend(_relative_checks(suite, figures, flags, gates, device, fidelity))
+    if suite == "robustness" and not flags.get("failure"):
         checks.append(_properties_held(figures, device, fidelity))
-    if suite == "operators" and not figures.get("failure"):
+    if suite == "operators" and not flags.get("failure"):
         runtime = f"{figures.get('runtime')} {figures.get('runtime_version')}"
         message = f"every operator is supported by {runtime} ({device})"
         checks.append(Check("operators", "errors", 0, 0, True, message))
+    checks = [_finite(c, device, fidelity) for c in checks]
+    if flags.get("inconclusive"):  # too few samples to compare: that is the finding
+        checks = [c for c in checks if not _baseline_error(c)]
     failures = [c.message for c in checks if c.passed is False]
-    if figures.get("failure"):  # e.g. OOM-killed: a failing memory figure, not a crash
-        failures.insert(0, str(figures["failure"]))
+    if any(_baseline_error(c) for c in checks):
+        return Verdict(ERROR, tuple(checks), tuple(failures))
+    if flags.get("failure"):  # e.g. OOM-killed: a failing memory figure, not a crash
+        failures.insert(0, str(flags["failure"]))
     if failures:
         return Verdict(FAIL, tuple(checks), tuple(failures))
-    if figures.get("inconclusive"):
-        return Verdict(INCONCLUSIVE, tuple(checks), (str(figures["inconclusive"]),))
-    if figures.get("baseline_missing") and any(c.gate in RELATIVE for c in checks):
-        return Verdict(NO_BASELINE, tuple(checks), (f"no baseline: {figures['baseline_missing']}",))
+    if flags.get("inconclusive"):
+        return Verdict(INCONCLUSIVE, tuple(checks), (str(flags["inconclusive"]),))
+    if flags.get("baseline_missing") and any(c.gate in RELATIVE for c in checks):
+        return Verdict(NO_BASELINE, tuple(checks), (f"no baseline: {flags['baseline_missing']}",))
     if any(c.passed for c in checks):
         return Verdict(PASS, tuple(checks))
     return Verdict(NO_GATE, tuple(checks))
+
+
+def _finite(check: Check, device: str, fidelity: str) -> Check:
+    """A NaN or infinite figure fails its check: every comparison with NaN is false, so without
+    this a NaN would pass `value > threshold` gates."""
+    value = check.value
+    if value is None or isinstance(value, bool) or math.isfinite(value):
+        return check
+    message = (
+        f"{check.gate}: {check.figure} is {value} ({device}, {fidelity}): not a finite number, "
+        "so it cannot meet the gate"
+    )
+    return replace(check, passed=False, message=message)
+
+
+def _baseline_error(check: Check) -> bool:
+    """A relative gate under a baseline that gave nothing to compare with."""
+    return check.gate in RELATIVE and check.value is None and check.passed is False
 
 
 def _properties_held(figures: Mapping[str, Any], device: str, fidelity: str) -> Check:
@@ -237,7 +269,12 @@ RELATIVE = {
 
 
 def _relative_checks(
-    suite: str, figures: Mapping[str, Any], gates: GateSpec, device: str, fidelity: str
+    suite: str,
+    figures: Mapping[str, Any],
+    flags: Flags,
+    gates: GateSpec,
+    device: str,
+    fidelity: str,
 ) -> list[Check]:
     """Gates against the baseline: accuracy drop, latency ratio (with its CI), memory growth."""
     checks: list[Check] = []
@@ -246,33 +283,38 @@ def _relative_checks(
         if gate_suite != suite or threshold is None:
             continue
         if gate == "accuracy_max_drop":
-            checks.append(_accuracy_drop(figures, threshold, device, fidelity))
+            checks.append(_accuracy_drop(figures, flags, threshold, device, fidelity))
         elif gate == "latency_max_regression":
-            checks.append(_latency_ratio(figures, threshold, device, fidelity))
+            checks.append(_latency_ratio(figures, flags, threshold, device, fidelity))
         elif gate == "instructions_max_regression":
-            checks.append(_instructions_ratio(figures, threshold, device))
+            checks.append(_instructions_ratio(figures, flags, threshold, device))
         else:
-            checks.append(_memory_growth(figures, threshold, device, fidelity))
-    if figures.get("baseline_other_machine"):
+            checks.append(_memory_growth(figures, flags, threshold, device, fidelity))
+    if flags.get("baseline_other_machine"):
         flag = " [baseline measured on another machine: figures may not compare]"
         checks = [replace(c, message=c.message + flag) for c in checks]
     return checks
 
 
-def _not_applied(
-    gate: str, figure: str, threshold: float, label: str, figures: Mapping[str, Any]
-) -> Check:
-    why = figures.get("baseline_missing") or "no --baseline given"
-    return Check(gate, figure, None, threshold, None, f"{label} not applied: {why}")
+def _not_applied(gate: str, figure: str, threshold: float, label: str, flags: Flags) -> Check:
+    """A relative gate without its comparison. Without --baseline, or for a model the baseline
+    does not have, it is not applied (the items say what that means); under a baseline that
+    should have given the figure, it is an error, never a silent pass."""
+    if flags.get("baseline_missing") or not flags.get("baseline"):
+        why = flags.get("baseline_missing") or "no --baseline given"
+        return Check(gate, figure, None, threshold, None, f"{label} not applied: {why}")
+    problem = flags.get("baseline_problem") or "the comparison produced no figure"
+    message = f"{gate}: no {figure} against the baseline {flags['baseline']}: {problem}"
+    return Check(gate, figure, None, threshold, False, message)
 
 
 def _accuracy_drop(
-    figures: Mapping[str, Any], threshold: float, device: str, fidelity: str
+    figures: Mapping[str, Any], flags: Flags, threshold: float, device: str, fidelity: str
 ) -> Check:
     gate, label = "accuracy_max_drop", f"accuracy drop ≤ {threshold:.4f}"
     drop = figures.get("accuracy_drop")
     if drop is None:
-        return _not_applied(gate, "accuracy_drop", threshold, label, figures)
+        return _not_applied(gate, "accuracy_drop", threshold, label, flags)
     failed = drop > threshold
     change = f"({figures['baseline_accuracy']:.4f} → {figures['accuracy']:.4f})"
     message = (
@@ -283,12 +325,12 @@ def _accuracy_drop(
 
 
 def _latency_ratio(
-    figures: Mapping[str, Any], threshold: float, device: str, fidelity: str
+    figures: Mapping[str, Any], flags: Flags, threshold: float, device: str, fidelity: str
 ) -> Check:
     gate, label = "latency_max_regression", f"latency regression ≤ {threshold:.0%}"
     ratio = figures.get("ratio")
     if ratio is None:
-        return _not_applied(gate, "ratio", threshold, label, figures)
+        return _not_applied(gate, "ratio", threshold, label, flags)
     low, high = figures["ratio_low"], figures["ratio_high"]
     paired = figures.get("paired")
     n = f"paired n={figures.get('rounds')}" if paired else f"unpaired n={figures.get('n')}"
@@ -304,12 +346,14 @@ def _latency_ratio(
     )
 
 
-def _instructions_ratio(figures: Mapping[str, Any], threshold: float, device: str) -> Check:
+def _instructions_ratio(
+    figures: Mapping[str, Any], flags: Flags, threshold: float, device: str
+) -> Check:
     """Counts are deterministic: the ratio itself decides, no interval needed."""
     gate, label = "instructions_max_regression", f"instructions regression ≤ {threshold:.2%}"
     ratio = figures.get("instructions_ratio")
     if ratio is None:
-        return _not_applied(gate, "instructions_ratio", threshold, label, figures)
+        return _not_applied(gate, "instructions_ratio", threshold, label, flags)
     failed = ratio - 1 > threshold
     change = (
         f"({figures['baseline_instructions_per_inference']:.1f} → "
@@ -323,16 +367,17 @@ def _instructions_ratio(figures: Mapping[str, Any], threshold: float, device: st
 
 
 def _memory_growth(
-    figures: Mapping[str, Any], threshold: float, device: str, fidelity: str
+    figures: Mapping[str, Any], flags: Flags, threshold: float, device: str, fidelity: str
 ) -> Check:
     gate, label = "memory_max_growth", f"memory growth ≤ {threshold:.0%}"
     growth = figures.get("memory_growth")
     if growth is None:
-        return _not_applied(gate, "memory_growth", threshold, label, figures)
+        return _not_applied(gate, "memory_growth", threshold, label, flags)
     failed = growth > threshold
-    change = f"({figures['baseline_peak_mb']:.1f} → {figures['peak_mb']:.1f} MB)"
+    before, after = figures.get("baseline_model_share_mb"), figures.get("model_share_mb")
+    change = f"({before:.1f} → {after:.1f} MB)" if before is not None and after is not None else ""
     message = (
-        f"memory {growth:+.1%} {'>' if failed else '≤'} {threshold:.0%} {change} "
+        f"memory (model share) {growth:+.1%} {'>' if failed else '≤'} {threshold:.0%} {change} "
         f"({device}, {fidelity})"
     )
     return Check(gate, "memory_growth", growth, threshold, not failed, message)

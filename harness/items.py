@@ -11,11 +11,20 @@ import pytest
 from harness.backends.base import WorkerError, WorkerFailure
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
-from harness.gates import FAIL, INCONCLUSIVE, RELATIVE, Verdict, decide
-from harness.results import USER_PROPERTY, junit_properties, record
-from harness.runner import PairFailure, PairPool
-from harness.suites import measure, suites_for
-from harness.suites.base import Measurement
+from harness.gates import RELATIVE, decide
+from harness.results import (
+    ERROR,
+    FAIL,
+    INCONCLUSIVE,
+    SKIPPED,
+    USER_PROPERTY,
+    Measurement,
+    Verdict,
+    junit_properties,
+    record,
+)
+from harness.runner import Pair, PairFailure, PairPool
+from harness.suites import Suite, suites_for
 from harness.worker.feeds import DataError
 
 
@@ -33,13 +42,10 @@ class HarnessConfigFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         for model in self.config_data.models:
             for profile in self.devices:
-                suites = suites_for(
-                    model, self.config_data.robustness.examples, self.config_data.counting
-                )
-                for suite in suites:
+                for suite in suites_for(model, self.config_data):
                     yield HarnessItem.from_parent(
                         self,
-                        name=f"{suite}[{model.name}@{profile.name}]",
+                        name=f"{suite.name}[{model.name}@{profile.name}]",
                         suite=suite,
                         model=model,
                         profile=profile,
@@ -48,14 +54,14 @@ class HarnessConfigFile(pytest.File):
 
 class HarnessItem(pytest.Item):
     def __init__(
-        self, *, suite: str, model: ModelSpec, profile: DeviceProfile, **kwargs: Any
+        self, *, suite: Suite, model: ModelSpec, profile: DeviceProfile, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.suite = suite
         self.model = model
         self.profile = profile
         self.pair_key = (model.name, profile.name)
-        for keyword in (suite, model.name, profile.name, "harness"):
+        for keyword in (suite.name, model.name, profile.name, "harness"):
             self.keywords[keyword] = True
         # With `-n N --dist loadgroup`, one xdist worker gets all suites of a pair.
         self.add_marker(pytest.mark.xdist_group(f"{model.name}@{profile.name}"))
@@ -75,12 +81,13 @@ class HarnessItem(pytest.Item):
         """Attach the result record to the report (xdist carries it to the controller)."""
         rec = record(
             self.nodeid,
-            self.suite,
+            self.suite.name,
             self.model.name,
-            self.profile,
+            self.profile.name,
             verdict,
             measurement,
-            info,
+            fidelity=self.profile.fidelity,
+            worker=info,
             error=error,
             model_path=self.model.path,
         )
@@ -91,26 +98,39 @@ class HarnessItem(pytest.Item):
         config = self.harness_file.config_data
         pair = self.harness_file.pool.get(self.model, self.profile)
         try:
-            measurement = measure(self.suite, pair)
+            measurement = self.suite.measure(pair)
         except PairFailure as failure:
             self._fail_without_figures(str(failure), pair_info(pair), skip=failure.skip)
         except (WorkerError, WorkerFailure, DataError) as exc:
             self._fail_without_figures(str(exc), pair_info(pair))
         gates = self.model.gates_for(self.profile.name)
-        if pair.baseline_other_machine:
-            measurement.figures["baseline_other_machine"] = True
-        if pair.base_missing:
-            measurement.figures["baseline_missing"] = pair.base_missing
-            relative = [g for g, s in RELATIVE.items() if s == self.suite and getattr(gates, g)]
+        baseline = pair.baseline
+        if baseline.label:
+            measurement.flags["baseline"] = baseline.label
+            problem = baseline.problem(self.suite.name)
+            if problem:
+                measurement.flags["baseline_problem"] = problem
+        if baseline.other_machine:
+            measurement.flags["baseline_other_machine"] = True
+        if baseline.missing:
+            measurement.flags["baseline_missing"] = baseline.missing
+            relative = [
+                g for g, s in RELATIVE.items() if s == self.suite.name and getattr(gates, g)
+            ]
             if relative and config.baseline_missing == "error":
                 self._fail_without_figures(
-                    f"no baseline for {', '.join(relative)}: {pair.base_missing} (to report such "
+                    f"no baseline for {', '.join(relative)}: {baseline.missing} (to report such "
                     f'models as NO BASELINE instead, set baseline_missing = "report" in '
                     f"{config.source.name})",
                     pair_info(pair),
                 )
         verdict = decide(
-            self.suite, measurement.figures, gates, self.profile.name, measurement.fidelity
+            self.suite.name,
+            measurement.figures,
+            gates,
+            self.profile.name,
+            measurement.fidelity,
+            measurement.flags,
         )
         self._publish(verdict, measurement, pair_info(pair))
         if verdict.status == FAIL or (
@@ -121,7 +141,7 @@ class HarnessItem(pytest.Item):
     def _fail_without_figures(
         self, message: str, info: dict[str, Any], skip: bool = False
     ) -> NoReturn:
-        status = "SKIPPED" if skip else "ERROR"
+        status = SKIPPED if skip else ERROR
         verdict = Verdict(status, (), (message,))
         self._publish(verdict, None, info, error=message)
         if skip:
@@ -137,7 +157,7 @@ class HarnessItem(pytest.Item):
         return self.path, None, self.name
 
 
-def pair_info(pair: Any) -> dict[str, Any]:
+def pair_info(pair: Pair) -> dict[str, Any]:
     """What the report says about the worker and target: versions, machine, limits."""
     info: dict[str, Any] = {}
     if pair.hello:
@@ -156,8 +176,8 @@ def pair_info(pair: Any) -> dict[str, Any]:
         )
     if pair.target is not None:
         info["limits"] = pair.target.limits
-    if pair.baseline_label:
-        info["baseline"] = pair.baseline_label
-        if pair.base is not None:
-            info["baseline_path"] = str(pair.base.path)
+    if pair.baseline.label:
+        info["baseline"] = pair.baseline.label
+        if pair.baseline.base is not None:
+            info["baseline_path"] = str(pair.baseline.base.path)
     return info

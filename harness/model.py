@@ -19,12 +19,12 @@ class ModelHandle:
 
     @property
     def inputs(self) -> list[dict[str, Any]]:
-        self.pair.worker()
+        self.pair.start()
         return list(self.pair.loaded["inputs"])
 
     @property
     def outputs(self) -> list[dict[str, Any]]:
-        self.pair.worker()
+        self.pair.start()
         return list(self.pair.loaded["outputs"])
 
     def run(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:

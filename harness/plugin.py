@@ -16,7 +16,7 @@ import pytest
 from harness.config import HarnessConfig, find_config, load_config
 from harness.devices import DeviceProfile, select
 from harness.errors import ConfigError
-from harness.results import USER_PROPERTY
+from harness.results import USER_PROPERTY, Record
 
 
 @dataclass
@@ -29,7 +29,7 @@ class HarnessState:
     history_path: Path | None = None
     notes: list[str] = field(default_factory=list)  # printed at the end of the summary
     pool: Any = None  # PairPool, made lazily (it imports the backends)
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: dict[str, Record] = field(default_factory=dict)
 
     def pairs(self) -> Any:
         if self.pool is None:
@@ -230,17 +230,21 @@ class HarnessReporter:
             self.state.pool.close()
         if self.is_xdist_worker or not self.state.results:
             return
-        from harness.report.json import build_document, write_json
+        from harness.results import build_document, write_document
 
         state = self.state
         baseline = state.baseline.label if state.baseline is not None else None
         document = build_document(
-            state.config, state.devices, list(state.results.values()), int(exitstatus), baseline
+            state.config.source,
+            [d.as_json() for d in state.devices],
+            state.results.values(),
+            int(exitstatus),
+            baseline,
         )
         if state.json_path is not None:
-            write_json(state.json_path, document)
+            write_document(state.json_path, document)
         if state.report_dir is not None:
-            from harness.report.merge import write_reports
+            from harness.report.files import write_reports
 
             paths, _ = write_reports(document, state.report_dir)
             state.notes.append(f"harness: reports in {state.report_dir} ({', '.join(paths)})")

@@ -1,8 +1,13 @@
-"""One worker per (model, device): started on first use, shared by that pair's suites.
+"""Workers and pairs: one worker per (model, device), started on first use and shared by that
+pair's suites.
 
-A worker that crashes or hangs is discarded; the next suite of the pair starts a fresh one, unless
-the failure came while loading the model (it would only repeat), which is remembered and reported
-by every later suite of the pair.
+- `start_worker` and `load_model`: the one start-and-load exchange with a worker.
+- `Worker`: the lifecycle of one pair's worker. A worker that crashes or hangs is discarded; the
+  next request starts a fresh one, unless the failure came while starting or loading (it would
+  only repeat), which is remembered and raised again by every later suite of the pair.
+- `Pair`: what a suite works with: the model, the device, the config, the pair's worker, the
+  baseline context resolved once for the pair, and what the session's pairs share.
+- `PairPool`: the session's pairs.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from harness.backends.base import (
     WorkerError,
     WorkerFailure,
 )
-from harness.baseline import Baseline
+from harness.baseline import Baseline, BaselineContext
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
 from harness.runtimes import format_of
@@ -40,29 +45,81 @@ class PairFailure(Exception):
         self.oom = oom
 
 
+def start_worker(
+    profile: DeviceProfile, models: list[ModelSpec]
+) -> tuple[Target, WorkerClient, dict[str, Any]]:
+    """A worker on `profile` that can see the files of `models`, greeted: (target, client,
+    hello). Model files are checked before anything starts."""
+    from harness.safety import UnsafeModel, check_model_file
+
+    files = [m.path for m in models] + [m.dataset for m in models if m.dataset]
+    for model in models:
+        try:
+            files += check_model_file(model.path)
+        except UnsafeModel as exc:
+            raise PairFailure(str(exc)) from None
+    try:
+        target = backend_for(profile).start(profile, sorted(set(files)), profile.threads)
+    except BackendUnavailable as exc:
+        raise PairFailure(str(exc), skip=exc.skip) from None
+    client = WorkerClient(target, profile.name)
+    formats = sorted({format_of(m.path) for m in models})
+    try:
+        hello = client.request("hello", START_TIMEOUT_S, formats=formats)
+    except WorkerFailure as exc:
+        raise PairFailure(str(exc)) from None
+    return target, client, hello
+
+
+def load_model(
+    client: WorkerClient,
+    target: Target,
+    profile: DeviceProfile,
+    model: ModelSpec,
+    model_id: str,
+    timeout_s: float,
+    config_file: Path,
+) -> dict[str, Any]:
+    """Load `model` in the worker under `model_id`; a refusal or a crash is a PairFailure."""
+    try:
+        return client.request(
+            "load",
+            timeout_s,
+            model_id=model_id,
+            path=target.remote(model.path),
+            dataset=target.remote(model.dataset) if model.dataset else None,
+            threads=profile.threads,
+            output=model.output,
+            input_shapes={k: list(v) for k, v in model.input_shapes.items()},
+            input_values=dict(model.input_values),
+            accelerator=profile.accelerator,
+            config_file=str(config_file),
+        )
+    except WorkerError as exc:
+        client.close()
+        which = "baseline " if model_id == BASE_ID else ""
+        raise PairFailure(f"{which}{model.path.name} on {profile.name}: {exc}") from None
+    except WorkerFailure as exc:
+        oom = isinstance(exc, WorkerCrashed) and "OOM-killed" in str(exc)
+        raise PairFailure(str(exc), oom=oom) from None
+
+
 @dataclass
-class Pair:
+class Worker:
+    """One pair's worker: the model (and its base, when one is measured alongside) loaded."""
+
     model: ModelSpec
     profile: DeviceProfile
     config: HarnessConfig
+    base: ModelSpec | None = None
     client: WorkerClient | None = None
     target: Target | None = None
     hello: dict[str, Any] = field(default_factory=dict)
     loaded: dict[str, Any] = field(default_factory=dict)
-    failure: PairFailure | None = None  # sticky: start/load failures repeat
-    pool: PairPool | None = None
-    base: ModelSpec | None = None  # the baseline's version of the model, measured alongside
-    base_missing: str | None = None  # why there is no base, under --baseline
     base_loaded: dict[str, Any] = field(default_factory=dict)
-    stored: dict[str, dict[str, Any]] = field(default_factory=dict)  # suite -> stored record
-    baseline_label: str = ""
-    baseline_other_machine: bool = False  # a stored baseline measured on another machine
+    failure: PairFailure | None = None  # sticky: start/load failures repeat
 
-    @property
-    def key(self) -> str:
-        return f"{self.model.name}@{self.profile.name}"
-
-    def worker(self) -> WorkerClient:
+    def start(self) -> WorkerClient:
         """The live worker with the model loaded, started if needed."""
         if self.failure is not None:
             raise self.failure
@@ -71,79 +128,35 @@ class Pair:
         if self.model.problems:
             self.failure = PairFailure("; ".join(self.model.problems))
             raise self.failure
-        models = [self.model] + ([self.base] if self.base else [])
         try:
-            self.target, client, self.hello = self._start(models)
-            self.loaded = self._load(client, self.target, self.model, None)
+            self.target, client, self.hello = start_worker(
+                self.profile, [self.model] + ([self.base] if self.base else [])
+            )
+            self.loaded = self._load(client, self.model, self.model.name)
             if self.base is not None:
-                self.base_loaded = self._load(client, self.target, self.base, BASE_ID)
+                self.base_loaded = self._load(client, self.base, BASE_ID)
         except PairFailure as failure:
             self.failure = failure
             raise
         self.client = client
         return client
 
-    def _start(self, models: list[ModelSpec]) -> tuple[Target, WorkerClient, dict[str, Any]]:
-        from harness.safety import UnsafeModel, check_model_file
-
-        files = [m.path for m in models] + ([self.model.dataset] if self.model.dataset else [])
-        for model in models:
-            try:
-                files += check_model_file(model.path)
-            except UnsafeModel as exc:
-                raise PairFailure(str(exc)) from None
-        try:
-            target = backend_for(self.profile).start(self.profile, files, self.profile.threads)
-        except BackendUnavailable as exc:
-            raise PairFailure(str(exc), skip=exc.skip) from None
-        client = WorkerClient(target, self.profile.name)
-        formats = sorted({format_of(m.path) for m in models})
-        try:
-            hello = client.request("hello", START_TIMEOUT_S, formats=formats)
-        except WorkerFailure as exc:
-            raise PairFailure(str(exc)) from None
-        return target, client, hello
-
-    def _load(
-        self, client: WorkerClient, target: Target, model: ModelSpec, model_id: str | None
-    ) -> dict[str, Any]:
-        """Load `model` in the worker under `model_id` (default: the model's name)."""
-        try:
-            return client.request(
-                "load",
-                self.config.timeout_s,
-                model_id=model_id or model.name,
-                path=target.remote(model.path),
-                dataset=target.remote(model.dataset) if model.dataset else None,
-                threads=self.profile.threads,
-                output=model.output,
-                input_shapes={k: list(v) for k, v in model.input_shapes.items()},
-                input_values=dict(model.input_values),
-                accelerator=self.profile.accelerator,
-                config_file=str(self.config.source),
-            )
-        except WorkerError as exc:
-            client.close()
-            which = "baseline " if model_id == BASE_ID else ""
-            raise PairFailure(f"{which}{model.path.name} on {self.profile.name}: {exc}") from None
-        except WorkerFailure as exc:
-            oom = isinstance(exc, WorkerCrashed) and "OOM-killed" in str(exc)
-            raise PairFailure(str(exc), oom=oom) from None
-
-    def fresh_peak_kb(self, model: ModelSpec) -> tuple[int, int]:
-        """(empty peak, peak after load and one run) of `model` in a worker of its own: memory
-        figures of two models cannot be told apart inside one process."""
-        target, client, hello = self._start([model])
-        try:
-            loaded = self._load(client, target, model, None)
-        finally:
-            client.close()
-        return int(hello["empty_peak_kb"]), int(loaded["peak_kb"])
+    def _load(self, client: WorkerClient, model: ModelSpec, model_id: str) -> dict[str, Any]:
+        assert self.target is not None
+        return load_model(
+            client,
+            self.target,
+            self.profile,
+            model,
+            model_id,
+            self.config.timeout_s,
+            self.config.source,
+        )
 
     def request(self, op: str, base: bool = False, **arguments: Any) -> dict[str, Any]:
-        """A request about the model (or, with `base`, its baseline) to the pair's worker; a
-        crash or hang discards the worker."""
-        client = self.worker()
+        """A request about the model (or, with `base`, its base); a crash or hang discards
+        the worker."""
+        client = self.start()
         model_id = BASE_ID if base else self.model.name
         try:
             return client.request(op, self.config.timeout_s, model_id=model_id, **arguments)
@@ -157,13 +170,12 @@ class Pair:
             self.client = None
 
 
-class PairPool:
-    """The session's pairs, keyed by (model, device)."""
+class Shared:
+    """What a session's pairs share: a scratch folder, and figures of this host measured once
+    (the native empty worker's peak, each model's predictions natively)."""
 
-    def __init__(self, config: HarnessConfig, baseline: Baseline | None = None) -> None:
+    def __init__(self, config: HarnessConfig) -> None:
         self.config = config
-        self.baseline = baseline
-        self.pairs: dict[tuple[str, str], Pair] = {}
         self._native_empty: dict[tuple[str, ...], int] = {}
         self._host_reference: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._scratch: Path | None = None
@@ -173,28 +185,6 @@ class PairPool:
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix="harness-"))
         return self._scratch
-
-    def get(self, model: ModelSpec, profile: DeviceProfile) -> Pair:
-        key = (model.name, profile.name)
-        if key not in self.pairs:
-            pair = Pair(model, profile, self.config, pool=self)
-            if self.baseline is not None:
-                pair.base = self.baseline.models.get(model.name)
-                pair.base_missing = self.baseline.missing.get(model.name)
-                pair.baseline_label = self.baseline.label
-                if self.baseline.fingerprint is not None:
-                    from harness.store import machine_fingerprint
-
-                    pair.baseline_other_machine = self.baseline.fingerprint != machine_fingerprint()
-                pair.stored = {
-                    suite: record
-                    for (name, device, suite), record in self.baseline.stored.items()
-                    if name == model.name and device == profile.name
-                }
-                if not pair.stored and self.baseline.kind == "results" and not pair.base_missing:
-                    pair.base_missing = f"{self.baseline.source} holds no results for {key}"
-            self.pairs[key] = pair
-        return self.pairs[key]
 
     def native_empty_peak_kb(self, formats: tuple[str, ...]) -> int:
         """Peak of an empty worker (numpy + runtime imported, no model) run natively here: what a
@@ -219,20 +209,94 @@ class PairPool:
         if key not in self._host_reference:
             from harness.devices import load_profiles
 
-            host = Pair(model, load_profiles()["host"], self.config)
+            host = Worker(model, load_profiles()["host"], self.config)
             try:
                 self._host_reference[key] = host.request("evaluate", task=task)
             finally:
                 host.close()
         return self._host_reference[key]
 
+    def close(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+@dataclass
+class Pair:
+    """What a suite works with for one (model, device)."""
+
+    model: ModelSpec
+    profile: DeviceProfile
+    config: HarnessConfig
+    worker: Worker
+    baseline: BaselineContext
+    shared: Shared
+
+    @property
+    def key(self) -> str:
+        return f"{self.model.name}@{self.profile.name}"
+
+    # The worker's state, read by the suites.
+    @property
+    def target(self) -> Target | None:
+        return self.worker.target
+
+    @property
+    def hello(self) -> dict[str, Any]:
+        return self.worker.hello
+
+    @property
+    def loaded(self) -> dict[str, Any]:
+        return self.worker.loaded
+
+    def start(self) -> WorkerClient:
+        return self.worker.start()
+
+    def request(self, op: str, base: bool = False, **arguments: Any) -> dict[str, Any]:
+        return self.worker.request(op, base, **arguments)
+
+    def other(self, model: ModelSpec) -> Worker:
+        """A worker of its own for another model on this device (the caller closes it)."""
+        return Worker(model, self.profile, self.config)
+
+    def fresh_peak_kb(self, model: ModelSpec) -> tuple[int, int]:
+        """(empty peak, peak after load and one run) of `model` in a worker of its own: memory
+        figures of two models cannot be told apart inside one process."""
+        worker = self.other(model)
+        try:
+            worker.start()
+            return int(worker.hello["empty_peak_kb"]), int(worker.loaded["peak_kb"])
+        finally:
+            worker.close()
+
+
+class PairPool:
+    """The session's pairs, keyed by (model, device)."""
+
+    def __init__(self, config: HarnessConfig, baseline: Baseline | None = None) -> None:
+        self.config = config
+        self.baseline = baseline
+        self.shared = Shared(config)
+        self.pairs: dict[tuple[str, str], Pair] = {}
+
+    def get(self, model: ModelSpec, profile: DeviceProfile) -> Pair:
+        key = (model.name, profile.name)
+        if key not in self.pairs:
+            context = (
+                self.baseline.context(model.name, profile.name)
+                if self.baseline is not None
+                else BaselineContext()
+            )
+            worker = Worker(model, profile, self.config, base=context.base)
+            self.pairs[key] = Pair(model, profile, self.config, worker, context, self.shared)
+        return self.pairs[key]
+
     def release(self, model: str, device: str) -> None:
         pair = self.pairs.get((model, device))
         if pair is not None:
-            pair.close()
+            pair.worker.close()
 
     def close(self) -> None:
         for pair in self.pairs.values():
-            pair.close()
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
+            pair.worker.close()
+        self.shared.close()

@@ -19,15 +19,15 @@ import hashlib
 import json
 import math
 import os
-import platform
 import sqlite3
-import subprocess
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness.identity import file_sha256, git_revision, machine_fingerprint, machine_info
 
 DEFAULT_PATH = Path(".harness") / "history.sqlite"
 SCHEMA_VERSION = 1
@@ -95,8 +95,8 @@ class Point:
 
 
 @dataclass(frozen=True)
-class Baseline:
-    """The figures of (device, model, suite) in the run a comparison is made against."""
+class StoredRun:
+    """The stored figures of (device, model, suite) in one run of the history."""
 
     run_id: int
     created: str
@@ -149,88 +149,6 @@ def figure_direction(figure: str) -> int:
     if figure.endswith(_LOWER_IS_BETTER_SUFFIXES):
         return -1
     return 0
-
-
-# -- the machine and the checkout -----------------------------------------------------------
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware", "cpu model"):
-                return value.strip()
-    return platform.processor() or platform.machine()
-
-
-def _memory_mb() -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) // 1024
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    return None
-
-
-def _os_name() -> str:
-    with contextlib.suppress(OSError):
-        fields = dict(
-            line.split("=", 1)
-            for line in Path("/etc/os-release").read_text().splitlines()
-            if "=" in line
-        )
-        name = fields.get("ID", "").strip('"')
-        version = fields.get("VERSION_ID", "").strip('"')
-        if name:
-            return f"{platform.system()} {name} {version}".strip()
-    return f"{platform.system()} {platform.release()}"
-
-
-def machine_info() -> dict[str, Any]:
-    """What identifies this machine for comparing figures: CPU model, cores, memory, OS, python.
-    Not the host name: two runners of one kind are the same machine for our purpose."""
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "memory_mb": _memory_mb(),
-        "os": _os_name(),
-        "arch": platform.machine(),
-        "python": platform.python_version(),
-    }
-
-
-def machine_fingerprint(info: Mapping[str, Any] | None = None) -> str:
-    """16 hex digits of the SHA-256 of `machine_info()` (or of `info`)."""
-    text = json.dumps(dict(info if info is not None else machine_info()), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def git_revision(folder: Path) -> tuple[str | None, str | None]:
-    """(commit, ref) of the checkout holding `folder`; GITHUB_SHA/GITHUB_REF when git can't say."""
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=folder, capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        if done.returncode != 0:
-            return None
-        return done.stdout.strip() or None
-
-    commit = git("rev-parse", "HEAD") or os.environ.get("GITHUB_SHA")
-    ref = git("symbolic-ref", "-q", "HEAD") or os.environ.get("GITHUB_REF")
-    return commit, ref
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_hashes_from_config(config_path: Path) -> dict[str, str]:
@@ -592,7 +510,7 @@ class Store:
         *,
         commit: str | None = None,
         fidelity: str | None = None,
-    ) -> Baseline | None:
+    ) -> StoredRun | None:
         """The newest stored run with results for (device, model, suite) — at `commit` when
         given (a full SHA or a prefix of one) — whose verdict was not ERROR."""
         sql = (
@@ -619,7 +537,7 @@ class Store:
                 (row[0], device, model, suite),
             ).fetchall()
         )
-        return Baseline(
+        return StoredRun(
             run_id=row[0],
             created=row[1],
             commit=row[2],

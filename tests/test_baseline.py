@@ -184,7 +184,7 @@ def test_a_stored_baseline_from_another_machine_is_flagged(pytester: pytest.Pyte
     out = pytester.path / "new.json"
     pytester.runpytest("--baseline=base.json", f"--harness-json={out}").assert_outcomes(passed=4)
     latency = next(r for r in json.loads(out.read_text())["results"] if r["suite"] == "latency")
-    assert latency["figures"]["baseline_other_machine"] is True
+    assert latency["flags"]["baseline_other_machine"] is True
     (check,) = latency["verdict"]["checks"]
     assert check["message"].endswith(
         "[baseline measured on another machine: figures may not compare]"

@@ -19,7 +19,8 @@ import pytest
 from conftest import ROOT
 
 from harness.report import html, markdown
-from harness.report.merge import merge, overall
+from harness.results import merge, overall
+from harness.suites import headline_of
 
 EXAMPLE = ROOT / "examples" / "digits"
 
@@ -215,7 +216,7 @@ def test_merge_writes_reports_and_passes(results: Path, tmp_path: Path) -> None:
     assert f"harness: PASS ({count} pass); written" in done.stdout
     assert {p.name for p in out.iterdir()} == {"results.json", "report.md", "report.html"}
     merged = json.loads((out / "results.json").read_text())
-    assert merged["schema"] == "harness-results/1" and len(merged["results"]) == count
+    assert merged["schema"] == "harness-results/2" and len(merged["results"]) == count
     assert merged["sessions"][0]["source"] == str(results)
     assert "::" not in done.stdout  # no annotations outside GitHub Actions
 
@@ -348,6 +349,8 @@ def test_report_with_history_shows_trends_and_fails_on_a_regression(
     assert "| latency[digits-onnx@host] | p90 (measured) |" in text and "❌ regression" in text
     page = (out / "report.html").read_text()
     assert "<h2>Trends</h2>" in page and "<h3>Level changes</h3>" in page
-    assert len(_images(page)) == 3 + 4  # latency, accuracy, memory + four headline trends
+    # latency, accuracy, memory, then one trend per suite's headline figure (the registry's)
+    headlines = {headline_of(r) for r in document["results"]} - {None}
+    assert len(_images(page)) == 3 + len(headlines)
     failed = subprocess.run([*command, "--fail-on-regression"], capture_output=True, text=True)
     assert failed.returncode == 1

@@ -16,8 +16,9 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from harness.report import markdown
-from harness.report.merge import Overall, overall
+from harness.results import Overall, overall
 from harness.store import Trend
+from harness.suites import headline_figures
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -198,7 +199,7 @@ def trend_plots(trends: Sequence[Trend]) -> list[Plot]:
     """One plot per figure name: a line per item over runs, level changes marked."""
     by_figure: dict[tuple[str, str], list[Trend]] = {}
     for trend in trends:
-        if trend.figure in markdown.HEADLINE.values() or trend.figure == "ratio":
+        if trend.figure in headline_figures() or trend.figure == "ratio":
             by_figure.setdefault((trend.figure, trend.fidelity), []).append(trend)
     plots = []
     for (figure_name, fidelity), group in sorted(by_figure.items()):

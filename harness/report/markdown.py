@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.report.merge import Overall, overall
+from harness.results import Overall, overall
 from harness.store import Trend
+from harness.suites import ORDER, headline_of
 
 ICON = {
     "PASS": "✅",
@@ -26,8 +27,6 @@ ICON = {
     "NO GATE": "➖",
     "SKIPPED": "⏭️",
 }
-SUITE_ORDER = {"size": 0, "accuracy": 1, "latency": 2, "memory": 3}
-HEADLINE = {"size": "size_kb", "accuracy": "accuracy", "latency": "p90_ms", "memory": "peak_mb"}
 UNITS = (("_ms", "ms"), ("_mb", "MB"), ("_kb", "kB"), ("_bytes", "B"))
 MARK = {"emulated": "†", "estimated": "‡"}
 FOOTNOTE = {
@@ -85,9 +84,9 @@ def with_fidelity(figure: str, value: Any, fidelity: str, figures: Mapping[str, 
 def headline_figure(record: Mapping[str, Any]) -> str:
     """The figure a row shows: the suite's headline, else the first gate's figure."""
     figures = record.get("figures") or {}
-    headline = HEADLINE.get(record["suite"])
-    if headline in figures:
-        return str(headline)
+    headline = headline_of(record)
+    if headline is not None:
+        return headline
     for check in record["verdict"].get("checks") or []:
         if check["figure"] in figures:
             return str(check["figure"])
@@ -116,7 +115,7 @@ def delta(record: Mapping[str, Any]) -> str:
     figure = headline_figure(record)
     value, base = figures.get(figure), figures.get(f"baseline_{figure}")
     if not isinstance(value, (int, float)) or not isinstance(base, (int, float)):
-        return "no baseline" if figures.get("baseline_missing") else "—"
+        return "no baseline" if (record.get("flags") or {}).get("baseline_missing") else "—"
     if figure in ("accuracy", "mae") or not base:
         return f"{value - base:+.4f} (base {number(base, figure)})"
     return f"{_percent(value / base)} (base {number(base, figure)})"
@@ -166,7 +165,7 @@ class Row:
 
 def rows(results: Iterable[Mapping[str, Any]]) -> list[Row]:
     ordered = sorted(
-        results, key=lambda r: (r["device"], r["model"], SUITE_ORDER.get(r["suite"], 9))
+        results, key=lambda r: (r["device"], r["model"], ORDER.get(r["suite"], len(ORDER)))
     )
     table = []
     for r in ordered:

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from harness.results import HEADLINE
+from harness.suites import ORDER, headline_of
 
-SUITE_ORDER = {
-    "size": 0,
-    "operators": 1,
-    "accuracy": 2,
-    "parity": 3,
-    "latency": 4,
-    "memory": 5,
-    "robustness": 6,
-    "instructions": 7,
-}
 STYLE = {
     "PASS": "green",
     "FAIL": "bold red",
@@ -52,11 +42,11 @@ def _number(value: Any, figure: str) -> str:
     return f"{value:.{digits}f}{UNITS.get(figure, '')}"
 
 
-def rows(results: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
+def rows(results: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
     """One row per gate check; a suite without checks shows its headline figure."""
     table: list[tuple[str, ...]] = []
     ordered = sorted(
-        results, key=lambda r: (r["device"], r["model"], SUITE_ORDER.get(r["suite"], 9))
+        results, key=lambda r: (r["device"], r["model"], ORDER.get(r["suite"], len(ORDER)))
     )
     for r in ordered:
         verdict = r["verdict"]
@@ -67,7 +57,7 @@ def rows(results: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
             continue
         checks = verdict["checks"]
         if not checks:
-            figure = HEADLINE.get(r["suite"], "")
+            figure = headline_of(r) or ""
             value = r["figures"].get(figure)
             note = "; ".join(verdict["reasons"]) or "no gate set"
             table.append(
@@ -84,12 +74,12 @@ def rows(results: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
             threshold = f"{gate} {_number(check['threshold'], shown_as)}"
             note = check["message"] if check["passed"] is not True else ""
             table.append((*common, figure, threshold, shown, r["fidelity"], note))
-        if checks and (status == "INCONCLUSIVE" or r["figures"].get("failure")):
+        if checks and (status == "INCONCLUSIVE" or (r.get("flags") or {}).get("failure")):
             table.append((*common, "-", "-", status, r["fidelity"], "; ".join(verdict["reasons"])))
     return table
 
 
-def gate_table(results: Iterable[dict[str, Any]], markup: bool) -> list[str]:
+def gate_table(results: Iterable[Mapping[str, Any]], markup: bool) -> list[str]:
     table = Table(
         "device",
         "model",

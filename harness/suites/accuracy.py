@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.results import Measurement
 from harness.runner import Pair
-from harness.suites.base import Measurement
 from harness.worker.feeds import DataError, load_npz
 
 
@@ -81,7 +81,7 @@ def _against_host(reference: dict[str, Any], raw: dict[str, Any]) -> dict[str, A
 
 def measure(pair: Pair) -> Measurement:
     labels = _labels(pair)
-    pair.worker()
+    pair.start()
     count = int(pair.loaded["samples"])
     if labels.shape[0] != count:
         raise DataError(
@@ -91,20 +91,20 @@ def measure(pair: Pair) -> Measurement:
     task = task_of(pair, labels)
     figures, raw = _score(pair, labels, task, base=False)
     base_figures: dict[str, Any] = {}
-    if pair.base is not None:
+    if pair.baseline.base is not None:
         base_figures, base_raw = _score(pair, labels, task, base=True)
         if "predictions" in base_raw:
             agree = np.mean(np.asarray(base_raw["predictions"]) == np.asarray(raw["predictions"]))
             figures["baseline_agreement"] = float(agree)
-    elif "accuracy" in pair.stored:
-        base_figures = pair.stored["accuracy"]["figures"]
+    elif "accuracy" in pair.baseline.stored:
+        base_figures = pair.baseline.stored["accuracy"]["figures"]
     for key in ("accuracy", "mae"):
         if key in base_figures and key in figures:
             figures[f"baseline_{key}"] = base_figures[key]
     if "baseline_accuracy" in figures:
         figures["accuracy_drop"] = figures["baseline_accuracy"] - figures["accuracy"]
-    if pair.profile.backend != "local" and pair.pool is not None:
-        figures.update(_against_host(pair.pool.host_reference(pair.model, task), raw))
+    if pair.profile.backend != "local":
+        figures.update(_against_host(pair.shared.host_reference(pair.model, task), raw))
     raw.pop("values", None)  # raw scores served the comparisons; the report keeps predictions
     assert pair.target is not None
     return Measurement(figures, pair.target.fidelity, raw)

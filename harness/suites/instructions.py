@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from harness.backends.base import BackendUnavailable
+from harness.results import Measurement
 from harness.runner import Pair, PairFailure
-from harness.suites.base import Measurement
 from harness.worker.feeds import DataError
 
 SAMPLES = 200
@@ -21,7 +21,7 @@ def _count(pair: Pair, model: Any) -> Any:
     from harness.counting import CountingError, count_instructions
 
     if model.problems:
-        pair.worker()  # raises the model's file problem as the item's failure
+        pair.start()  # raises the model's file problem as the item's failure
     try:
         return count_instructions(
             pair.profile,
@@ -56,10 +56,10 @@ def measure(pair: Pair) -> Measurement:
         figures["estimated_ms"] = estimate.ms
         figures["estimate_model"] = estimate.model
     base = None
-    if pair.base is not None:
-        base = _count(pair, pair.base).instructions_per_inference
-    elif "instructions" in pair.stored:
-        base = pair.stored["instructions"]["figures"].get("instructions_per_inference")
+    if pair.baseline.base is not None:
+        base = _count(pair, pair.baseline.base).instructions_per_inference
+    elif "instructions" in pair.baseline.stored:
+        base = pair.baseline.stored["instructions"]["figures"].get("instructions_per_inference")
     if base:
         figures["baseline_instructions_per_inference"] = base
         figures["instructions_ratio"] = counted.instructions_per_inference / base

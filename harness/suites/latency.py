@@ -17,8 +17,8 @@ import numpy as np
 
 from harness import stats
 from harness.gates import ABSOLUTE_TIME_FIDELITIES
+from harness.results import Flags, Measurement
 from harness.runner import Pair
-from harness.suites.base import Measurement
 
 CHUNK_SECONDS = 0.5  # timed runs per worker request, in seconds (unpaired)
 ROUND_SECONDS = 0.05  # per model and round (paired): many short rounds track drift best
@@ -67,6 +67,7 @@ def _single(pair: Pair) -> Measurement:
                 break  # decided: no need to spend the rest of the budget
     ms = np.asarray(samples, dtype=np.float64) / 1e6
     figures = _describe(ms)
+    flags = Flags()
     interval = stats.percentile_ci(ms, 90, confidence)
     figures.update(
         p90_low_ms=interval.low,
@@ -76,7 +77,7 @@ def _single(pair: Pair) -> Measurement:
     )
     gates = pair.model.gates_for(pair.profile.name)
     if len(samples) < settings.min_samples and (gated or gates.latency_max_regression is not None):
-        figures["inconclusive"] = (
+        flags["inconclusive"] = (
             f"latency: only n={len(samples)} samples within the {settings.time_budget_s:g} s "
             f"budget; {settings.min_samples} needed (raise latency.time_budget_s)"
         )
@@ -84,13 +85,13 @@ def _single(pair: Pair) -> Measurement:
         assert threshold is not None
         margin = max(abs(figures["p90_ms"] - threshold), 1e-9)
         needed = stats.samples_needed_for_percentile(ms, 90, margin, confidence)
-        figures["inconclusive"] = (
+        flags["inconclusive"] = (
             f"latency p90 {figures['p90_ms']:.3f} ms, {confidence:.2%} interval "
             f"[{interval.low:.3f}, {interval.high:.3f}] ms contains the {threshold:g} ms gate "
             f"after n={len(samples)} samples; about {needed} needed (raise latency.samples and "
             "latency.time_budget_s)"
         )
-    return Measurement(figures, pair.target.fidelity, {"samples_ns": samples})
+    return Measurement(figures, pair.target.fidelity, {"samples_ns": samples}, flags)
 
 
 def _paired(pair: Pair) -> Measurement:
@@ -140,6 +141,7 @@ def _paired(pair: Pair) -> Measurement:
     figures.update(
         rounds=len(new_medians), per_round=per_round, threads=pair.profile.threads, paired=True
     )
+    flags = Flags()
     if len(new_medians) >= 2 and (estimate is None or estimate.n != len(new_medians)):
         # The final look, when the budget ends between scheduled ones.
         estimate = stats.paired_ratio(base_medians, new_medians, confidence)
@@ -154,7 +156,7 @@ def _paired(pair: Pair) -> Measurement:
         )
     if max_regression is not None and decision == "undecided":
         if estimate is None:
-            figures["inconclusive"] = (
+            flags["inconclusive"] = (
                 f"latency: only {len(new_medians)} paired rounds within the "
                 f"{settings.time_budget_s:g} s budget; raise latency.time_budget_s"
             )
@@ -162,7 +164,7 @@ def _paired(pair: Pair) -> Measurement:
             logs = np.log(np.asarray(new_medians) / np.asarray(base_medians))
             margin = max(abs(math.log1p(max_regression) - math.log(estimate.ratio)), 1e-6)
             needed = stats.samples_needed_for_ratio(logs, margin, confidence)
-            figures["inconclusive"] = (
+            flags["inconclusive"] = (
                 f"latency {estimate.ratio - 1:+.1%} [{estimate.low - 1:+.1%}, "
                 f"{estimate.high - 1:+.1%}] straddles the {max_regression:.0%} gate after "
                 f"{len(new_medians)} paired rounds; about {needed} rounds needed (raise "
@@ -174,13 +176,13 @@ def _paired(pair: Pair) -> Measurement:
         "round_medians_ns": new_medians,
         "baseline_round_medians_ns": base_medians,
     }
-    return Measurement(figures, pair.target.fidelity, raw)
+    return Measurement(figures, pair.target.fidelity, raw, flags)
 
 
 def _stored(pair: Pair, measurement: Measurement) -> Measurement:
     """Compare with a stored baseline's raw samples (another session: drift not cancelled)."""
-    record = pair.stored.get("latency", {})
-    base = record.get("raw", {}).get("samples_ns") or []
+    record = pair.baseline.stored.get("latency")
+    base = (record["raw"].get("samples_ns") if record else None) or []
     if len(base) < 2 or len(measurement.raw["samples_ns"]) < 2:
         return measurement
     settings = pair.config.latency
@@ -188,23 +190,24 @@ def _stored(pair: Pair, measurement: Measurement) -> Measurement:
     new_ms = np.asarray(measurement.raw["samples_ns"], dtype=np.float64) / 1e6
     estimate = stats.unpaired_ratio(base_ms, new_ms, settings.confidence, seed=pair.config.seed)
     figures = measurement.figures | _describe(base_ms, "baseline_")
+    flags = Flags(**measurement.flags)
     figures.update(
         ratio=estimate.ratio, ratio_low=estimate.low, ratio_high=estimate.high, paired=False
     )
     max_regression = pair.model.gates_for(pair.profile.name).latency_max_regression
     if max_regression is not None and stats.decide_ratio(estimate, max_regression) == "undecided":
-        figures["inconclusive"] = (
+        flags["inconclusive"] = (
             f"latency {estimate.ratio - 1:+.1%} [{estimate.low - 1:+.1%}, "
             f"{estimate.high - 1:+.1%}] straddles the {max_regression:.0%} gate (stored "
             "baseline, unpaired)"
         )
     raw = measurement.raw | {"baseline_samples_ns": base}
-    return Measurement(figures, measurement.fidelity, raw)
+    return Measurement(figures, measurement.fidelity, raw, flags)
 
 
 def measure(pair: Pair) -> Measurement:
-    pair.worker()
-    if pair.base is not None:
+    pair.start()
+    if pair.baseline.base is not None:
         return _paired(pair)
     measured = _single(pair)
-    return _stored(pair, measured) if pair.stored else measured
+    return _stored(pair, measured) if pair.baseline.stored else measured

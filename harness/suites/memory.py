@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.results import Flags, Measurement
 from harness.runner import Pair, PairFailure
-from harness.suites.base import Measurement
 
 KB_PER_MB = 1024.0
 
@@ -26,15 +26,16 @@ def _formats(pair: Pair) -> tuple[str, ...]:
 
 def measure(pair: Pair) -> Measurement:
     try:
-        pair.worker()
+        pair.start()
     except PairFailure as failure:
         if not failure.oom:
             raise
         # Killed for memory: that is this suite's finding, a failing memory figure.
         limit = pair.profile.memory_mb
         return Measurement(
-            {"failure": str(failure), "oom": True, "limit_mb": limit},
+            {"limit_mb": limit},
             pair.profile.fidelity,
+            flags=Flags(failure=str(failure), oom=True),
         )
     assert pair.target is not None
     empty = pair.hello["empty_peak_kb"] / KB_PER_MB
@@ -46,23 +47,28 @@ def measure(pair: Pair) -> Measurement:
         "rss_after_load_mb": pair.loaded["rss_kb"] / KB_PER_MB,
         "limit_mb": pair.profile.memory_mb,
     }
-    if pair.target.fidelity == "emulated" and pair.pool is not None:
-        native_empty = pair.pool.native_empty_peak_kb(_formats(pair)) / KB_PER_MB
+    if pair.target.fidelity == "emulated":
+        native_empty = pair.shared.native_empty_peak_kb(_formats(pair)) / KB_PER_MB
         figures["native_empty_peak_mb"] = native_empty
         figures["emulated_peak_mb"] = peak
         figures["board_peak_mb"] = peak - empty + native_empty
         figures["gated_figure"] = (
             "board_peak_mb (estimated: model share under QEMU + native empty worker)"
         )
-    if pair.base is not None:
+    if pair.baseline.base is not None:
         # The pair's worker holds both models: the base gets a worker of its own.
-        base_empty, base_peak = pair.fresh_peak_kb(pair.base)
+        base_empty, base_peak = pair.fresh_peak_kb(pair.baseline.base)
         figures["baseline_peak_mb"] = base_peak / KB_PER_MB
         figures["baseline_model_share_mb"] = (base_peak - base_empty) / KB_PER_MB
-    elif "memory" in pair.stored:
-        stored = pair.stored["memory"]["figures"]
-        if "peak_mb" in stored:
-            figures["baseline_peak_mb"] = stored["peak_mb"]
-    if figures.get("baseline_peak_mb"):
-        figures["memory_growth"] = peak / figures["baseline_peak_mb"] - 1.0
+    else:
+        stored = pair.baseline.stored_figures("memory")
+        for figure in ("peak_mb", "model_share_mb"):
+            if figure in stored:
+                figures[f"baseline_{figure}"] = stored[figure]
+    # Growth is the model's own share: the worker's fixed cost would dilute it (a share that
+    # grows 30% is a few percent of a whole process's peak).
+    if figures.get("baseline_model_share_mb"):
+        figures["memory_growth"] = (
+            figures["model_share_mb"] / figures["baseline_model_share_mb"] - 1.0
+        )
     return Measurement(figures, pair.target.fidelity)

@@ -10,8 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from harness.devices import DeviceProfile
+from harness.results import Flags, Measurement
 from harness.runner import Pair
-from harness.suites.base import Measurement
 from harness.worker.feeds import DataError
 
 RUNTIMES = {
@@ -44,7 +44,7 @@ def measure(pair: Pair) -> Measurement:
     from harness.runtimes import format_of
 
     if pair.model.problems:
-        pair.worker()  # raises the model's file problem as the item's failure
+        pair.start()  # raises the model's file problem as the item's failure
     try:
         model = read_operators(pair.model.path)
     except OperatorReadError as exc:
@@ -67,6 +67,5 @@ def measure(pair: Pair) -> Measurement:
         "errors": len(errors),
         "warnings": warnings,
     }
-    if errors:
-        figures["failure"] = "; ".join(errors)
-    return Measurement(figures, "measured")
+    flags = Flags(failure="; ".join(errors)) if errors else Flags()
+    return Measurement(figures, "measured", flags=flags)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.runner import Pair
-from harness.suites.base import Measurement
+from harness.results import Flags, Measurement
+from harness.runner import Pair, Worker
 from harness.worker.feeds import DataError
 
 GENERATED_SAMPLES = 64
@@ -74,33 +74,30 @@ def generated_dataset(pair: Pair, folder: Path) -> Path:
 
 
 def measure(pair: Pair) -> Measurement:
-    assert pair.pool is not None
-    pair.worker()
+    pair.start()
     assert pair.target is not None
     figures: dict[str, Any] = {}
-    dataset = pair.model.dataset or generated_dataset(pair, pair.pool.scratch())
+    flags = Flags()
+    dataset = pair.model.dataset or generated_dataset(pair, pair.shared.scratch())
     figures["inputs"] = "dataset" if pair.model.dataset else f"generated ({GENERATED_SAMPLES})"
     model = replace(pair.model, dataset=dataset)
-    mine_pair = (
-        pair if pair.model.dataset else Pair(model, pair.profile, pair.config, pool=pair.pool)
-    )
-    helpers: list[Pair] = [] if mine_pair is pair else [mine_pair]
+    # Without a dataset, the model runs again in a worker that can see the generated inputs.
+    mine_worker = pair.worker if pair.model.dataset else pair.other(model)
+    helpers: list[Worker] = [] if mine_worker is pair.worker else [mine_worker]
     try:
-        mine = mine_pair.request("evaluate", task="classification")
+        mine = mine_worker.request("evaluate", task="classification")
         if pair.model.parity_with is not None:
             other_spec = pair.config.model(pair.model.parity_with)
-            other = Pair(
-                replace(other_spec, dataset=dataset), pair.profile, pair.config, pool=pair.pool
-            )
+            other = pair.other(replace(other_spec, dataset=dataset))
             helpers.append(other)
             figures["parity_with"] = other_spec.name
             figures |= compare(mine, other.request("evaluate", task="classification"), "parity_")
         if pair.profile.backend == "local":
-            figures["is_reference"] = True  # the host is what other devices are compared with
+            flags["is_reference"] = True  # the host is what other devices are compared with
         else:
-            reference = pair.pool.host_reference(model, "classification")
+            reference = pair.shared.host_reference(model, "classification")
             figures |= compare(mine, reference, "device_")
     finally:
         for helper in helpers:
             helper.close()
-    return Measurement(figures, pair.target.fidelity)
+    return Measurement(figures, pair.target.fidelity, flags=flags)

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.results import Flags, Measurement
 from harness.runner import Pair
-from harness.suites.base import Measurement
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -191,7 +191,7 @@ def _save(pair: Pair, inputs: dict[str, np.ndarray], failure: PropertyFailure) -
 def measure(pair: Pair) -> Measurement:
     from hypothesis import HealthCheck, Phase, given, settings
 
-    pair.worker()
+    pair.start()
     assert pair.target is not None
     options = pair.config.robustness
     batch_free = any(
@@ -221,14 +221,15 @@ def measure(pair: Pair) -> Measurement:
             raise
 
     figures: dict[str, Any] = {"examples": 0, "batch_checked": batch > 1}
+    flags = Flags()
     try:
         properties()
     except PropertyFailure:
         inputs, failure = state["last"]
         path = _save(pair, inputs, failure)
-        figures["failure"] = f"property {failure} (shrunk counterexample: {path})"
+        flags["failure"] = f"property {failure} (shrunk counterexample: {path})"
         figures["counterexample"] = str(path)
         figures["property"] = failure.name
     figures["examples"] = state["examples"]
     figures["probabilities_checked"] = bool(state["probabilities"])
-    return Measurement(figures, pair.target.fidelity)
+    return Measurement(figures, pair.target.fidelity, flags=flags)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from harness.results import Measurement
 from harness.runner import Pair
-from harness.suites.base import Measurement
 
 
 def measure(pair: Pair) -> Measurement:
     if pair.model.problems:
-        pair.worker()  # raises the model's file problem as the item's failure
+        pair.start()  # raises the model's file problem as the item's failure
     size = pair.model.path.stat().st_size
-    figures: dict[str, float] = {"size_bytes": size, "size_kb": size / 1024}
-    if pair.base is not None:
-        figures["baseline_size_kb"] = pair.base.path.stat().st_size / 1024
-    elif "size" in pair.stored:
-        figures["baseline_size_kb"] = pair.stored["size"]["figures"].get("size_kb")
+    figures: dict[str, Any] = {"size_bytes": size, "size_kb": size / 1024}
+    if pair.baseline.base is not None:
+        figures["baseline_size_kb"] = pair.baseline.base.path.stat().st_size / 1024
+    elif "size_kb" in pair.baseline.stored_figures("size"):
+        figures["baseline_size_kb"] = pair.baseline.stored_figures("size")["size_kb"]
     return Measurement(figures, "measured")

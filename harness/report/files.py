@@ -1,0 +1,37 @@
+"""The report files written from a results document: results.json, report.md, report.html."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.report import html, markdown
+from harness.results import Overall, overall, write_atomic
+
+if TYPE_CHECKING:
+    from harness.store import Trend
+
+
+def write_reports(
+    document: Mapping[str, Any],
+    out: Path,
+    *,
+    verdict: Overall | None = None,
+    trends: Sequence[Trend] = (),
+    kinds: Sequence[str] = ("markdown", "html"),
+    title: str = "harness model gate",
+) -> tuple[dict[str, Path], str]:
+    """Write `out`/results.json and the reports in `kinds`; returns (paths by kind, Markdown)."""
+    verdict = verdict or overall(document)
+    paths = {
+        "json": write_atomic(out / "results.json", json.dumps(document, indent=1, default=str))
+    }
+    text = markdown.render(document, verdict=verdict, trends=trends, title=title)
+    if "markdown" in kinds:
+        paths["markdown"] = write_atomic(out / "report.md", text)
+    if "html" in kinds:
+        page = html.render(document, verdict=verdict, trends=trends, title=title)
+        paths["html"] = write_atomic(out / "report.html", page)
+    return paths, text
