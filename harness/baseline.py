@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.config import HarnessConfig, ModelSpec
+from harness.config import HarnessConfig, ModelSpec, load_config
 from harness.errors import ConfigError
 from harness.results import Record
 
@@ -33,6 +33,9 @@ class Baseline:
     stored: dict[tuple[str, str, str], Record] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # model name -> why there is no base
     fingerprint: str | None = None  # machine of a stored baseline
+    config: HarnessConfig | None = None  # the base checkout's harness config (gate policy)
+    config_problem: str | None = None  # why the base's config could not be read (an error)
+    config_absent: str | None = None  # the base has no harness config: every gate is new
 
     def context(self, model: str, device: str) -> BaselineContext:
         """What this baseline holds for one (model, device), resolved once for its pair."""
@@ -111,7 +114,26 @@ def _from_git(ref: str, config: HarnessConfig) -> Baseline | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(shown.stdout)
         models[model.name] = replace(model, path=path, problems=())
-    return Baseline(ref, "git", label, models, missing=missing)
+    base_config, problem, absent = None, None, None
+    relative = config.source.relative_to(repo).as_posix()
+    shown = _git(repo, "show", f"{commit}:{relative}")
+    if shown.returncode != 0:
+        absent = f"{relative} does not exist at {label}: every gate is new"
+    else:
+        path = target / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(shown.stdout)
+        base_config, problem = _base_config(path, config)
+    return Baseline(ref, "git", label, models, missing=missing, config=base_config,
+                    config_problem=problem, config_absent=absent)  # fmt: skip
+
+
+def _base_config(path: Path, config: HarnessConfig) -> tuple[HarnessConfig | None, str | None]:
+    """The base checkout's config, read with today's device profiles."""
+    try:
+        return load_config(path, config.profiles), None
+    except ConfigError as exc:
+        return None, f"the base's config does not load: {exc}"
 
 
 def _from_folder(folder: Path, config: HarnessConfig) -> Baseline:
@@ -122,7 +144,14 @@ def _from_folder(folder: Path, config: HarnessConfig) -> Baseline:
             models[model.name] = replace(model, path=path, problems=())
         else:
             missing[model.name] = f"{path} does not exist in the baseline folder"
-    return Baseline(str(folder), "folder", str(folder), models, missing=missing)
+    base_config, problem, absent = None, None, None
+    config_path = folder / config.source.relative_to(config.root)
+    if config_path.is_file():
+        base_config, problem = _base_config(config_path, config)
+    else:
+        absent = f"{config_path} does not exist: every gate is new"
+    return Baseline(str(folder), "folder", str(folder), models, missing=missing,
+                    config=base_config, config_problem=problem, config_absent=absent)  # fmt: skip
 
 
 def _from_results(path: Path, config: HarnessConfig) -> Baseline:

@@ -185,8 +185,9 @@ def find_config(rootdir: Path) -> Path | None:
     return None
 
 
-def load_config(path: Path) -> HarnessConfig:
-    """Parse the config at `path`, with the device profiles it can name (built-ins + matrix)."""
+def load_config(path: Path, profiles: Mapping[str, DeviceProfile] | None = None) -> HarnessConfig:
+    """Parse the config at `path`, with the device profiles it can name (built-ins + matrix,
+    or the `profiles` given: a base commit's config is read with today's profiles)."""
     path = path.resolve()
     try:
         document = tomllib.loads(path.read_text())
@@ -203,7 +204,8 @@ def load_config(path: Path) -> HarnessConfig:
         table, prefix = document, ""
     matrix = table.get("matrix", "device-matrix")
     expect_type(matrix, str, str(path), f"{prefix}matrix")
-    profiles = load_profiles((path.parent / matrix).resolve())
+    if profiles is None:
+        profiles = load_profiles((path.parent / matrix).resolve())
     return parse_config(table, path, prefix, profiles)
 
 

@@ -9,22 +9,25 @@ from typing import Any, NoReturn
 import pytest
 
 from harness.backends.base import WorkerError, WorkerFailure
+from harness.baseline import Baseline
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
 from harness.gates import RELATIVE, decide
+from harness.registry import Suite, suites_for
 from harness.results import (
     ERROR,
     FAIL,
     INCONCLUSIVE,
+    PASS,
     SKIPPED,
     USER_PROPERTY,
+    Check,
     Measurement,
     Verdict,
     junit_properties,
     record,
 )
 from harness.runner import Pair, PairFailure, PairPool
-from harness.suites import Suite, suites_for
 from harness.worker.feeds import DataError
 
 
@@ -38,8 +41,13 @@ class HarnessConfigFile(pytest.File):
     config_data: HarnessConfig
     devices: list[DeviceProfile]
     pool: PairPool
+    baseline: Baseline | None = None
+    allow_gate_changes: bool = False
 
     def collect(self) -> Iterator[pytest.Item]:
+        if self.baseline is not None and self.baseline.kind in ("git", "folder"):
+            for model in self.config_data.models:
+                yield PolicyItem.from_parent(self, name=f"policy[{model.name}]", model=model)
         for model in self.config_data.models:
             for profile in self.devices:
                 for suite in suites_for(model, self.config_data):
@@ -147,6 +155,67 @@ class HarnessItem(pytest.Item):
         if skip:
             pytest.skip(message)
         raise GateFailure(message)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, GateFailure):
+            return f"{self.name}: {excinfo.value}"
+        return str(super().repr_failure(excinfo, style))
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, self.name
+
+
+class PolicyItem(pytest.Item):
+    """`policy[<model>]`: the model's gates against the base checkout's (harness.policy)."""
+
+    DEVICE = "any"  # the gates of every device
+
+    def __init__(self, *, model: ModelSpec, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        for keyword in ("policy", model.name, "harness"):
+            self.keywords[keyword] = True
+
+    @property
+    def harness_file(self) -> HarnessConfigFile:
+        assert isinstance(self.parent, HarnessConfigFile)
+        return self.parent
+
+    def runtest(self) -> None:
+        from harness.policy import changes_for, decide_policy
+
+        baseline, config = self.harness_file.baseline, self.harness_file.config_data
+        assert baseline is not None
+        figures: dict[str, Any] = {"baseline": baseline.label}
+        if baseline.config_problem:
+            verdict = Verdict(ERROR, (), (baseline.config_problem,))
+        elif baseline.config is None:
+            message = str(baseline.config_absent)
+            verdict = Verdict(PASS, (Check("policy", "gate_change", 0, 0, True, message),))
+        else:
+            changes = changes_for(baseline.config, config, self.model.name)
+            allowed = self.harness_file.allow_gate_changes
+            verdict = decide_policy(changes, baseline.label, allowed)
+            figures |= {
+                "changes": [str(c) for c in changes],
+                "loosened": sum(c.kind == "loosened" for c in changes),
+                "tightened": sum(c.kind == "tightened" for c in changes),
+                "allowed": allowed,
+            }
+        rec = record(
+            self.nodeid,
+            "policy",
+            self.model.name,
+            self.DEVICE,
+            verdict,
+            Measurement(figures, "measured"),
+            fidelity="measured",
+            model_path=self.model.path,
+        )
+        self.user_properties.extend(junit_properties(rec))
+        self.user_properties.append((USER_PROPERTY, json.dumps(rec, default=str)))
+        if verdict.status in (FAIL, ERROR):
+            raise GateFailure("\n".join(verdict.reasons))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, GateFailure):

@@ -29,6 +29,7 @@ class HarnessState:
     history_path: Path | None = None
     notes: list[str] = field(default_factory=list)  # printed at the end of the summary
     pool: Any = None  # PairPool, made lazily (it imports the backends)
+    allow_unmeasured: bool = False
     results: dict[str, Record] = field(default_factory=dict)
 
     def pairs(self) -> Any:
@@ -94,6 +95,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "device ms from the profile's clock and CPI)",
     )
     group.addoption(
+        "--allow-gate-changes",
+        action="store_true",
+        help="under --baseline, accept gates this change loosens or removes (they are still "
+        "listed in policy[...] items and the reports)",
+    )
+    group.addoption(
+        "--allow-unmeasured",
+        action="store_true",
+        help="let a session pass when a selected device measured nothing (every item that "
+        "needs it was skipped, e.g. a GPU device on a machine without one); by default it fails",
+    )
+    group.addoption(
         "--harness-json",
         metavar="PATH",
         help="write every figure, raw sample and fidelity label to this JSON file",
@@ -150,6 +163,7 @@ def pytest_configure(config: pytest.Config) -> None:
         baseline,
         report_dir=Path(report_dir).resolve() if report_dir else None,
         history_path=_history_path(config, harness_config),
+        allow_unmeasured=bool(config.getoption("allow_unmeasured")),
     )
     config.stash[STATE] = state
     config.pluginmanager.register(
@@ -192,6 +206,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     collector.config_data = state.config
     collector.devices = state.devices
     collector.pool = state.pairs()
+    collector.baseline = state.baseline
+    collector.allow_gate_changes = bool(parent.config.getoption("allow_gate_changes"))
     return collector
 
 
@@ -230,9 +246,15 @@ class HarnessReporter:
             self.state.pool.close()
         if self.is_xdist_worker or not self.state.results:
             return
-        from harness.results import build_document, write_document
+        from harness.results import build_document, unmeasured_problems, write_document
 
         state = self.state
+        if not state.allow_unmeasured:
+            problems = unmeasured_problems(state.results.values())
+            state.notes += [f"harness: FAIL: {problem}" for problem in problems]
+            if problems and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            exitstatus = int(session.exitstatus)
         baseline = state.baseline.label if state.baseline is not None else None
         document = build_document(
             state.config.source,

@@ -308,7 +308,33 @@ class Overall:
         return f"{self.status} ({shown or 'no results'})"
 
 
-def overall(document: Mapping[str, Any], expect_devices: Sequence[str] = ()) -> Overall:
+def unmeasured_devices(results: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Devices on which nothing was measured: every record that needed the device (not a
+    static check of the model file) was skipped. Device -> the skip reason."""
+    from harness.registry import BY_NAME
+
+    needed: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in results:
+        known = BY_NAME.get(str(rec["suite"]))
+        if known is None or not known.static:
+            needed.setdefault(str(rec["device"]), []).append(rec)
+    return {
+        device: str(records[0].get("error") or "skipped")
+        for device, records in needed.items()
+        if all(r["verdict"]["status"] == SKIPPED for r in records)
+    }
+
+
+def unmeasured_problems(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [
+        f"nothing was measured on {device}: {reason} (to accept that, pass --allow-unmeasured)"
+        for device, reason in sorted(unmeasured_devices(results).items())
+    ]
+
+
+def overall(
+    document: Mapping[str, Any], expect_devices: Sequence[str] = (), allow_unmeasured: bool = False
+) -> Overall:
     """The one verdict over a (merged) results document."""
     results = document.get("results", [])
     counts = Counter(str(r["verdict"]["status"]) for r in results)
@@ -319,7 +345,9 @@ def overall(document: Mapping[str, Any], expect_devices: Sequence[str] = ()) -> 
         where = session.get("source") or "the pytest session"
         if status is not None and int(status) not in _SESSION_OK:
             problems.append(f"{where}: pytest ended with exit status {status} (session broken)")
+    # A session that failed only because a device measured nothing explains its own exit 1.
     failing_records = counts[FAIL] + counts[ERROR] + counts[INCONCLUSIVE]
+    failing_records += len(unmeasured_devices(results))
     if not failing_records and any(int(s.get("exitstatus") or 0) == 1 for s in sessions):
         problems.append("pytest reported failing tests outside the harness gates")
     seen = {r["device"] for r in results}
@@ -330,6 +358,8 @@ def overall(document: Mapping[str, Any], expect_devices: Sequence[str] = ()) -> 
             problems.append(f"no results for device {device} (its job failed before writing them?)")
     if not results:
         problems.append("no results: nothing was measured")
+    elif not allow_unmeasured:
+        problems += unmeasured_problems(results)
     if counts[ERROR] or (problems and not counts[FAIL]):
         status = ERROR
     elif counts[FAIL]:

@@ -57,7 +57,7 @@ def test_unchanged_model_passes_against_head_1(pytester: pytest.Pytester) -> Non
         pytester.path, 6, 6, "latency_max_regression = 0.25\nmemory_max_growth = 0.5"
     )
     result = pytester.runpytest("--baseline=HEAD~1", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(
         ["*baseline HEAD~1 (*)*", "*latency*ratio*latency_max_regression 25%*PASS*"]
     )
@@ -67,7 +67,7 @@ def test_slowed_model_fails_with_the_paired_ratio(pytester: pytest.Pytester) -> 
     repo_with_two_commits(pytester.path, 4, 8, "latency_max_regression = 0.05")
     out = pytester.path / "r.json"
     result = pytester.runpytest("--baseline=HEAD~1", f"--harness-json={out}")
-    result.assert_outcomes(passed=3, failed=1)
+    result.assert_outcomes(passed=4, failed=1)
     result.stdout.re_match_lines(
         [
             r".*latency\[loop@host\]: latency \+\d+\.\d% \[\+\d+\.\d%, \+\d+\.\d%\] > 5% "
@@ -92,7 +92,7 @@ def test_model_missing_at_the_base_is_an_error_by_default(pytester: pytest.Pytes
     git(root, "add", "-A")
     git(root, "commit", "-qm", "add the model")
     result = pytester.runpytest("--baseline=HEAD~1")
-    result.assert_outcomes(passed=3, failed=1)
+    result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(
         [
             "*latency[[]loop@host[]]: no baseline for latency_max_regression: model.onnx does not "
@@ -104,7 +104,7 @@ def test_model_missing_at_the_base_is_an_error_by_default(pytester: pytest.Pytes
         config("latency_max_regression = 0.05", extra='baseline_missing = "report"')
     )
     result = pytester.runpytest("--baseline=HEAD~1")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["*latency*NO BASELINE*not applied: model.onnx does not exist*"])
 
 

@@ -124,3 +124,105 @@ def test_memory_growth_reads_the_model_share_not_the_whole_process(
     assert share_growth > 0.30 > peak_growth  # the whole peak would have let it through
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*memory (model share) +* > 30% (* → * MB) (host, measured)*"])
+
+
+def _cuda_only(root: Path) -> None:
+    onnx_models.mlp(root / "m.onnx")
+    (root / "harness.toml").write_text(
+        'devices = ["cuda-gpu"]\n[[models]]\nname = "m"\npath = "m.onnx"\n'
+        "[models.gates]\nsize_kb_max = 64\n"
+    )
+
+
+def test_a_gpu_only_session_without_a_gpu_fails(pytester: pytest.Pytester) -> None:
+    import json
+    import shutil
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has an NVIDIA GPU: the cuda-gpu device measures here")
+    _cuda_only(pytester.path)
+    result = pytester.runpytest("--harness-json=out.json", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["harness: FAIL: nothing was measured on cuda-gpu: *"])
+    assert json.loads((pytester.path / "out.json").read_text())["exitstatus"] == 1
+    allowed = pytester.runpytest("--allow-unmeasured", "-p", "no:cacheprovider")
+    assert allowed.ret == pytest.ExitCode.OK
+    # The merge of that session's results says the same, and exits non-zero.
+    from harness.results import overall, read_document
+
+    document = read_document(pytester.path / "out.json")
+    verdict = overall(document)
+    assert verdict.status == "ERROR" and verdict.exit_code() == 1
+    assert any("nothing was measured on cuda-gpu" in p for p in verdict.problems)
+    assert overall(document, allow_unmeasured=True).exit_code() == 0
+
+
+def _repo_with_gates(root: Path, base_gates: str) -> None:
+    import subprocess
+
+    def git(*arguments: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", *arguments],
+            cwd=root, check=True, capture_output=True,
+        )  # fmt: skip
+
+    git("init", "-q")
+    onnx_models.mlp(root / "m.onnx")
+    (root / "harness.toml").write_text(_policy_config(base_gates))
+    git("add", "-A")
+    git("commit", "-qm", "base")
+
+
+def _policy_config(gates: str, extra: str = "") -> str:
+    return f'{extra}\n[[models]]\nname = "m"\npath = "m.onnx"\n[models.gates]\n{gates}\n'
+
+
+def test_a_pull_request_that_loosens_its_gates_fails_policy(pytester: pytest.Pytester) -> None:
+    root = pytester.path
+    _repo_with_gates(root, "size_kb_max = 64\naccuracy_min = 0.95\n[models.devices.rpi4]\n"
+                     "memory_peak_mb_max = 100")  # fmt: skip
+    (root / "harness.toml").write_text(
+        _policy_config(
+            "size_kb_max = 64\naccuracy_min = 0.90\n[models.devices.rpi4]\n"
+            "memory_peak_mb_max = 150",
+            'inconclusive = "pass"',
+        )  # fmt: skip
+    )
+    result = pytester.runpytest("-k", "policy", "--baseline=HEAD", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*policy[[]m[]]: this change loosens gates against HEAD (*): accuracy_min 0.95 → 0.9 "
+            "(loosened); devices.rpi4.memory_peak_mb_max 100 → 150 (loosened); config.inconclusive fail "
+            "→ pass (loosened)*"
+        ]  # fmt: skip
+    )
+    allowed = pytester.runpytest(
+        "-k", "policy", "--baseline=HEAD", "--allow-gate-changes", "-p", "no:cacheprovider"
+    )
+    allowed.assert_outcomes(passed=1)
+    allowed.stdout.fnmatch_lines(["*policy*accuracy_min 0.95 → 0.9 (loosened)*"])  # still shown
+
+
+def test_tightened_and_removed_gates(pytester: pytest.Pytester) -> None:
+    root = pytester.path
+    _repo_with_gates(root, "size_kb_max = 64\naccuracy_min = 0.95")
+    (root / "harness.toml").write_text(_policy_config("size_kb_max = 32\naccuracy_min = 0.97"))
+    tightened = pytester.runpytest("-k", "policy", "--baseline=HEAD", "-p", "no:cacheprovider")
+    tightened.assert_outcomes(passed=1)
+    (root / "harness.toml").write_text(_policy_config("accuracy_min = 0.97"))
+    removed = pytester.runpytest("-k", "policy", "--baseline=HEAD", "-p", "no:cacheprovider")
+    removed.assert_outcomes(failed=1)
+    removed.stdout.fnmatch_lines(["*size_kb_max 64 → unset (loosened)*"])
+
+
+def test_policy_compares_every_gate_direction() -> None:
+    from harness.policy import LOOSENED, TIGHTENED, _compare
+
+    assert _compare("gates", "accuracy_min", 0.9, 0.8).kind == LOOSENED  # type: ignore[union-attr]
+    assert _compare("gates", "parity_cosine_min", 0.9, 0.99).kind == TIGHTENED  # type: ignore[union-attr]
+    assert _compare("gates", "latency_max_regression", 0.05, 0.1).kind == LOOSENED  # type: ignore[union-attr]
+    assert _compare("gates", "mae_max", 0.1, 0.05).kind == TIGHTENED  # type: ignore[union-attr]
+    assert _compare("gates", "nonfinite_max", 0.0, None).kind == LOOSENED  # type: ignore[union-attr]
+    assert _compare("gates", "size_kb_max", None, 10.0).kind == TIGHTENED  # type: ignore[union-attr]
+    assert _compare("gates", "size_kb_max", 10.0, 10.0) is None

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from conftest import ROOT
 
+from harness.registry import headline_of
 from harness.report import html, markdown
 from harness.results import merge, overall
-from harness.suites import headline_of
 
 EXAMPLE = ROOT / "examples" / "digits"
 

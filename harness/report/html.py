@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from harness.registry import headline_figures
 from harness.report import markdown
 from harness.results import Overall, overall
 from harness.store import Trend
-from harness.suites import headline_figures
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.registry import ORDER, headline_of
 from harness.results import Overall, overall
 from harness.store import Trend
-from harness.suites import ORDER, headline_of
 
 ICON = {
     "PASS": "✅",

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from harness.suites import ORDER, headline_of
+from harness.registry import ORDER, headline_of
 
 STYLE = {
     "PASS": "green",
@@ -72,7 +72,9 @@ def rows(results: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
             gate = check["gate"]
             shown_as = gate if gate in PERCENT else check["figure"]
             threshold = f"{gate} {_number(check['threshold'], shown_as)}"
-            note = check["message"] if check["passed"] is not True else ""
+            # A gate change is listed even when accepted: reviewers see every one.
+            shown_always = r["suite"] == "policy"
+            note = check["message"] if check["passed"] is not True or shown_always else ""
             table.append((*common, figure, threshold, shown, r["fidelity"], note))
         if checks and (status == "INCONCLUSIVE" or (r.get("flags") or {}).get("failure")):
             table.append((*common, "-", "-", status, r["fidelity"], "; ".join(verdict["reasons"])))
