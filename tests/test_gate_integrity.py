@@ -226,3 +226,17 @@ def test_policy_compares_every_gate_direction() -> None:
     assert _compare("gates", "nonfinite_max", 0.0, None).kind == LOOSENED  # type: ignore[union-attr]
     assert _compare("gates", "size_kb_max", None, 10.0).kind == TIGHTENED  # type: ignore[union-attr]
     assert _compare("gates", "size_kb_max", 10.0, 10.0) is None
+
+
+def test_the_report_lists_every_gate_change() -> None:
+    from harness.report.markdown import gate_changes
+
+    records = [
+        {"suite": "policy", "model": "m", "figures": {"allowed": True, "changes": [
+            "accuracy_min 0.95 → 0.9 (loosened)", "size_kb_max 64 → 32 (tightened)"]}},
+        {"suite": "size", "model": "m", "figures": {"size_kb": 3.0}},
+    ]  # fmt: skip
+    lines = gate_changes(records)
+    assert "- m: accuracy_min 0.95 → 0.9 (loosened) — accepted (--allow-gate-changes)" in lines
+    assert "- m: size_kb_max 64 → 32 (tightened) — accepted (--allow-gate-changes)" in lines
+    assert gate_changes(records[1:]) == []

@@ -294,6 +294,7 @@ def render(
             why.append(f"- **{item_name(record)}** {status}: {text}")
     if why:
         lines += ["### Why", "", *why, ""]
+    lines += gate_changes(results)
     lines += steps_table(trends)
     used = sorted({r["fidelity"] for r in results} & set(FOOTNOTE))
     lines += [FOOTNOTE[f] for f in used]
@@ -305,6 +306,19 @@ def render(
         cut = "\n_(details left out: the full report is in the run's artifacts)_\n"
         return text[: max(0, limit - len(cut))] + cut
     return text + details
+
+
+def gate_changes(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Every gate this change edits against the base, accepted or not (policy records)."""
+    listed = [
+        f"- {r['model']}: {change}"
+        + (" — accepted (--allow-gate-changes)" if r["figures"].get("allowed") else "")
+        for r in results
+        if r["suite"] == "policy"
+        for change in r["figures"].get("changes", [])
+        if "(loosened)" in change or "(tightened)" in change
+    ]
+    return ["### Gate changes in this change", "", *listed, ""] if listed else []
 
 
 def _details(document: Mapping[str, Any]) -> str:
