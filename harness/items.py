@@ -241,6 +241,7 @@ def pair_info(pair: Pair) -> dict[str, Any]:
             runtime_version=pair.loaded.get("runtime_version"),
             provider=pair.loaded.get("provider"),
             input_shapes=pair.loaded.get("input_shapes"),
+            batch_assumed=pair.loaded.get("batch_assumed"),
             output=pair.loaded.get("output"),
         )
     if pair.target is not None:

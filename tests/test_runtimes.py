@@ -64,7 +64,8 @@ def test_dynamic_dims_without_dataset_need_input_shapes(
     with pytest.raises(
         WorkerError,
         match=r"input 'tokens' has dynamic shape \[\?, \?, 8\] and "
-        r"nothing says its size: set input_shapes = \{ tokens = \[\.\.\.\] \}",
+        r"nothing says its size: set input_shapes = \{ tokens = \[1, 1, 8\] \} \(with the "
+        r"sizes you want\)",
     ):
         load(worker, model, config_file="harness.toml")
     info = load(worker, model, input_shapes={"tokens": [2, 3, 8]})

@@ -102,6 +102,7 @@ class Feeds:
     keep_axis: dict[str, bool]  # True: slice i:i+1 (model has the batch axis); False: index i
     constants: dict[str, np.ndarray]
     count: int  # samples in the dataset (0: no dataset, generated input only)
+    batch_assumed: tuple[str, ...] = ()  # inputs whose dynamic batch dim was set to 1
 
     def sample(self, index: int) -> dict[str, np.ndarray]:
         feeds = dict(self.constants)
@@ -127,10 +128,34 @@ def _configured_shape(
         return shape
     if spec.shape is not None and not spec.dynamic:
         return tuple(int(d) for d in spec.shape if isinstance(d, int))
+    if batch_only_dynamic(spec):
+        assert spec.shape is not None
+        return (1, *(int(d) for d in spec.shape[1:] if isinstance(d, int)))
+    example = [1 if not isinstance(d, int) or d < 0 else d for d in spec.shape or (1,)]
     raise DataError(
         f"model input {spec.name!r} has dynamic shape {_shape_text(spec)} and nothing says its "
-        f"size: set input_shapes = {{ {spec.name} = [...] }} for this model in {where}"
+        f"size: set input_shapes = {{ {toml_key(spec.name)} = {example} }} (with the sizes you "
+        f"want) for this model in {where}"
     )
+
+
+def batch_only_dynamic(spec: TensorSpec) -> bool:
+    """Only the first (batch) dim is dynamic, as keras and most exporters write: it runs at
+    batch 1 without configuration."""
+    if spec.shape is None or len(spec.shape) < 2:
+        return False
+    first, rest = spec.shape[0], spec.shape[1:]
+    return (not isinstance(first, int) or first < 0) and all(
+        isinstance(d, int) and d >= 0 for d in rest
+    )
+
+
+def toml_key(name: str) -> str:
+    """`name` as a TOML key: bare when it may be, quoted otherwise (`"serving_default:0"`)."""
+    import json
+    import re
+
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
 
 
 def _generated(spec: TensorSpec, shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -170,6 +195,7 @@ def build_feeds(
             f"{names} (use X_<input name>, or X for the first input)"
         )
     count = 0
+    assumed: list[str] = []
     for position, spec in enumerate(inputs):
         key = f"X_{spec.name}"
         if key not in arrays and position == 0 and "X" in arrays:
@@ -201,11 +227,13 @@ def build_feeds(
         elif dataset is None:
             shape = _configured_shape(spec, input_shapes, where)
             constants[spec.name] = _generated(spec, shape, seed + position)
+            if batch_only_dynamic(spec) and spec.name not in input_shapes:
+                assumed.append(spec.name)
         else:
             raise DataError(
                 f"model input {spec.name!r} ({spec.dtype} {_shape_text(spec)}) gets no data: add "
                 f"array X_{spec.name} to {dataset_path}, or give a constant (a scalar such as a "
                 f"step count, or a state filled with one value) with input_values = "
-                f"{{ {spec.name} = 0 }} in {where}"
+                f"{{ {toml_key(spec.name)} = 0 }} in {where}"
             )
-    return Feeds(per_sample, keep_axis, constants, count)
+    return Feeds(per_sample, keep_axis, constants, count, tuple(assumed))

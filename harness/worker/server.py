@@ -135,6 +135,7 @@ class Worker:
             "output_shape": list(first[output_index].shape),
             "input_shapes": {name: list(shape) for name, shape in shapes.items()},
             "samples": feeds.count,
+            "batch_assumed": list(feeds.batch_assumed),  # dynamic batch dims run at batch 1
             "load_s": load_s,
             "first_run_s": first_run_s,
             # Peak after loading the model and running it once: what the memory suite gates.
