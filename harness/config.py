@@ -82,6 +82,15 @@ class RobustnessSettings:
 
 
 @dataclass(frozen=True)
+class PlanSettings:
+    """How much an expensive (emulated) device does per suite: see harness.plan."""
+
+    budget_s: float = 60.0  # inference time one suite may spend on such a device
+    agreement_samples: int = 64  # at most: inputs the device answers to compare with the host
+    confidence: float = 0.95  # of the agreement's interval, which decides device_top1_min
+
+
+@dataclass(frozen=True)
 class LatencySettings:
     warmup: int = 20  # untimed runs first
     samples: int = 300  # timed runs wanted
@@ -123,6 +132,7 @@ class HarnessConfig:
     models: tuple[ModelSpec, ...] = ()
     latency: LatencySettings = LatencySettings()
     robustness: RobustnessSettings = RobustnessSettings()
+    plan: PlanSettings = PlanSettings()
     timeout_s: float = 300.0  # per worker request
     seed: int = 0
     inconclusive: str = "fail"  # what an INCONCLUSIVE verdict does: fail | pass
@@ -149,6 +159,7 @@ _TOP_KEYS = [
     "models",
     "latency",
     "robustness",
+    "plan",
     "timeout_s",
     "seed",
     "inconclusive",
@@ -364,6 +375,9 @@ def parse_config(
             )
     latency = LatencySettings(**latency_table)
     robustness = _settings(RobustnessSettings, table.get("robustness", {}), f"{where}: robustness")
+    plan = _settings(PlanSettings, table.get("plan", {}), f"{where}: plan")
+    if not 0.5 <= plan.confidence < 1:
+        raise ConfigError(f"{where}: plan.confidence = {plan.confidence} must be in [0.5, 1)")
     for model in models:
         if model.parity_with is not None and (
             model.parity_with == model.name or model.parity_with not in names
@@ -397,6 +411,7 @@ def parse_config(
         models=models,
         latency=latency,
         robustness=robustness,
+        plan=plan,
         timeout_s=float(
             expect_type(table.get("timeout_s", 300.0), (int, float), where, "timeout_s")
         ),

@@ -30,6 +30,7 @@ from harness.backends.base import (
 from harness.baseline import Baseline, BaselineContext
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
+from harness.plan import Plan, make_plan
 from harness.runtimes import format_of
 
 START_TIMEOUT_S = 120.0  # emulated start-up (runtime import under QEMU) takes seconds
@@ -231,6 +232,7 @@ class Pair:
     worker: Worker
     baseline: BaselineContext
     shared: Shared
+    _plan: Plan | None = field(default=None, init=False)
 
     @property
     def key(self) -> str:
@@ -254,6 +256,20 @@ class Pair:
 
     def request(self, op: str, base: bool = False, **arguments: Any) -> dict[str, Any]:
         return self.worker.request(op, base, **arguments)
+
+    @property
+    def plan(self) -> Plan:
+        """How much each suite does here, from what the first inference at load cost."""
+        if self._plan is None:
+            self.start()
+            self._plan = make_plan(
+                self.profile.name,
+                self.profile.emulated,
+                float(self.loaded.get("first_run_s", 0.0)),
+                int(self.loaded.get("samples", 0)),
+                self.config,
+            )
+        return self._plan
 
     def other(self, model: ModelSpec) -> Worker:
         """A worker of its own for another model on this device (the caller closes it)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, Literal, Protocol, TypeAlias
@@ -32,6 +32,7 @@ __all__ = [
     "Step",
     "Summary",
     "VectorizedStatistic",
+    "agreement_interval",
     "bootstrap_ci",
     "decide_ratio",
     "decide_threshold",
@@ -42,6 +43,7 @@ __all__ = [
     "paired_ratio",
     "percentile",
     "percentile_ci",
+    "samples_needed_for_agreement",
     "samples_needed_for_percentile",
     "samples_needed_for_ratio",
     "summary",
@@ -748,3 +750,56 @@ def look_schedule(first: int, looks: int = MAX_LOOKS - 1) -> list[int]:
     if first < 1:
         raise ValueError(f"first look needs at least one sample, got {first}")
     return [first * 2**k for k in range(looks)]
+
+
+def _binomial_tail_at_least(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed in log space (n up to thousands)."""
+    if k <= 0:
+        return 1.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p
+        + (n - i) * log_q
+        for i in range(k, n + 1)
+    ]  # fmt: skip
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def agreement_interval(agree: int, n: int, confidence: float = 0.95) -> Interval:
+    """Exact (Clopper-Pearson) two-sided interval of a proportion `agree` / `n`: the share of
+    sampled inputs on which a device gives the host's answer."""
+    _check_confidence(confidence)
+    if n < 1 or not 0 <= agree <= n:
+        raise ValueError(f"need 0 <= agree <= n and n >= 1, got {agree}/{n}")
+    tail = (1.0 - confidence) / 2.0
+
+    def solve(target: Callable[[float], float]) -> float:
+        low, high = 0.0, 1.0
+        for _ in range(60):  # bisection to ~1e-18
+            middle = (low + high) / 2.0
+            if target(middle) < 0:
+                low = middle
+            else:
+                high = middle
+        return (low + high) / 2.0
+
+    lower = 0.0 if agree == 0 else solve(lambda p: _binomial_tail_at_least(agree, n, p) - tail)
+    upper = (
+        1.0
+        if agree == n
+        else solve(lambda p: tail - (1.0 - _binomial_tail_at_least(agree + 1, n, p)))
+    )
+    return Interval(low=lower, high=upper)
+
+
+def samples_needed_for_agreement(threshold: float, confidence: float = 0.95) -> int:
+    """Inputs a device must agree on, all of them, for the interval's lower bound to reach
+    `threshold`: the least n with threshold**n <= (1 - confidence) / 2."""
+    if not 0.0 < threshold < 1.0:
+        return 1
+    return math.ceil(math.log((1.0 - confidence) / 2.0) / math.log(threshold))

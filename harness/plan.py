@@ -1,0 +1,108 @@
+"""The plan: how much each suite does on a device, sized by what one inference costs there.
+
+Natively an inference costs micro- to milliseconds and every suite does what the config asks.
+Under QEMU a real-scale model costs seconds per inference (MobileNetV2 fp32: ~6 s on rpi4), so a
+suite that asks for 300 timed runs or 500 evaluated samples would take an hour. There the host
+does what is the same everywhere (accuracy over the whole dataset, natively) and the device does
+what can differ: the agreement of its kernels' answers with the host's on a budgeted, seeded
+sample, a scaled latency sample, a few robustness examples, and the few inferences a count needs.
+
+Pure: the cost and the settings in, the plan out. The pair computes it once, from the first
+inference its worker ran at load.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness.config import HarnessConfig
+
+MIN_AGREEMENT = 8  # fewer sampled inputs say nothing about agreement
+MIN_LATENCY_SAMPLES = 3
+INFERENCES_PER_EXAMPLE = 4  # a robustness example runs the input twice, and a batch
+
+
+@dataclass(frozen=True)
+class Plan:
+    device: str
+    emulated: bool
+    seconds_per_inference: float
+    dataset_samples: int
+    accuracy_on: str  # "device": the whole dataset there; "host": natively, plus agreement
+    agreement_samples: int  # inputs the device answers for the agreement (0: none needed)
+    latency_warmup: int
+    latency_samples: int
+    latency_min_samples: int
+    robustness_examples: int
+    counting_warmup: int
+    counting_samples: int
+
+    def describe(self) -> str:
+        """`rpi4: ~5.1 s per inference under QEMU; accuracy on the host, agreement on 12
+        samples; latency 11 runs; robustness 2 examples; counting 3 runs`"""
+        where = "under QEMU" if self.emulated else "natively"
+        parts = [f"{self.device}: ~{_seconds(self.seconds_per_inference)} per inference {where}"]
+        if self.dataset_samples:
+            if self.accuracy_on == "host":
+                parts.append(
+                    f"accuracy on the host, agreement on {self.agreement_samples} of "
+                    f"{self.dataset_samples} samples"
+                )
+            else:
+                parts.append(f"accuracy on all {self.dataset_samples} samples")
+        parts.append(f"latency {self.latency_samples} runs")
+        parts.append(f"robustness {self.robustness_examples} examples")
+        return "; ".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self) | {"summary": self.describe()}
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2g} s" if value >= 0.1 else f"{value * 1000:.2g} ms"
+
+
+def make_plan(
+    device: str,
+    emulated: bool,
+    seconds_per_inference: float,
+    dataset_samples: int,
+    config: HarnessConfig,
+    counting_samples: int = 200,
+    counting_warmup: int = 20,
+) -> Plan:
+    latency, robustness, settings = config.latency, config.robustness, config.plan
+    cost = max(seconds_per_inference, 1e-9)
+    affordable = int(settings.budget_s / cost)  # inferences one suite may run on this device
+    if not emulated or dataset_samples * cost <= settings.budget_s:
+        accuracy_on, agreement = "device", dataset_samples
+    else:
+        accuracy_on = "host"
+        wanted = max(MIN_AGREEMENT, min(affordable, settings.agreement_samples))
+        agreement = min(dataset_samples, wanted)
+    if not emulated:
+        return Plan(
+            device, emulated, seconds_per_inference, dataset_samples, accuracy_on, agreement,
+            latency.warmup, latency.samples, latency.min_samples, robustness.examples,
+            counting_warmup, counting_samples,
+        )  # fmt: skip
+    samples = max(MIN_LATENCY_SAMPLES, min(latency.samples, affordable))
+    warmup = min(latency.warmup, max(1, samples // 10))
+    examples = min(robustness.examples, max(2, affordable // INFERENCES_PER_EXAMPLE))
+    counted = max(1, min(counting_samples, affordable // 2))
+    return Plan(
+        device,
+        emulated,
+        seconds_per_inference,
+        dataset_samples,
+        accuracy_on,
+        agreement,
+        warmup,
+        samples,
+        min(latency.min_samples, samples),
+        examples if robustness.examples else 0,
+        min(counting_warmup, max(1, math.ceil(counted / 10))),
+        counted,
+    )
