@@ -15,10 +15,11 @@ from typing import Any
 from harness.errors import ConfigError, check_keys, expect_type
 
 BUILTIN_DIR = Path(__file__).with_name("device_matrix")
-HOST_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
-    platform.machine().lower(), platform.machine().lower()
-)
+# The one map between the two names of each arch: Debian's and Docker's (amd64, arm64) and the
+# kernel's `uname -m`, which QEMU (qemu-x86_64, qemu-aarch64) and the wheel tags also use.
 UNAME_MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
+_MACHINE = platform.machine().lower()
+HOST_ARCH = next((a for a, m in UNAME_MACHINE.items() if _MACHINE in (a, m)), _MACHINE)
 ACCELERATORS = ("none", "cuda")
 
 

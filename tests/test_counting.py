@@ -2,7 +2,7 @@
 bigger model seen with no noise, and estimated milliseconds.
 
 The emulated tests need qemu-user and a built plugin (scripts/setup-counting.sh); the arm64 one
-also needs the rpi4 device trees (`python -m harness.counting prepare --device rpi4`, or
+also needs the rpi4 device trees (`harness counting prepare --device rpi4`, or
 `harness images build`). Missing pieces skip here and fail under CI=true."""
 
 from __future__ import annotations
@@ -21,16 +21,17 @@ import pytest
 from conftest import ROOT, unavailable
 
 from harness.backends.base import BackendUnavailable
-from harness.counting import CountResult, count_instructions, counted_bench, estimate_ms
+from harness.backends.qemu import count_instructions, counted_bench
+from harness.counting import CountResult, estimate_ms
 from harness.counting.build import (
     SOURCE,
     PluginBuildError,
     build_plugin,
-    deb_src_sources,
     debian_patches_touching,
     os_codename,
 )
-from harness.devices import HOST_ARCH, load_profiles
+from harness.devices import HOST_ARCH, UNAME_MACHINE, load_profiles
+from harness.images.apt import deb_src_sources
 from harness.worker import markers
 
 DIGITS = ROOT / "examples" / "digits"
@@ -146,9 +147,7 @@ def test_setup_script_parses() -> None:
 # -- the plugin under QEMU -------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def plugin() -> Path:
-    from harness.backends.qemu import QEMU_MACHINE
-
-    if shutil.which(f"qemu-{QEMU_MACHINE.get(HOST_ARCH, HOST_ARCH)}") is None:
+    if shutil.which(f"qemu-{UNAME_MACHINE.get(HOST_ARCH, HOST_ARCH)}") is None:
         unavailable("qemu-user is not installed: run scripts/setup-counting.sh as root")
     try:
         return build_plugin().path
@@ -159,7 +158,7 @@ def plugin() -> Path:
 
 def _count_loops(plugin: Path, outfile: Path) -> list[int]:
     """Two counted loops (1000 and 3000 iterations) in the host's Python under QEMU."""
-    from harness.backends.qemu import QEMU_MACHINE, parse_counts
+    from harness.backends.qemu import parse_counts
 
     script = (
         "from harness.worker import markers\n"
@@ -170,7 +169,7 @@ def _count_loops(plugin: Path, outfile: Path) -> list[int]:
         "    markers.end()\n"
     )
     command = [
-        "setarch", "-R", f"qemu-{QEMU_MACHINE[HOST_ARCH]}",
+        "setarch", "-R", f"qemu-{UNAME_MACHINE[HOST_ARCH]}",
         "-plugin", f"{plugin},outfile={outfile}",
         sys.executable, "-S", "-c", script,
     ]  # fmt: skip

@@ -24,7 +24,8 @@ import harness.images.recipe as recipe_module
 from harness.devices import load_profiles
 from harness.errors import ConfigError
 from harness.images import BuildError, build, image_exists, image_tag, main, recipe_for
-from harness.images.debootstrap import mirrors_from_sources, patch_config, rewrite_saved_image
+from harness.images.apt import mirrors_from_sources
+from harness.images.debootstrap import patch_config, rewrite_saved_image
 from harness.images.dockerfile import dockerfile_text
 from harness.images.recipe import manylinux_platforms
 

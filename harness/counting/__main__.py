@@ -23,8 +23,9 @@ def _profile(args: argparse.Namespace) -> DeviceProfile:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from harness.backends.qemu import QEMU_MACHINE, qemu_binary, qemu_version
+    from harness.backends.qemu import qemu_binary, qemu_version
     from harness.counting.build import PluginBuildError, build_plugin
+    from harness.devices import UNAME_MACHINE
 
     started = time.monotonic()
     try:
@@ -33,11 +34,11 @@ def _build(args: argparse.Namespace) -> int:
         print(f"harness counting: {exc}", file=sys.stderr)
         return 1
     versions = []
-    for arch in QEMU_MACHINE:
+    for arch in UNAME_MACHINE:
         try:
-            versions.append(f"qemu-{QEMU_MACHINE[arch]} {qemu_version(qemu_binary(arch))}")
+            versions.append(f"qemu-{UNAME_MACHINE[arch]} {qemu_version(qemu_binary(arch))}")
         except Exception as exc:  # noqa: BLE001 - report and go on
-            versions.append(f"qemu-{QEMU_MACHINE[arch]}: {exc}")
+            versions.append(f"qemu-{UNAME_MACHINE[arch]}: {exc}")
     how = (
         "cached"
         if plugin.cached
@@ -75,8 +76,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _count(args: argparse.Namespace) -> int:
     from harness.backends.base import BackendUnavailable, WorkerError, WorkerFailure
-    from harness.backends.qemu import QemuBackend
-    from harness.counting import count_instructions, estimate_ms
+    from harness.backends.qemu import QemuBackend, count_instructions
+    from harness.counting import estimate_ms
 
     profile = _profile(args)
     started = time.monotonic()
