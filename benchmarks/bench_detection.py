@@ -52,7 +52,7 @@ def trial(pool: PairPool, model: ModelSpec, base: ModelSpec) -> tuple[str, float
 def counted_ratio(base: Path, variant: Path) -> float | None:
     """Instructions per inference, variant / base, or None where counting is unavailable."""
     try:
-        from harness.counting import count_instructions
+        from harness.backends.qemu import count_instructions
     except ImportError:
         return None
     profile = load_profiles()["x86-64"]

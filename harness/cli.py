@@ -1,4 +1,5 @@
-"""The `harness` command: devices, images, merge, report, comment, history."""
+"""The `harness` command: devices, images, counting (harness.commands), merge, report, comment,
+history."""
 
 from __future__ import annotations
 
@@ -12,41 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.commands import counting, devices, images
 from harness.errors import ConfigError
-
-
-def _devices(args: argparse.Namespace) -> int:
-    from harness.devices import load_profiles
-
-    profiles = load_profiles(Path(args.matrix) if args.matrix else None)
-    if args.json:
-        print(json.dumps([p.as_json() for p in profiles.values()], indent=2))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("device", "arch", "cpu", "cpus", "memory", "accel", "fidelity", "description")
-    for p in profiles.values():
-        memory = f"{p.memory_mb} MB" if p.memory_mb else "-"
-        table.add_row(
-            p.name,
-            p.target_arch,
-            p.cpu or "-",
-            str(p.cpus or "all"),
-            memory,
-            p.accelerator,
-            p.fidelity,
-            p.description,
-        )
-    Console().print(table)
-    return 0
-
-
-def _images(args: argparse.Namespace) -> int:
-    from harness import images
-
-    return images.main(args)
-
 
 # -- merge, report, comment, history: CI reports and the results history -------------------
 
@@ -133,7 +101,8 @@ def _print_outcome(document: dict[str, Any], verdict: Any, paths: dict[str, Path
 def _merge(args: argparse.Namespace) -> int:
     from harness import github
     from harness.report.files import write_reports
-    from harness.results import merge, overall
+    from harness.results import merge
+    from harness.verdict import overall
 
     document = merge(_read_results(args.results, allow_none=True))
     expected = [d for item in args.expect_device or [] for d in item.replace(",", " ").split()]
@@ -188,7 +157,8 @@ def _report(args: argparse.Namespace) -> int:
     from harness import github
     from harness.report.files import write_reports
     from harness.report.markdown import step_rows
-    from harness.results import merge, overall
+    from harness.results import merge
+    from harness.verdict import overall
 
     document = merge(_read_results(args.results))
     verdict = overall(document)
@@ -266,17 +236,12 @@ def _history(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.config import find_config
+    from harness.config import search_config
     from harness.registry import headline_figures
     from harness.report.markdown import number
     from harness.store import default_path, model_hashes_from_config
 
-    config = None
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        config = find_config(folder)
-        if config is not None or (folder / ".git").exists():
-            break
-    path = Path(args.db) if args.db else default_path(config)
+    path = Path(args.db) if args.db else default_path(search_config(Path.cwd()))
     if not args.add and not path.exists():
         raise ConfigError(f"no history at {path}: run pytest with a harness config, or pass --db")
     with _open_store(path) as store:
@@ -428,26 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    devices = commands.add_parser("devices", help="list the device profiles")
-    devices.add_argument("--json", action="store_true", help="print JSON (for CI matrices)")
-    devices.add_argument("--matrix", help="folder of extra device profiles (TOML)")
-    devices.set_defaults(handler=_devices)
-
-    image = commands.add_parser("images", help="build or list the device container images")
-    image_commands = image.add_subparsers(dest="images_command", required=True)
-    build = image_commands.add_parser("build", help="build the images the devices need")
-    build.add_argument("--device", action="append", help="device name (repeatable; default all)")
-    build.add_argument(
-        "--method",
-        choices=("auto", "debootstrap", "dockerfile"),
-        default="auto",
-        help="debootstrap: no registry needed; dockerfile: FROM a public Python image; "
-        "auto: dockerfile where a registry answers, else debootstrap",
-    )
-    build.add_argument("--matrix", help="folder of extra device profiles (TOML)")
-    listing = image_commands.add_parser("list", help="list the images and whether they are built")
-    listing.add_argument("--matrix", help="folder of extra device profiles (TOML)")
-    image.set_defaults(handler=_images)
+    for group in (devices, images, counting):
+        group.add_parser(commands)
     _add_report_commands(commands)
     return parser
 

@@ -196,6 +196,16 @@ def find_config(rootdir: Path) -> Path | None:
     return None
 
 
+def search_config(start: Path, stop: Path | None = None) -> Path | None:
+    """The config a run started in `start` uses: find_config in `start` and each folder above
+    it, up to `stop` (pytest's rootdir) or the top of a git repository, whichever comes first."""
+    for folder in (start, *start.parents):
+        found = find_config(folder)
+        if found is not None or folder == stop or (folder / ".git").exists():
+            return found
+    return None
+
+
 def load_config(path: Path, profiles: Mapping[str, DeviceProfile] | None = None) -> HarnessConfig:
     """Parse the config at `path`, with the device profiles it can name (built-ins + matrix,
     or the `profiles` given: a base commit's config is read with today's profiles)."""

@@ -1,4 +1,5 @@
-"""Device profiles: TOML files, built-ins shipped in harness/device_matrix/, plus the user's own.
+"""Device profiles: TOML files, the built-in ones (the repository's device-matrix/ folder) plus
+the user's own.
 
 A user profile with a built-in's name overrides it. Each file's stem is the device name.
 """
@@ -14,11 +15,16 @@ from typing import Any
 
 from harness.errors import ConfigError, check_keys, expect_type
 
-BUILTIN_DIR = Path(__file__).with_name("device_matrix")
-HOST_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
-    platform.machine().lower(), platform.machine().lower()
-)
+# The built-in profiles: the wheel ships the repository's device-matrix/ folder as
+# harness/device_matrix/ (pyproject.toml's force-include); a source checkout (an editable
+# install) has it beside the package.
+_PACKAGED = Path(__file__).with_name("device_matrix")
+BUILTIN_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).parent.parent / "device-matrix"
+# The one map between the two names of each arch: Debian's and Docker's (amd64, arm64) and the
+# kernel's `uname -m`, which QEMU (qemu-x86_64, qemu-aarch64) and the wheel tags also use.
 UNAME_MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
+_MACHINE = platform.machine().lower()
+HOST_ARCH = next((a for a, m in UNAME_MACHINE.items() if _MACHINE in (a, m)), _MACHINE)
 ACCELERATORS = ("none", "cuda")
 
 

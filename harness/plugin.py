@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from harness.config import HarnessConfig, find_config, load_config
+from harness.config import HarnessConfig, load_config, search_config
 from harness.devices import DeviceProfile, select
 from harness.errors import ConfigError
 from harness.results import USER_PROPERTY, Record
@@ -120,12 +120,7 @@ def _config_path(config: pytest.Config) -> Path | None:
         if not path.is_file():
             raise pytest.UsageError(f"--harness-config {named}: no such file")
         return path
-    start = config.invocation_params.dir
-    for folder in (start, *start.parents):
-        found = find_config(folder)
-        if found is not None or folder == config.rootpath or (folder / ".git").exists():
-            return found
-    return None
+    return search_config(config.invocation_params.dir, config.rootpath)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -246,7 +241,8 @@ class HarnessReporter:
             self.state.pool.close()
         if self.is_xdist_worker or not self.state.results:
             return
-        from harness.results import build_document, unmeasured_problems, write_document
+        from harness.results import build_document, write_document
+        from harness.verdict import unmeasured_problems
 
         state = self.state
         if not state.allow_unmeasured:

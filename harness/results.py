@@ -15,7 +15,6 @@ import json
 import os
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -275,99 +274,3 @@ def merge(documents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "sessions": sessions,
         "results": sort_records(by_node.values()),
     }
-
-
-# -- the one verdict over a document -----------------------------------------------------------
-
-# pytest exit statuses: 0 ok, 1 tests failed, 5 no tests; anything else broke the session.
-_SESSION_OK = (0, 1, 5)
-
-
-@dataclass(frozen=True)
-class Overall:
-    """FAIL when any record failed or errored, a pytest session ended badly, or an expected
-    device sent no results; INCONCLUSIVE when any record was (which fails too, unless told
-    otherwise); PASS when at least one gate passed and nothing else went wrong; NO GATE when
-    results came but no gate was set. No results at all is an ERROR: a check that measured
-    nothing must not pass."""
-
-    status: str  # PASS | FAIL | ERROR | INCONCLUSIVE | NO GATE
-    counts: Mapping[str, int]
-    problems: tuple[str, ...] = field(default=())  # why, beyond the records' own reasons
-
-    def exit_code(self, inconclusive: str = "fail") -> int:
-        """0 when the merge may go ahead, 1 when it is blocked."""
-        if self.status in (FAIL, ERROR):
-            return 1
-        if self.status == INCONCLUSIVE:
-            return 0 if inconclusive == "pass" else 1
-        return 0
-
-    def headline(self) -> str:
-        shown = ", ".join(f"{n} {s.lower()}" for s in STATUSES if (n := self.counts.get(s)))
-        return f"{self.status} ({shown or 'no results'})"
-
-
-def unmeasured_devices(results: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Devices on which nothing was measured: every record that needed the device (not a
-    static check of the model file) was skipped. Device -> the skip reason."""
-    from harness.registry import BY_NAME
-
-    needed: dict[str, list[Mapping[str, Any]]] = {}
-    for rec in results:
-        known = BY_NAME.get(str(rec["suite"]))
-        if known is None or not known.static:
-            needed.setdefault(str(rec["device"]), []).append(rec)
-    return {
-        device: str(records[0].get("error") or "skipped")
-        for device, records in needed.items()
-        if all(r["verdict"]["status"] == SKIPPED for r in records)
-    }
-
-
-def unmeasured_problems(results: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [
-        f"nothing was measured on {device}: {reason} (to accept that, pass --allow-unmeasured)"
-        for device, reason in sorted(unmeasured_devices(results).items())
-    ]
-
-
-def overall(
-    document: Mapping[str, Any], expect_devices: Sequence[str] = (), allow_unmeasured: bool = False
-) -> Overall:
-    """The one verdict over a (merged) results document."""
-    results = document.get("results", [])
-    counts = Counter(str(r["verdict"]["status"]) for r in results)
-    problems: list[str] = []
-    sessions = document.get("sessions") or [document]
-    for session in sessions:
-        status = session.get("exitstatus")
-        where = session.get("source") or "the pytest session"
-        if status is not None and int(status) not in _SESSION_OK:
-            problems.append(f"{where}: pytest ended with exit status {status} (session broken)")
-    # A session that failed only because a device measured nothing explains its own exit 1.
-    failing_records = counts[FAIL] + counts[ERROR] + counts[INCONCLUSIVE]
-    failing_records += len(unmeasured_devices(results))
-    if not failing_records and any(int(s.get("exitstatus") or 0) == 1 for s in sessions):
-        problems.append("pytest reported failing tests outside the harness gates")
-    seen = {r["device"] for r in results}
-    for session in sessions:
-        seen |= {d if isinstance(d, str) else d["name"] for d in session.get("devices") or []}
-    for device in expect_devices:
-        if device not in seen:
-            problems.append(f"no results for device {device} (its job failed before writing them?)")
-    if not results:
-        problems.append("no results: nothing was measured")
-    elif not allow_unmeasured:
-        problems += unmeasured_problems(results)
-    if counts[ERROR] or (problems and not counts[FAIL]):
-        status = ERROR
-    elif counts[FAIL]:
-        status = FAIL
-    elif counts[INCONCLUSIVE]:
-        status = INCONCLUSIVE
-    elif counts[PASS]:
-        status = PASS  # NO BASELINE records are reported, and block only through the config
-    else:
-        status = NO_GATE
-    return Overall(status, dict(counts), tuple(problems))

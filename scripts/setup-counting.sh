@@ -40,10 +40,10 @@ if [ -z "$PYTHON" ]; then
 fi
 "$PYTHON" -c 'import harness' 2>/dev/null \
     || die "$PYTHON cannot import harness: run scripts/bootstrap.sh first (or set PYTHON)"
-"$PYTHON" -m harness.counting build
+"$PYTHON" -m harness.cli counting build
 
 # 3. Device trees ---------------------------------------------------------------------------
 for device in $DEVICES; do
-    "$PYTHON" -m harness.counting prepare --device "$device"
+    "$PYTHON" -m harness.cli counting prepare --device "$device"
 done
 say "ready"

@@ -2,35 +2,32 @@
 bigger model seen with no noise, and estimated milliseconds.
 
 The emulated tests need qemu-user and a built plugin (scripts/setup-counting.sh); the arm64 one
-also needs the rpi4 device trees (`python -m harness.counting prepare --device rpi4`, or
+also needs the rpi4 device trees (`harness counting prepare --device rpi4`, or
 `harness images build`). Missing pieces skip here and fail under CI=true."""
 
 from __future__ import annotations
 
 import io
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import ROOT, unavailable
 
+from conftest import ROOT, unavailable
 from harness.backends.base import BackendUnavailable
-from harness.counting import CountResult, count_instructions, counted_bench, estimate_ms
+from harness.backends.qemu import count_instructions, counted_bench
+from harness.counting import CountResult, estimate_ms
 from harness.counting.build import (
     SOURCE,
-    PluginBuildError,
-    build_plugin,
-    deb_src_sources,
     debian_patches_touching,
     os_codename,
 )
-from harness.devices import HOST_ARCH, load_profiles
+from harness.devices import HOST_ARCH, UNAME_MACHINE, load_profiles
+from harness.images.apt import deb_src_sources
 from harness.worker import markers
 
 DIGITS = ROOT / "examples" / "digits"
@@ -143,23 +140,10 @@ def test_setup_script_parses() -> None:
     subprocess.run(["bash", "-n", str(ROOT / "scripts" / "setup-counting.sh")], check=True)
 
 
-# -- the plugin under QEMU -------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def plugin() -> Path:
-    from harness.backends.qemu import QEMU_MACHINE
-
-    if shutil.which(f"qemu-{QEMU_MACHINE.get(HOST_ARCH, HOST_ARCH)}") is None:
-        unavailable("qemu-user is not installed: run scripts/setup-counting.sh as root")
-    try:
-        return build_plugin().path
-    except PluginBuildError as exc:
-        unavailable(f"the counting plugin cannot be built here: {exc}")
-    raise AssertionError("unreachable")
-
-
+# -- the plugin under QEMU (conftest.py builds it: counting_plugin) --------------------------
 def _count_loops(plugin: Path, outfile: Path) -> list[int]:
     """Two counted loops (1000 and 3000 iterations) in the host's Python under QEMU."""
-    from harness.backends.qemu import QEMU_MACHINE, parse_counts
+    from harness.backends.qemu import parse_counts
 
     script = (
         "from harness.worker import markers\n"
@@ -170,7 +154,7 @@ def _count_loops(plugin: Path, outfile: Path) -> list[int]:
         "    markers.end()\n"
     )
     command = [
-        "setarch", "-R", f"qemu-{QEMU_MACHINE[HOST_ARCH]}",
+        "setarch", "-R", f"qemu-{UNAME_MACHINE[HOST_ARCH]}",
         "-plugin", f"{plugin},outfile={outfile}",
         sys.executable, "-S", "-c", script,
     ]  # fmt: skip
@@ -186,9 +170,9 @@ def _count_loops(plugin: Path, outfile: Path) -> list[int]:
     return [c.instructions for c in parse_counts(outfile.read_text())]
 
 
-def test_plugin_counts_between_the_markers_only(plugin: Path, tmp_path: Path) -> None:
-    first = _count_loops(plugin, tmp_path / "a.txt")
-    again = _count_loops(plugin, tmp_path / "b.txt")
+def test_plugin_counts_between_the_markers_only(counting_plugin: Path, tmp_path: Path) -> None:
+    first = _count_loops(counting_plugin, tmp_path / "a.txt")
+    again = _count_loops(counting_plugin, tmp_path / "b.txt")
     assert len(first) == 2 and first == again
     short, long = first
     # Per iteration of `for i in range(n): pass`: a few dozen instructions, the same for both.
@@ -200,29 +184,6 @@ def test_plugin_counts_between_the_markers_only(plugin: Path, tmp_path: Path) ->
 
 
 # -- models under QEMU -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def mlps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The digits MLP (64 -> 32 -> 10) and the same with one more hidden unit (zero weights: the
-    same predictions, ~0.5% more instructions)."""
-    import onnx
-    from onnx import numpy_helper
-
-    from harness.modelgen.onnx import mlp
-
-    graph = onnx.load(str(MODEL)).graph
-    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    w0, b0 = init["coefficient"], init["intercepts"].ravel()
-    w1, b1 = init["coefficient1"], init["intercepts1"].ravel()
-    folder = tmp_path_factory.mktemp("mlps")
-    base = mlp(folder / "base.onnx", [w0, w1], [b0, b1])
-    wide = mlp(
-        folder / "wide.onnx",
-        [np.hstack([w0, np.zeros((64, 1), np.float32)]), np.vstack([w1, np.zeros((1, 10))])],
-        [np.append(b0, 0.0), b1],
-    )
-    return base, wide
-
-
 def _counts(device: str, models: list[Path]) -> list[CountResult]:
     profile = load_profiles()[device]
 
@@ -257,14 +218,18 @@ def _check(results: list[CountResult], device: str, arch: str, cpu: str) -> None
     )
 
 
-def test_amd64_counts_repeat_and_see_a_wider_layer(plugin: Path, mlps: tuple[Path, Path]) -> None:
-    base, wide = mlps
+def test_amd64_counts_repeat_and_see_a_wider_layer(
+    counting_plugin: Path, digits_mlps: tuple[Path, Path]
+) -> None:
+    base, wide = digits_mlps
     results = _counts("x86-64", [MODEL, MODEL, base, base, wide])
     _check(results, "x86-64", "amd64", "max")
 
 
-def test_arm64_counts_repeat_and_see_a_wider_layer(plugin: Path, mlps: tuple[Path, Path]) -> None:
-    base, wide = mlps
+def test_arm64_counts_repeat_and_see_a_wider_layer(
+    counting_plugin: Path, digits_mlps: tuple[Path, Path]
+) -> None:
+    base, wide = digits_mlps
     results = _counts("rpi4", [MODEL, MODEL, base, base, wide])
     _check(results, "rpi4", "arm64", "cortex-a72")
     assert results[0].interpreter.startswith("rootfs arm64-")

@@ -10,13 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import test_counting
 
 pytest_plugins = ["pytester"]
-
-# test_counting's fixtures under names of their own (the plugin build, the two digits MLPs).
-counting_plugin = test_counting.plugin
-digits_mlps = test_counting.mlps
 
 CONFIG = textwrap.dedent("""\
     counting = true

@@ -148,7 +148,8 @@ def test_a_gpu_only_session_without_a_gpu_fails(pytester: pytest.Pytester) -> No
     allowed = pytester.runpytest("--allow-unmeasured", "-p", "no:cacheprovider")
     assert allowed.ret == pytest.ExitCode.OK
     # The merge of that session's results says the same, and exits non-zero.
-    from harness.results import overall, read_document
+    from harness.results import read_document
+    from harness.verdict import overall
 
     document = read_document(pytester.path / "out.json")
     verdict = overall(document)

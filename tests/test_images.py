@@ -4,7 +4,6 @@ hit after `harness images build`, which .ci/run does first)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -21,10 +20,12 @@ import pytest
 from rich.console import Console
 
 import harness.images.recipe as recipe_module
+from harness.cli import main
 from harness.devices import load_profiles
 from harness.errors import ConfigError
-from harness.images import BuildError, build, image_exists, image_tag, main, recipe_for
-from harness.images.debootstrap import mirrors_from_sources, patch_config, rewrite_saved_image
+from harness.images import BuildError, build, image_exists, image_tag, recipe_for
+from harness.images.apt import mirrors_from_sources
+from harness.images.debootstrap import patch_config, rewrite_saved_image
 from harness.images.dockerfile import dockerfile_text
 from harness.images.recipe import manylinux_platforms
 
@@ -242,12 +243,8 @@ def test_rewrite_saved_image_fixes_the_architecture() -> None:
 
 
 # -- the command -------------------------------------------------------------------------------
-def _args(command: str, devices: list[str] | None = None) -> argparse.Namespace:
-    return argparse.Namespace(images_command=command, device=devices, method="auto", matrix=None)
-
-
 def test_host_needs_no_image(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(_args("build", ["host"])) == 0
+    assert main(["images", "build", "--device", "host"]) == 0
     assert "host: runs natively (local), needs no image" in capsys.readouterr().out
     with pytest.raises(BuildError, match="no image"):
         build(PROFILES["host"])
@@ -302,11 +299,11 @@ def test_a_changed_recipe_is_a_cache_miss(
 def test_build_command_skips_gpu_images_and_lists_them(
     docker_client: Any, built: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(_args("build")) == 0
+    assert main(["images", "build"]) == 0
     out = capsys.readouterr().out
     assert "GPU images (cuda-gpu, jetson-orin-nano) are built only on request" in out
     assert "up to date" in out
-    assert main(_args("list")) == 0
+    assert main(["images", "list"]) == 0
     out = capsys.readouterr().out
     for name in ("rpi4", "rpi-zero-2w", "x86-64", "cuda-gpu"):
         assert name in out

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from harness.registry import headline_of
 from harness.report import html, markdown
-from harness.results import merge, overall
+from harness.results import merge
+from harness.verdict import overall
 
 EXAMPLE = ROOT / "examples" / "digits"
 

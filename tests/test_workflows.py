@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, unavailable
 from test_reports import example_results
+
+from conftest import ROOT, unavailable
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 EXAMPLE = ROOT / "examples" / "digits"
@@ -418,6 +419,35 @@ def test_model_gate_matrix_device_and_gate_steps(tmp_path: Path) -> None:
         f"::accuracy 0.9733 < 0.9900 (host, measured)"
     ) in failed.log
     assert "❌ harness model gate: FAIL" in failed.summary
+
+
+@pytest.mark.parametrize("workflow", ["model-gate.yml", "nightly.yml"])
+def test_matrix_job_takes_the_configs_devices_and_profiles_from_harness_devices(
+    workflow: str, tmp_path: Path
+) -> None:
+    """The matrix step is one `harness devices --github-matrix` call (no program of its own):
+    with no devices given it takes the config's, and the config's own profiles count."""
+    workspace = _workspace(tmp_path)
+    (workspace / "boards").mkdir()
+    (workspace / "boards" / "my-board.toml").write_text('backend = "docker"\narch = "arm64"\n')
+    config = (workspace / "harness.toml").read_text()
+    own = 'devices = ["host", "my-board"]\nmatrix = "boards"'
+    config = re.sub(r"(?m)^devices = .*$", own, config)
+    (workspace / "harness.toml").write_text(config)
+    inputs = {"devices": "", "working-directory": "."}
+    runner = Runner(WORKFLOWS / workflow, workspace, tmp_path, inputs)
+    steps = runner.document["jobs"]["matrix"]["steps"]
+    step = next(s for s in steps if s.get("id") == "matrix")
+    assert "harness devices --github-matrix" in step["run"] and "python" not in step["run"]
+    if workflow == "nightly.yml":
+        runner.document["env"]["DEVICES"] = ""  # as a caller passing no devices would
+    matrix = runner.run_job("matrix", skip=("install",))
+    assert not matrix.failed, matrix.log
+    devices = json.loads(matrix.outputs["devices"])
+    assert matrix.outputs["names"] == "host,my-board"
+    board = devices[1]
+    assert (board["backend"], board["arch"], board["fidelity"]) == ("docker", "arm64", "emulated")
+    assert board["image"].startswith("harness-device:arm64-")
 
 
 def test_model_gate_gate_job_fails_when_a_device_sent_nothing(tmp_path: Path) -> None:

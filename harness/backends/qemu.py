@@ -1,4 +1,5 @@
-"""Counting mode: the worker under QEMU user-mode emulation with the instruction-counting plugin.
+"""Counting mode's counted run: the worker under QEMU user-mode emulation with the
+instruction-counting plugin, and the count of a model's inferences read back from it.
 
 The worker runs under the dynamic `qemu-aarch64` / `qemu-x86_64` of Debian's qemu-user (the static
 build has no -plugin), with `-plugin libinsn_count.so,outfile=...` (harness.counting.build) and
@@ -34,7 +35,7 @@ Determinism (the same instruction count on every run; each item below was seen t
   machine was.
 - Bytecode caches that never change: PYTHONDONTWRITEBYTECODE=1 (whether a module was compiled
   or loaded from its .pyc changes the heap); the host-Python fallback always compiles.
-- The counting worker (harness.counting.worker) reports no times, pid or memory figures.
+- The counting worker (harness.worker.counting) reports no times, pid or memory figures.
 """
 
 from __future__ import annotations
@@ -48,15 +49,16 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import harness
-from harness.backends.base import BackendUnavailable, Target
+from harness.backends.base import Backend, BackendUnavailable, Target, WorkerClient
 from harness.backends.local import ProcessChannel
+from harness.counting import CountingError, CountResult
 from harness.counting.build import PluginBuildError, build_plugin, installed_qemu, qemu_banner
-from harness.devices import HOST_ARCH, DeviceProfile
+from harness.devices import HOST_ARCH, UNAME_MACHINE, DeviceProfile
 
 HARNESS_DIR = Path(harness.__file__).resolve().parent
-QEMU_MACHINE = {"arm64": "aarch64", "amd64": "x86_64"}
 # Where the profile names no `cpu`: QEMU's "max" (every feature its TCG emulates; x86_64's
 # default qemu64 lacks SSE4.2, which numpy 2 needs).
 DEFAULT_CPU = "max"
@@ -70,14 +72,9 @@ GUEST_PYTHON = "/usr/bin/python3"
 NOT_LINKED = frozenset({"proc", "sys", "dev", "run", "tmp", "opt", "home", "root", "data"})
 PLUGIN_MODES = ("callback", "inline")
 # What the worker imports (files, and folders whose .py files it may import).
-WORKER_SOURCES = (
-    "__init__.py",
-    "worker",
-    "runtimes",
-    "counting/__init__.py",
-    "counting/worker.py",
-)
-WORKER_MODULE = "harness.counting.worker"  # harness.worker, with run-to-run-stable replies
+WORKER_SOURCES = ("__init__.py", "worker", "runtimes")
+WORKER_MODULE = "harness.worker.counting"  # harness.worker, with run-to-run-stable replies
+MODEL_ID = "model"  # the same id in every counting worker: requests are identical bytes
 
 
 @dataclass(frozen=True)
@@ -138,7 +135,7 @@ def find_interpreter(profile: DeviceProfile, prefer: str = "auto") -> Interprete
             missing = rootfs if guest is None else site
             raise BackendUnavailable(
                 f"{profile.name} ({arch}) needs the device image's trees to count instructions "
-                f"and {missing} is not built; run as root: python -m harness.counting prepare "
+                f"and {missing} is not built; run as root: harness counting prepare "
                 f"--device {profile.name} (or scripts/setup-counting.sh)"
             )
     if arch != HOST_ARCH:
@@ -148,7 +145,7 @@ def find_interpreter(profile: DeviceProfile, prefer: str = "auto") -> Interprete
 
 @functools.lru_cache(maxsize=4)
 def qemu_binary(arch: str) -> str:
-    machine = QEMU_MACHINE.get(arch)
+    machine = UNAME_MACHINE.get(arch)  # qemu-<uname -m of the guest>
     if machine is None:
         raise BackendUnavailable(f"counting supports arm64 and amd64, not {arch}")
     path = shutil.which(f"qemu-{machine}")
@@ -399,3 +396,114 @@ class QemuBackend:
             plugin_mode=self.mode,
             interpreter=interpreter.describe(),
         )
+
+
+# -- the counted run ----------------------------------------------------------------------------
+def counted_bench(
+    client: WorkerClient,
+    model_id: str,
+    samples: int,
+    warmup: int = 20,
+    timeout: float = 600.0,
+) -> CountResult:
+    """`bench(count=True)` on a worker started by QemuBackend, and the plugin's count for it."""
+    target = client.target
+    if not isinstance(target, CountingTarget):
+        raise TypeError(
+            f"the worker on {client.device} does not run under the counting plugin: start it "
+            "with harness.backends.qemu.QemuBackend"
+        )
+    if samples < 1:
+        raise ValueError("samples must be at least 1")
+    before = len(target.read_counts())
+    reply = client.request(
+        "bench", timeout, model_id=model_id, samples=samples, warmup=warmup, count=True
+    )
+    counts = target.read_counts()[before:]
+    if len(counts) != 1:
+        tail = target.channel.stderr_tail().strip()
+        raise CountingError(
+            f"the counting plugin on {client.device} reported {len(counts)} counts for one "
+            f"counted loop (expected 1): the worker's marker system calls did not reach it"
+            + (f"; worker output:\n{tail}" if tail else "")
+        )
+    count = counts[0]
+    return CountResult(
+        instructions_per_inference=count.instructions / samples,
+        total=count.instructions,
+        samples=samples,
+        warmup=warmup,
+        device=client.device,
+        arch=target.arch,
+        cpu=target.cpu,
+        qemu_version=target.qemu_version,
+        plugin_mode=count.mode,
+        vcpus=count.vcpus,
+        interpreter=target.interpreter,
+        samples_ns=tuple(int(t) for t in reply.get("samples_ns", [])),
+    )
+
+
+def hello_and_load(
+    client: WorkerClient,
+    model_path: Path,
+    dataset: Path | None,
+    timeout: float,
+    **load: Any,
+) -> None:
+    """The start-and-load exchange with a fresh worker: `hello` for the model's format, then
+    `load` as MODEL_ID with one intra-op thread (`load`: output, input_shapes, input_values).
+    harness.runner makes the same exchange for the pair workers: the one place to merge the two
+    when the worker's lifecycle leaves runner.Pair (issue 12)."""
+    from harness.runtimes import format_of
+
+    target = client.target
+    client.request("hello", timeout, formats=[format_of(str(model_path))])
+    client.request(
+        "load",
+        timeout,
+        model_id=MODEL_ID,
+        path=target.remote(model_path),
+        threads=1,
+        dataset=target.remote(dataset) if dataset is not None else None,
+        **load,
+    )
+
+
+def count_instructions(
+    profile: DeviceProfile,
+    model_path: Path,
+    dataset: Path | None = None,
+    samples: int = 200,
+    warmup: int = 20,
+    *,
+    output: str | None = None,
+    input_shapes: dict[str, list[int]] | None = None,
+    input_values: dict[str, Any] | None = None,
+    timeout: float = 600.0,
+    backend: Backend | None = None,
+) -> CountResult:
+    """Instructions per inference of `model_path` on `profile`'s arch and CPU model, counted in a
+    fresh worker under QEMU (one intra-op thread). Raises BackendUnavailable where counting is not
+    set up here (the reason says what to run), WorkerError/WorkerFailure as any worker does.
+
+    Counts depend on everything the worker did before (heap layout): compare models counted in
+    fresh workers that made the same requests, as this does."""
+    model_path = Path(model_path)
+    data = Path(dataset) if dataset is not None else None
+    files: Sequence[Path] = [model_path] + ([data] if data is not None else [])
+    chosen = backend if backend is not None else QemuBackend()
+    client = WorkerClient(chosen.start(profile, files, threads=1), profile.name)
+    try:
+        hello_and_load(
+            client,
+            model_path,
+            data,
+            timeout,
+            output=output,
+            input_shapes=input_shapes,
+            input_values=input_values,
+        )
+        return counted_bench(client, MODEL_ID, samples, warmup, timeout)
+    finally:
+        client.close()

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from harness.images.apt import APT_SOURCES, deb_src_sources, read_sources
 from harness.images.common import BuildError, harness_cache, locked, run_logged
 
 SOURCE = Path(__file__).with_name("insn_count.c")
@@ -43,7 +44,6 @@ VCLOCK_NAME = "libvclock.so"
 QEMU_PACKAGE = "qemu-user"
 HEADER_MEMBER = "include/qemu/qemu-plugin.h"
 CFLAGS = ("-shared", "-fPIC", "-O2", "-std=gnu11", "-Wall", "-Wno-unused-parameter")
-APT_SOURCES = Path("/etc/apt")
 OS_RELEASE = Path("/etc/os-release")
 SETUP_HINT = "run scripts/setup-counting.sh as root"
 
@@ -143,7 +143,7 @@ def cached_plugin(qemu: QemuPackage | None = None) -> Path | None:
     return path if path.is_file() and path.with_name(VCLOCK_NAME).is_file() else None
 
 
-# -- apt sources: deb-src twins of the system's entries for this release ----------------------
+# -- the release (its deb-src twins: harness.images.apt) -------------------------------------
 def os_codename(text: str | None = None) -> str:
     """VERSION_CODENAME (or UBUNTU_CODENAME) from /etc/os-release."""
     if text is None:
@@ -159,86 +159,6 @@ def os_codename(text: str | None = None) -> str:
     if not codename:
         raise PluginBuildError(f"no VERSION_CODENAME in {OS_RELEASE}: cannot tell the release")
     return codename
-
-
-def _release_suite(suite: str, codename: str) -> bool:
-    return suite == codename or suite.startswith(codename + "-")
-
-
-def _deb822_to_src(stanza: str, codename: str) -> str | None:
-    fields: dict[str, str] = {}
-    for line in stanza.splitlines():
-        if line and not line[0].isspace() and not line.startswith("#") and ":" in line:
-            key, _, value = line.partition(":")
-            fields[key.strip().lower()] = value.strip()
-    if fields.get("enabled", "yes").lower() == "no" or "deb" not in fields.get("types", "").split():
-        return None
-    suites = [s for s in fields.get("suites", "").split() if _release_suite(s, codename)]
-    if not suites:
-        return None
-    out: list[str] = []
-    for line in stanza.splitlines():
-        key = line.partition(":")[0].strip().lower() if line and not line[0].isspace() else ""
-        if key == "types":
-            out.append("Types: deb-src")
-        elif key == "suites":
-            out.append("Suites: " + " ".join(suites))
-        else:
-            out.append(line)
-    return "\n".join(out)
-
-
-def deb_src_sources(files: dict[str, str], codename: str) -> str:
-    """A deb822 .sources text with a deb-src entry for each `deb` entry of this release
-    (`codename` and its -updates/-security suites) in the apt sources files (name -> text).
-    Third-party repositories (other suites) are left out: they carry no qemu source."""
-    stanzas: list[str] = []
-    for name, text in sorted(files.items()):
-        if name.endswith(".sources"):
-            for stanza in re.split(r"\n\s*\n", text):
-                converted = _deb822_to_src(stanza, codename)
-                if converted:
-                    stanzas.append(converted)
-        elif name.endswith(".list"):
-            for line in text.splitlines():
-                line = line.split("#", 1)[0].strip()
-                options = ""
-                match = re.match(r"^deb\s+\[([^]]*)\]\s+(.*)$", line)
-                if match:
-                    options, rest = match.group(1), match.group(2)
-                elif line.startswith("deb ") or line.startswith("deb\t"):
-                    rest = line[3:].strip()
-                else:
-                    continue
-                words = rest.split()
-                if len(words) < 3 or not _release_suite(words[1], codename):
-                    continue
-                stanza = [
-                    "Types: deb-src",
-                    f"URIs: {words[0]}",
-                    f"Suites: {words[1]}",
-                    f"Components: {' '.join(words[2:])}",
-                ]
-                for option in options.split():
-                    key, _, value = option.partition("=")
-                    if key == "signed-by":
-                        stanza.append(f"Signed-By: {value}")
-                    elif key in ("arch", "trusted"):
-                        stanza.append(
-                            f"{'Architectures' if key == 'arch' else 'Trusted'}: "
-                            f"{value.replace(',', ' ')}"
-                        )
-                stanzas.append("\n".join(stanza))
-    return "\n\n".join(stanzas) + ("\n" if stanzas else "")
-
-
-def system_sources() -> dict[str, str]:
-    files: dict[str, str] = {}
-    candidates = [APT_SOURCES / "sources.list", *sorted((APT_SOURCES / "sources.list.d").glob("*"))]
-    for path in candidates:
-        if path.suffix in (".list", ".sources") and path.is_file():
-            files[path.name] = path.read_text(errors="replace")
-    return files
 
 
 def run(command: Sequence[str], log: Path, what: str, cwd: Path | None = None) -> None:
@@ -333,7 +253,7 @@ def fetch_header(qemu: QemuPackage, log: Path) -> Path:
     (apt_root / "sources.list.d").mkdir(parents=True, exist_ok=True)
     for sub in ("lists/partial", "cache/archives/partial"):
         (apt_root / sub).mkdir(parents=True, exist_ok=True)
-    sources = deb_src_sources(system_sources(), os_codename())
+    sources = deb_src_sources(read_sources(), os_codename())
     if not sources:
         raise PluginBuildError(
             f"no apt entry for this release in {APT_SOURCES}/sources.list*: cannot derive a "

@@ -1,20 +1,19 @@
 """Device container images, built without a container registry (or from a Dockerfile where one
-answers), tagged by a hash of their recipe: `harness images build` / `harness images list`.
+answers), tagged by a hash of their recipe. The command: `harness images build | list`
+(harness.commands.images).
 
 Strategies, one per file: debootstrap.py (no registry: debootstrap rootfs + host-downloaded wheels
 -> docker import -> architecture fix) and dockerfile.py (FROM a public Python image). recipe.py
-says what goes in an image and computes its tag; common.py holds the cache, logs and progress.
+says what goes in an image and computes its tag; common.py holds the cache, logs and progress;
+apt.py reads the system's apt sources (the Debian mirror debootstrap uses).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.devices import DeviceProfile, load_profiles, select
+from harness.devices import DeviceProfile
 from harness.images.common import BuildError, Progress, cache_root, locked
 from harness.images.recipe import KINDS, Recipe, image_tag, recipe_for
 
@@ -29,8 +28,8 @@ __all__ = [
     "build",
     "cache_root",
     "image_exists",
+    "engine",
     "image_tag",
-    "main",
     "recipe_for",
 ]
 
@@ -117,97 +116,3 @@ def build(
             debootstrap.build(recipe, client, progress, labels)
         progress.print(f"built {recipe.tag} in {time.monotonic() - started:.0f} s")
     return recipe.tag
-
-
-def _groups(profiles: Sequence[DeviceProfile]) -> dict[str, list[DeviceProfile]]:
-    """Profiles by image tag: devices with the same arch, kind and runtimes share an image."""
-    groups: dict[str, list[DeviceProfile]] = {}
-    for profile in profiles:
-        groups.setdefault(image_tag(profile), []).append(profile)
-    return groups
-
-
-def _is_gpu(profile: DeviceProfile) -> bool:
-    return profile.accelerator != "none" or KINDS.get(profile.image, KINDS["debian-bookworm"]).gpu
-
-
-def _build_command(args: argparse.Namespace, console: Console) -> int:
-    profiles = load_profiles(Path(args.matrix) if args.matrix else None)
-    if args.device:
-        chosen = select(profiles, args.device, "--device")
-        for profile in chosen:
-            if profile.backend != "docker":
-                console.print(f"{profile.name}: runs natively ({profile.backend}), needs no image")
-        chosen = [p for p in chosen if p.backend == "docker"]
-    else:
-        docker_profiles = [p for p in profiles.values() if p.backend == "docker"]
-        chosen = [p for p in docker_profiles if not _is_gpu(p)]
-        gpu = [p.name for p in docker_profiles if _is_gpu(p)]
-        if gpu:
-            console.print(
-                f"GPU images ({', '.join(gpu)}) are built only on request: "
-                f"harness images build --device {gpu[0]}"
-            )
-    if not chosen:
-        return 0
-    try:
-        client = engine()
-    except BuildError as exc:
-        console.print(f"[red]harness images: {exc}[/]")
-        return 1
-    failed = 0
-    for tag, group in _groups(chosen).items():
-        console.print(f"[bold]{', '.join(p.name for p in group)}[/] -> {tag}")
-        try:
-            build(group[0], args.method, console, client=client)
-        except BuildError as exc:
-            console.print(f"[red]harness images: {exc}[/]")
-            failed += 1
-    return 1 if failed else 0
-
-
-def _list_command(args: argparse.Namespace, console: Console) -> int:
-    import docker.errors
-    from rich.table import Table
-
-    profiles = load_profiles(Path(args.matrix) if args.matrix else None)
-    try:
-        client: Any = engine(timeout=30)
-    except BuildError as exc:
-        client = None
-        console.print(f"[yellow]{exc}[/]")
-    rows: list[tuple[str, ...]] = []
-    for profile in profiles.values():
-        if profile.backend != "docker":
-            rows.append((profile.name, profile.target_arch, "(runs natively: no image)", "-"))
-            continue
-        tag = image_tag(profile)
-        built = "?"
-        if client is not None:
-            try:
-                image = client.images.get(tag)
-                built = f"yes, {image.attrs.get('Size', 0) / 2**20:.0f} MB"
-            except docker.errors.ImageNotFound:
-                built = "no (GPU)" if _is_gpu(profile) else "no"
-        rows.append((profile.name, profile.target_arch, tag, built))
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for index, header in enumerate(("device", "arch", "tag", "built")):
-        table.add_column(header, no_wrap=True, min_width=max(len(row[index]) for row in rows))
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-    if any(row[3] == "no (GPU)" for row in rows):
-        console.print("GPU images are built only on request: harness images build --device NAME")
-    return 0
-
-
-def main(args: argparse.Namespace) -> int:
-    """`harness images build|list` (parsed by harness.cli)."""
-    from rich.console import Console
-
-    console = Console(soft_wrap=True)  # long lines (tags, log paths) stay whole in CI logs
-    if args.images_command == "build":
-        return _build_command(args, console)
-    if args.images_command == "list":
-        return _list_command(args, console)
-    raise ValueError(f"unknown images command {args.images_command!r}")

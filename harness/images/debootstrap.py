@@ -22,10 +22,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from harness.images import apt
 from harness.images.common import BuildError, Progress, cache_root, run_logged
 from harness.images.recipe import (
     PLATFORM_VARIANT,
@@ -34,70 +35,16 @@ from harness.images.recipe import (
     Recipe,
 )
 
-APT_SOURCES = Path("/etc/apt")
-
-
-def _deb822_entries(text: str) -> Iterator[dict[str, str]]:
-    for stanza in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        key = ""
-        for line in stanza.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            if line[0].isspace() and key:
-                fields[key] += " " + line.strip()
-                continue
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            fields[key] = value.strip()
-        if fields:
-            yield fields
-
-
-def mirrors_from_sources(files: dict[str, str], suite: str) -> list[str]:
-    """Mirror URIs that serve `suite` main, from apt sources files (name -> text): one-line
-    `deb URI SUITE COMPONENTS` (.list) and deb822 stanzas (.sources). Security and updates
-    suites and third-party repositories do not match."""
-    found: list[str] = []
-    for name, text in files.items():
-        if name.endswith(".sources"):
-            for entry in _deb822_entries(text):
-                if entry.get("enabled", "yes").lower() == "no":
-                    continue
-                if "deb" not in entry.get("types", "").split():
-                    continue
-                if (
-                    suite in entry.get("suites", "").split()
-                    and "main" in entry.get("components", "").split()
-                ):
-                    found.extend(entry.get("uris", "").split())
-        elif name.endswith(".list"):
-            for line in text.splitlines():
-                # drop comments and options such as [arch=amd64 signed-by=...]
-                words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
-                if (
-                    len(words) >= 4
-                    and words[0] == "deb"
-                    and words[2] == suite
-                    and "main" in words[3:]
-                ):
-                    found.append(words[1])
-    return list(dict.fromkeys(uri.rstrip("/") for uri in found))
-
 
 def debian_mirror(suite: str) -> str:
     """The Debian mirror apt is configured with ($HARNESS_DEBIAN_MIRROR overrides)."""
     override = os.environ.get("HARNESS_DEBIAN_MIRROR")
     if override:
         return override
-    files: dict[str, str] = {}
-    for path in [APT_SOURCES / "sources.list", *sorted((APT_SOURCES / "sources.list.d").glob("*"))]:
-        if path.suffix in (".list", ".sources") and path.is_file():
-            files[path.name] = path.read_text(errors="replace")
-    mirrors = mirrors_from_sources(files, suite)
+    mirrors = apt.mirrors_from_sources(apt.read_sources(), suite)
     if not mirrors:
         raise BuildError(
-            f"no Debian mirror serving {suite} main found in {APT_SOURCES}/sources.list*; "
+            f"no Debian mirror serving {suite} main found in {apt.APT_SOURCES}/sources.list*; "
             "set HARNESS_DEBIAN_MIRROR=http://<your mirror>/debian"
         )
     return mirrors[0]

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from harness.devices import DeviceProfile
+from harness.devices import UNAME_MACHINE, DeviceProfile
 from harness.errors import ConfigError
 
 # Bump when the way images are assembled changes (layout, env, entry point): every tag changes.
@@ -27,7 +27,6 @@ WORKER_COMMAND = ("python3", "-m", "harness.worker")
 # glibc of Debian bookworm is 2.36: every manylinux tag up to it runs there. pip matches the
 # listed tags exactly (without 2_27 it silently picks ai-edge-litert 1.4 for aarch64), so list all.
 GLIBC = (2, 36)
-UNAME_MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
 PLATFORM_VARIANT = {"arm64": "v8"}
 
 

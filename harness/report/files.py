@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.report import html, markdown
-from harness.results import Overall, overall, write_atomic
+from harness.results import write_atomic
+from harness.verdict import Overall, overall
 
 if TYPE_CHECKING:
     from harness.store import Trend

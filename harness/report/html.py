@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from harness.registry import headline_figures
 from harness.report import markdown
-from harness.results import Overall, overall
 from harness.store import Trend
+from harness.verdict import Overall, overall
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.registry import ORDER, headline_of
-from harness.results import Overall, overall
 from harness.store import Trend
+from harness.verdict import Overall, overall
 
 ICON = {
     "PASS": "✅",

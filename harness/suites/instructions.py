@@ -18,7 +18,8 @@ WARMUP = 20
 
 
 def _count(pair: Pair, model: Any) -> Any:
-    from harness.counting import CountingError, count_instructions
+    from harness.backends.qemu import count_instructions
+    from harness.counting import CountingError
 
     if model.problems:
         pair.start()  # raises the model's file problem as the item's failure

@@ -1,4 +1,5 @@
-"""The worker as counting mode runs it: `python -m harness.counting.worker` (inside the target).
+"""The worker as counting mode runs it: `python -m harness.worker.counting` (inside the target,
+under QEMU with the counting plugin; harness.backends.qemu starts it).
 
 The same protocol and operations as harness.worker, with two differences that keep instruction
 counts identical from run to run:
@@ -11,7 +12,7 @@ counts identical from run to run:
   strings made from them varied, and with them the heap layout the counted loop then ran in
   (measured: one run in ten counted 10 instructions per inference fewer).
 
-Standard library, numpy and the runtime only, like harness.worker.
+Standard library, numpy and the runtime only, like the rest of harness.worker.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`python -m harness.counting build | prepare --device D | count --device D MODEL [DATASET]`.
+"""`harness counting build | prepare --device D | count --device D MODEL [DATASET]`.
 
 build    fetch qemu-plugin.h for the installed qemu-user and compile the plugin (cached)
 prepare  the plugin, and the device image's trees (debootstrap rootfs + wheels) a device counts in
@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from harness.devices import DeviceProfile, load_profiles, select
 
@@ -23,8 +24,9 @@ def _profile(args: argparse.Namespace) -> DeviceProfile:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from harness.backends.qemu import QEMU_MACHINE, qemu_binary, qemu_version
+    from harness.backends.qemu import qemu_binary, qemu_version
     from harness.counting.build import PluginBuildError, build_plugin
+    from harness.devices import UNAME_MACHINE
 
     started = time.monotonic()
     try:
@@ -33,11 +35,11 @@ def _build(args: argparse.Namespace) -> int:
         print(f"harness counting: {exc}", file=sys.stderr)
         return 1
     versions = []
-    for arch in QEMU_MACHINE:
+    for arch, machine in UNAME_MACHINE.items():
         try:
-            versions.append(f"qemu-{QEMU_MACHINE[arch]} {qemu_version(qemu_binary(arch))}")
+            versions.append(f"qemu-{machine} {qemu_version(qemu_binary(arch))}")
         except Exception as exc:  # noqa: BLE001 - report and go on
-            versions.append(f"qemu-{QEMU_MACHINE[arch]}: {exc}")
+            versions.append(f"qemu-{machine}: {exc}")
     how = (
         "cached"
         if plugin.cached
@@ -75,8 +77,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _count(args: argparse.Namespace) -> int:
     from harness.backends.base import BackendUnavailable, WorkerError, WorkerFailure
-    from harness.backends.qemu import QemuBackend
-    from harness.counting import count_instructions, estimate_ms
+    from harness.backends.qemu import QemuBackend, count_instructions
+    from harness.counting import estimate_ms
 
     profile = _profile(args)
     started = time.monotonic()
@@ -111,19 +113,25 @@ def _count(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.counting",
+def _run(args: argparse.Namespace) -> int:
+    handlers = {"build": _build, "prepare": _prepare, "count": _count}
+    return handlers[args.counting_command](args)
+
+
+def add_parser(commands: Any) -> None:
+    counting = commands.add_parser(
+        "counting",
+        help="instruction counting under QEMU: build the plugin, prepare a device, count a model",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--matrix", help="folder of extra device profiles (TOML)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="build the plugin for the installed qemu-user")
+    counting.add_argument("--matrix", help="folder of extra device profiles (TOML)")
+    sub = counting.add_subparsers(dest="counting_command", required=True)
+    build = sub.add_parser("build", help="build the plugin for the installed qemu-user")
     build.add_argument("--force", action="store_true", help="rebuild even when cached")
-    prepare = commands.add_parser("prepare", help="plugin + the trees a device counts in")
+    prepare = sub.add_parser("prepare", help="plugin + the trees a device counts in")
     prepare.add_argument("--device", required=True)
-    count = commands.add_parser("count", help="instructions per inference of a model")
+    count = sub.add_parser("count", help="instructions per inference of a model")
     count.add_argument("--device", required=True)
     count.add_argument("model")
     count.add_argument("dataset", nargs="?")
@@ -132,10 +140,4 @@ def main(argv: list[str] | None = None) -> int:
     count.add_argument("--mode", choices=("callback", "inline"), default="callback")
     count.add_argument("--interpreter", choices=("auto", "rootfs", "host"), default="auto")
     count.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    handler = {"build": _build, "prepare": _prepare, "count": _count}[args.command]
-    return handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    counting.set_defaults(handler=_run)

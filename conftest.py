@@ -1,0 +1,99 @@
+"""The project's shared test fixtures (tests/ holds the tests). Tests that need Docker or QEMU skip
+on a laptop without them but fail under CI=true, where .ci/run must have installed and started
+them. Heavy imports wait inside the fixtures: pytest also loads this file for runs in examples/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# pytester gives each run its own HOME; the device images' cache (debootstrap trees, wheels,
+# the counting plugin) is the real one.
+os.environ.setdefault("HARNESS_CACHE", str(Path.home() / ".cache" / "harness"))
+
+
+def unavailable(reason: str) -> None:
+    """Fail under CI=true, skip elsewhere."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: .ci/run must provide it)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_client():  # type: ignore[no-untyped-def]
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # docker.errors.DockerException and socket errors
+        unavailable(f"no Docker engine answers here: {exc}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def arm64_binfmt() -> None:
+    handler = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    if not handler.exists() or "enabled" not in handler.read_text():
+        unavailable("no qemu-aarch64 binfmt_misc handler is registered")
+
+
+@pytest.fixture(scope="session")
+def counting_plugin() -> Path:
+    """The instruction-counting QEMU plugin, built for the installed qemu-user (or cached)."""
+    import shutil
+
+    from harness.counting.build import PluginBuildError, build_plugin
+    from harness.devices import HOST_ARCH, UNAME_MACHINE
+
+    if shutil.which(f"qemu-{UNAME_MACHINE.get(HOST_ARCH, HOST_ARCH)}") is None:
+        unavailable("qemu-user is not installed: run scripts/setup-counting.sh as root")
+    try:
+        return build_plugin().path
+    except PluginBuildError as exc:
+        unavailable(f"the counting plugin cannot be built here: {exc}")
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def digits_mlps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The examples/digits MLP (64 -> 32 -> 10) and the same with one more hidden unit (zero
+    weights: the same predictions, ~0.5% more instructions)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from harness.modelgen.onnx import mlp
+
+    graph = onnx.load(str(ROOT / "examples" / "digits" / "models" / "digits.onnx")).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    w0, b0 = init["coefficient"], init["intercepts"].ravel()
+    w1, b1 = init["coefficient1"], init["intercepts1"].ravel()
+    folder = tmp_path_factory.mktemp("mlps")
+    base = mlp(folder / "base.onnx", [w0, w1], [b0, b1])
+    wide = mlp(
+        folder / "wide.onnx",
+        [np.hstack([w0, np.zeros((64, 1), np.float32)]), np.vstack([w1, np.zeros((1, 10))])],
+        [np.append(b0, 0.0), b1],
+    )
+    return base, wide
+
+
+def _preload_harness() -> None:
+    """Import every harness module now: pytester's in-process runs drop modules first imported
+    inside a run, which would give later runs second copies of exception classes."""
+    import importlib
+    import pkgutil
+
+    import harness
+
+    for module in pkgutil.walk_packages(harness.__path__, "harness."):
+        if not module.name.startswith(("harness.worker.__main__",)):
+            importlib.import_module(module.name)
+
+
+_preload_harness()
