@@ -55,6 +55,10 @@ class Rule:
     digits: int = 1
     emulated_figure: str | None = None  # read instead under emulation (an estimated figure)
     against_host: bool = False  # device parity: not applicable on the host, the reference
+    # A sampled figure decides on its interval (`<figure>_low`, `<figure>_high`): PASS when the
+    # whole interval meets the gate, FAIL when none of it does, undecided between.
+    interval: bool = False
+    optional: bool = False  # a record without the figure is not gated (the host: no agreement)
 
 
 RULES = (
@@ -134,6 +138,19 @@ RULES = (
         against_host=True,
     ),
     Rule(
+        "device_top1_min",
+        "accuracy",
+        "host_agreement",
+        "top-1 agreement with host",
+        "",
+        operator.lt,
+        "<",
+        digits=4,
+        against_host=True,
+        interval=True,
+        optional=True,
+    ),
+    Rule(
         "device_max_abs_error",
         "parity",
         "device_max_abs_error",
@@ -193,6 +210,8 @@ def decide(
             )
             checks.append(Check(rule.gate, figure, value, threshold, None, message))
             continue
+        if value is None and rule.optional:
+            continue
         if value is None:
             if flags.get("failure"):
                 continue  # the failure (e.g. OOM-killed) is the reason; no second one
@@ -200,6 +219,9 @@ def decide(
             checks.append(Check(rule.gate, figure, None, threshold, False, message))
             continue
         text = f"{value:.{rule.digits}f}{rule.unit}"
+        if rule.interval and f"{figure}_low" in figures:
+            checks.append(_on_interval(rule, figures, value, threshold, text, shown, where))
+            continue
         failed = rule.worse(value, threshold)
         relation = rule.symbol if failed else {">": "≤", "<": "≥"}[rule.symbol]
         message = f"{label} {text} {relation} {shown} {where}"
@@ -228,6 +250,31 @@ def decide(
     if any(c.passed for c in checks):
         return Verdict(PASS, tuple(checks))
     return Verdict(NO_GATE, tuple(checks))
+
+
+def _on_interval(
+    rule: Rule,
+    figures: Mapping[str, Any],
+    value: float,
+    threshold: float,
+    text: str,
+    shown: str,
+    where: str,
+) -> Check:
+    """A `*_min` gate on a sampled figure: its interval decides."""
+    low, high = figures[f"{rule.figure}_low"], figures[f"{rule.figure}_high"]
+    bounds = f"[{low:.{rule.digits}f}, {high:.{rule.digits}f}]"
+    n = figures.get("agreement_n")
+    sampled = f" on {n} samples" if n is not None else ""
+    if low >= threshold:
+        passed: bool | None = True
+        relation = "≥"
+    elif high < threshold:
+        passed, relation = False, "<"
+    else:
+        passed, relation = None, "undecided against"
+    message = f"{rule.label} {text} {bounds}{sampled} {relation} {shown} {where}"
+    return Check(rule.gate, rule.figure, value, threshold, passed, message)
 
 
 def _finite(check: Check, device: str, fidelity: str) -> Check:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import pytest
@@ -13,6 +13,7 @@ from harness.baseline import Baseline
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
 from harness.gates import RELATIVE, decide
+from harness.progress import Progress
 from harness.registry import Suite, suites_for
 from harness.results import (
     ERROR,
@@ -85,6 +86,7 @@ class HarnessItem(pytest.Item):
         measurement: Measurement | None,
         info: dict[str, Any],
         error: str | None = None,
+        plan: dict[str, Any] | None = None,
     ) -> None:
         """Attach the result record to the report (xdist carries it to the controller)."""
         rec = record(
@@ -98,6 +100,7 @@ class HarnessItem(pytest.Item):
             worker=info,
             error=error,
             model_path=self.model.path,
+            plan=plan,
         )
         self.user_properties.extend(junit_properties(rec))
         self.user_properties.append((USER_PROPERTY, json.dumps(rec, default=str)))
@@ -105,6 +108,7 @@ class HarnessItem(pytest.Item):
     def runtest(self) -> None:
         config = self.harness_file.config_data
         pair = self.harness_file.pool.get(self.model, self.profile)
+        pair.progress = Progress(self.name, self._terminal_line())
         try:
             measurement = self.suite.measure(pair)
         except PairFailure as failure:
@@ -140,11 +144,19 @@ class HarnessItem(pytest.Item):
             measurement.fidelity,
             measurement.flags,
         )
-        self._publish(verdict, measurement, pair_info(pair))
+        plan = pair.plan.as_json() if pair.has_plan and not self.suite.static else None
+        self._publish(verdict, measurement, pair_info(pair), plan=plan)
         if verdict.status == FAIL or (
             verdict.status == INCONCLUSIVE and config.inconclusive == "fail"
         ):
             raise GateFailure("\n".join(verdict.reasons))
+
+    def _terminal_line(self) -> Callable[[str], None] | None:
+        """pytest's terminal, where this process has one (not an xdist worker)."""
+        if hasattr(self.config, "workerinput"):
+            return None
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        return None if reporter is None else reporter.write_line
 
     def _fail_without_figures(
         self, message: str, info: dict[str, Any], skip: bool = False

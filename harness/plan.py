@@ -22,6 +22,9 @@ from harness.config import HarnessConfig
 MIN_AGREEMENT = 8  # fewer sampled inputs say nothing about agreement
 MIN_LATENCY_SAMPLES = 3
 INFERENCES_PER_EXAMPLE = 4  # a robustness example runs the input twice, and a batch
+# Counting always runs under QEMU: a native inference costs a few hundred times more there
+# (FACTS.md: 15-30x for a tiny MatMul model, 300-450x for a real network).
+QEMU_SLOWDOWN = 300.0
 
 
 @dataclass(frozen=True)
@@ -82,16 +85,18 @@ def make_plan(
         accuracy_on = "host"
         wanted = max(MIN_AGREEMENT, min(affordable, settings.agreement_samples))
         agreement = min(dataset_samples, wanted)
+    counted_cost = cost if emulated else cost * QEMU_SLOWDOWN
+    counted = max(1, min(counting_samples, int(settings.budget_s / counted_cost) // 2))
+    counted_warmup = min(counting_warmup, max(1, math.ceil(counted / 10)))
     if not emulated:
         return Plan(
             device, emulated, seconds_per_inference, dataset_samples, accuracy_on, agreement,
             latency.warmup, latency.samples, latency.min_samples, robustness.examples,
-            counting_warmup, counting_samples,
+            counted_warmup, counted,
         )  # fmt: skip
     samples = max(MIN_LATENCY_SAMPLES, min(latency.samples, affordable))
     warmup = min(latency.warmup, max(1, samples // 10))
     examples = min(robustness.examples, max(2, affordable // INFERENCES_PER_EXAMPLE))
-    counted = max(1, min(counting_samples, affordable // 2))
     return Plan(
         device,
         emulated,
@@ -103,6 +108,6 @@ def make_plan(
         samples,
         min(latency.min_samples, samples),
         examples if robustness.examples else 0,
-        min(counting_warmup, max(1, math.ceil(counted / 10))),
+        counted_warmup,
         counted,
     )

@@ -219,7 +219,17 @@ class HarnessReporter:
         line = f"harness: config {config.source} | devices {devices} | seed {config.seed}"
         if self.state.baseline is not None:
             line += f" | baseline {self.state.baseline.label}"
-        return [line]
+        lines = [line]
+        emulated = [d.name for d in self.state.devices if d.emulated]
+        if emulated:
+            plan = config.plan
+            lines.append(
+                f"harness: plan: on {', '.join(emulated)} (emulated) each suite spends at most "
+                f"~{plan.budget_s:g} s of inference; a dataset that costs more is scored on the "
+                f"host, the device answering up to {plan.agreement_samples} sampled inputs "
+                "(the plan per model is printed at the end and stored in the results)"
+            )
+        return lines
 
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         # Free a pair's worker (and its container) once its last suite here has run.
@@ -280,6 +290,17 @@ class HarnessReporter:
             return
         from harness.report.terminal import gate_table
 
+        emulated_plans = sorted(
+            {
+                f"{r['model']} on {r['plan']['summary']}"
+                for r in self.state.results.values()
+                if r.get("plan", {}).get("emulated")
+            }
+        )
+        if emulated_plans:
+            terminalreporter.write_sep("-", "harness plan")
+            for summary in emulated_plans:
+                terminalreporter.write_line(summary)
         terminalreporter.write_sep("=", "harness gates")
         for line in gate_table(list(self.state.results.values()), terminalreporter.hasmarkup):
             terminalreporter.write_line(line)

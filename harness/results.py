@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 SCHEMA = "harness-results/2"
 READABLE_SCHEMAS = ("harness-results/1", SCHEMA)  # /1 kept its flags among the figures
@@ -109,6 +109,7 @@ class Record(TypedDict):
     raw: dict[str, Any]
     worker: dict[str, Any]  # runtime, versions, machine and limits of the target
     error: str | None  # the measurement failed (no figures); the message says why
+    plan: NotRequired[dict[str, Any]]  # how much the suites did on this device (harness.plan)
 
 
 def record(
@@ -123,8 +124,9 @@ def record(
     worker: dict[str, Any] | None = None,
     error: str | None = None,
     model_path: Path | None = None,
+    plan: dict[str, Any] | None = None,
 ) -> Record:
-    return {
+    made: Record = {
         "nodeid": nodeid,
         "suite": suite,
         "model": model,
@@ -138,6 +140,9 @@ def record(
         "worker": worker or {},
         "error": error,
     }
+    if plan is not None:
+        made["plan"] = plan
+    return made
 
 
 def junit_properties(rec: Record) -> list[tuple[str, object]]:

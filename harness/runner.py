@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from harness.baseline import Baseline, BaselineContext
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
 from harness.plan import Plan, make_plan
+from harness.progress import silent
 from harness.runtimes import format_of
 
 START_TIMEOUT_S = 120.0  # emulated start-up (runtime import under QEMU) takes seconds
@@ -233,6 +235,8 @@ class Pair:
     baseline: BaselineContext
     shared: Shared
     _plan: Plan | None = field(default=None, init=False)
+    # What the running item reports its progress to (harness.progress); set by the item.
+    progress: Callable[[str, int, int], None] = field(default=silent, init=False)
 
     @property
     def key(self) -> str:
@@ -270,6 +274,28 @@ class Pair:
                 self.config,
             )
         return self._plan
+
+    @property
+    def has_plan(self) -> bool:
+        return self._plan is not None
+
+    def planned(self) -> Pair:
+        """This pair with the latency and robustness settings its plan scales (an expensive
+        device runs fewer, stated in the plan); unchanged where inference is cheap."""
+        plan = self.plan
+        if not plan.emulated:
+            return self
+        latency = replace(
+            self.config.latency,
+            warmup=plan.latency_warmup,
+            samples=plan.latency_samples,
+            min_samples=plan.latency_min_samples,
+        )
+        robustness = replace(self.config.robustness, examples=plan.robustness_examples)
+        config = replace(self.config, latency=latency, robustness=robustness)
+        planned = replace(self, config=config)
+        planned._plan, planned.progress = plan, self.progress
+        return planned
 
     def other(self, model: ModelSpec) -> Worker:
         """A worker of its own for another model on this device (the caller closes it)."""

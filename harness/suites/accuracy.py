@@ -1,6 +1,13 @@
 """Accuracy: top-1 for classification (argmax of the score output), MAE for regression.
 
 The worker returns predictions only; labels stay on the host and scoring happens here.
+
+Where one inference is expensive (an emulated board; see harness.plan), accuracy over the whole
+dataset is computed natively on this host, and the device answers a seeded sample of it: the
+item reports the device's agreement with the host's answers with an exact confidence interval,
+which decides `device_top1_min` (PASS when the interval's low end meets it, FAIL when its high end
+misses it, INCONCLUSIVE between, saying how many samples would decide). The host's reference run
+goes on in a thread while the device works: it is not timed, and the device is another process.
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.results import Measurement
+from harness.results import Flags, Measurement
 from harness.runner import Pair
 from harness.worker.feeds import DataError, load_npz
 
@@ -34,8 +41,13 @@ def task_of(pair: Pair, labels: np.ndarray) -> str:
 def _score(
     pair: Pair, labels: np.ndarray, task: str, base: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    return _scored(pair, labels, task, pair.request("evaluate", base=base, task=task))
+
+
+def _scored(
+    pair: Pair, labels: np.ndarray, task: str, result: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     count = labels.shape[0]
-    result = pair.request("evaluate", base=base, task=task)
     figures: dict[str, Any] = {"n": count, "task": task, "nonfinite": result["nonfinite"]}
     raw: dict[str, Any] = {}
     if task == "classification":
@@ -89,6 +101,8 @@ def measure(pair: Pair) -> Measurement:
             "samples; store one label per sample"
         )
     task = task_of(pair, labels)
+    if pair.plan.accuracy_on == "host":
+        return _on_host_with_agreement(pair, labels, task)
     figures, raw = _score(pair, labels, task, base=False)
     base_figures: dict[str, Any] = {}
     if pair.baseline.base is not None:
@@ -105,6 +119,98 @@ def measure(pair: Pair) -> Measurement:
         figures["accuracy_drop"] = figures["baseline_accuracy"] - figures["accuracy"]
     if pair.profile.backend != "local":
         figures.update(_against_host(pair.shared.host_reference(pair.model, task), raw))
+        if "host_agreement" in figures:  # every sample: the agreement is exact
+            figures["host_agreement_low"] = figures["host_agreement_high"] = figures[
+                "host_agreement"
+            ]
+            figures["agreement_n"] = count
     raw.pop("values", None)  # raw scores served the comparisons; the report keeps predictions
     assert pair.target is not None
     return Measurement(figures, pair.target.fidelity, raw)
+
+
+AGREEMENT_CHUNK_S = 20.0  # device work per request: progress between, no request near timeout_s
+
+
+def _device_sample(pair: Pair, task: str, indices: list[int]) -> dict[str, Any]:
+    """The device's answers on `indices`, asked in chunks of about AGREEMENT_CHUNK_S."""
+    per_request = max(1, int(AGREEMENT_CHUNK_S / max(pair.plan.seconds_per_inference, 1e-6)))
+    parts = []
+    for start in range(0, len(indices), per_request):
+        chunk = indices[start : start + per_request]
+        parts.append(pair.request("evaluate", task=task, indices=chunk))
+        pair.progress("agreement", start + len(chunk), len(indices))
+    merged: dict[str, Any] = {"nonfinite": sum(int(p["nonfinite"]) for p in parts)}
+    if all("top1" in p for p in parts):
+        merged["top1"] = [c for p in parts for c in p["top1"]]
+    if all("values" in p for p in parts):
+        merged["values"] = np.concatenate([np.asarray(p["values"]) for p in parts])
+    return merged
+
+
+def _on_host_with_agreement(pair: Pair, labels: np.ndarray, task: str) -> Measurement:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harness import stats
+
+    plan, count = pair.plan, labels.shape[0]
+    rng = np.random.default_rng(pair.config.seed)
+    indices = sorted(int(i) for i in rng.choice(count, plan.agreement_samples, replace=False))
+    with ThreadPoolExecutor(max_workers=1) as background:
+        reference = background.submit(pair.shared.host_reference, pair.model, task)
+        device = _device_sample(pair, task, indices)
+        host = reference.result()
+    figures, raw = _scored(pair, labels, task, host)
+    figures["accuracy_on"] = f"host (natively, all {count} samples)"
+    figures["nonfinite"] = int(figures["nonfinite"]) + int(device["nonfinite"])
+    figures["agreement_n"] = len(indices)
+    if "top1" in device and "top1" in host:
+        mine = np.asarray(device["top1"])
+        agree = int((np.asarray(host["top1"])[indices] == mine).sum())
+        interval = stats.agreement_interval(agree, len(indices), pair.config.plan.confidence)
+        figures |= {
+            "host_agreement": agree / len(indices),
+            "host_agreement_low": interval.low,
+            "host_agreement_high": interval.high,
+            "host_disagreements": len(indices) - agree,
+            "agreement_confidence": pair.config.plan.confidence,
+        }
+    if "values" in device and "values" in host:
+        delta = np.abs(np.asarray(host["values"])[indices] - device["values"])
+        figures["host_max_abs_diff"] = float(delta.max()) if delta.size else 0.0
+    base_figures: dict[str, Any] = {}
+    if pair.baseline.base is not None:
+        base_figures, _ = _scored(
+            pair, labels, task, pair.shared.host_reference(pair.baseline.base, task)
+        )
+    else:
+        base_figures = pair.baseline.stored_figures("accuracy")
+    for key in ("accuracy", "mae"):
+        if key in base_figures and key in figures:
+            figures[f"baseline_{key}"] = base_figures[key]
+    if "baseline_accuracy" in figures:
+        figures["accuracy_drop"] = figures["baseline_accuracy"] - figures["accuracy"]
+    raw.pop("values", None)
+    raw["agreement_indices"] = indices
+    assert pair.target is not None
+    return Measurement(figures, pair.target.fidelity, raw, _undecided(pair, figures))
+
+
+def _undecided(pair: Pair, figures: dict[str, Any]) -> Flags:
+    """INCONCLUSIVE when the agreement's interval straddles device_top1_min."""
+    from harness import stats
+
+    threshold = pair.model.gates_for(pair.profile.name).device_top1_min
+    low, high = figures.get("host_agreement_low"), figures.get("host_agreement_high")
+    if threshold is None or low is None or high is None or not low < threshold <= high:
+        return Flags()
+    confidence = pair.config.plan.confidence
+    needed = stats.samples_needed_for_agreement(threshold, confidence)
+    return Flags(
+        inconclusive=(
+            f"top-1 agreement with the host {figures['host_agreement']:.2%} on "
+            f"{figures['agreement_n']} sampled inputs, [{low:.1%}, {high:.1%}] at "
+            f"{confidence:.0%}, straddles device_top1_min {threshold:g}; about {needed} samples "
+            "decide it (raise plan.agreement_samples and plan.budget_s)"
+        )
+    )

@@ -13,9 +13,6 @@ from harness.results import Measurement
 from harness.runner import Pair, PairFailure
 from harness.worker.feeds import DataError
 
-SAMPLES = 200
-WARMUP = 20
-
 
 def _count(pair: Pair, model: Any) -> Any:
     from harness.backends.qemu import count_instructions
@@ -28,8 +25,8 @@ def _count(pair: Pair, model: Any) -> Any:
             pair.profile,
             model.path,
             model.dataset,
-            samples=min(SAMPLES, pair.config.latency.samples),
-            warmup=WARMUP,
+            samples=min(pair.plan.counting_samples, pair.config.latency.samples),
+            warmup=pair.plan.counting_warmup,
             output=model.output,
             input_shapes={k: list(v) for k, v in model.input_shapes.items()},
             input_values=dict(model.input_values),

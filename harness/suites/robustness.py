@@ -192,6 +192,7 @@ def measure(pair: Pair) -> Measurement:
     from hypothesis import HealthCheck, Phase, given, settings
 
     pair.start()
+    pair = pair.planned()  # an expensive (emulated) device runs the examples its plan affords
     assert pair.target is not None
     options = pair.config.robustness
     batch_free = any(
@@ -214,6 +215,7 @@ def measure(pair: Pair) -> Measurement:
         if time.monotonic() > deadline and state["last"] is None:
             return  # out of budget: the remaining examples are not run
         state["examples"] += 1
+        pair.progress("example", state["examples"], options.examples)
         try:
             state["probabilities"] = check_example(pair, inputs, batch_free, state["probabilities"])
         except PropertyFailure as failure:

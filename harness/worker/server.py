@@ -148,17 +148,27 @@ class Worker:
             raise RequestError(f"no model {model_id!r} loaded in this worker")
         return self.models[model_id]
 
-    def evaluate(self, model_id: str, task: str, limit: int | None = None) -> dict[str, Any]:
-        """Run every dataset sample; return top-1 classes or raw output values (no scoring)."""
+    def evaluate(
+        self,
+        model_id: str,
+        task: str,
+        limit: int | None = None,
+        indices: list[int] | None = None,
+    ) -> dict[str, Any]:
+        """Run every dataset sample (or the first `limit`, or those at `indices`); return top-1
+        classes or raw output values (no scoring)."""
         model = self._model(model_id)
         if not model.feeds.count:
             raise DataError("evaluate needs a dataset; this model was loaded without one")
         spec = model.runtime.outputs[model.output_index]
         count = model.feeds.count if limit is None else min(limit, model.feeds.count)
+        chosen = list(range(count)) if indices is None else [int(i) for i in indices]
+        if any(not 0 <= i < model.feeds.count for i in chosen):
+            raise RequestError(f"indices outside the dataset's {model.feeds.count} samples")
         top1: list[int] = []
         values: list[np.ndarray] = []
         nonfinite = 0
-        for index in range(count):
+        for index in chosen:
             raw = model.runtime.run(model.feeds.sample(index))[model.output_index]
             scores = dequantize(raw, spec)
             if not np.all(np.isfinite(scores)):
@@ -167,7 +177,7 @@ class Worker:
                 top1.append(int(np.argmax(scores.reshape(-1))))
             if task != "classification" or scores.size <= SCORES_RETURNED_MAX:
                 values.append(scores.astype(np.float32).reshape(-1))
-        result: dict[str, Any] = {"count": count, "nonfinite": nonfinite}
+        result: dict[str, Any] = {"count": len(chosen), "nonfinite": nonfinite}
         if task == "classification":
             result["top1"] = top1
         if values:  # raw scores too, for comparing devices (small outputs only)

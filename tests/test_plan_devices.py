@@ -1,0 +1,51 @@
+"""The plan on a real emulated board: when the dataset costs more than the budget, accuracy is
+scored on the host and the rpi4 container answers a seeded sample, whose agreement decides
+device_top1_min on its interval. A tiny budget makes the digits model 'expensive' here, so the
+path real-scale models take runs in seconds."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from test_device_matrix import copy_example
+
+pytest_plugins = ["pytester"]
+
+
+def test_an_expensive_dataset_is_scored_on_the_host_and_sampled_on_the_board(
+    pytester: pytest.Pytester, docker_client: Any, arm64_binfmt: None
+) -> None:
+    copy_example("digits", pytester.path)
+    config = pytester.path / "harness.toml"
+    config.write_text(config.read_text().replace(
+        'devices = ["host", "x86-64", "rpi4"]',
+        'devices = ["rpi4"]\n[plan]\nbudget_s = 0.005\nagreement_samples = 16',
+    ))  # fmt: skip
+    out = pytester.path / "results.json"
+    result = pytester.runpytest(
+        f"--harness-json={out}", "-k", "accuracy and (onnx or int8)", "-p", "no:cacheprovider"
+    )
+    accuracy = {r["model"]: r for r in json.loads(out.read_text())["results"]}
+    onnx = accuracy["digits-onnx"]
+    figures = onnx["figures"]
+    assert figures["accuracy_on"] == "host (natively, all 450 samples)"
+    assert figures["accuracy"] == pytest.approx(0.9733, abs=0.002)
+    assert figures["agreement_n"] == 8  # 0.005 s affords none: the floor
+    assert figures["host_agreement"] == 1.0 and figures["host_agreement_low"] < 1.0
+    assert len(onnx["raw"]["agreement_indices"]) == 8
+    assert onnx["plan"]["accuracy_on"] == "host" and onnx["fidelity"] == "emulated"
+    assert onnx["verdict"]["status"] == "PASS"
+    # digits-int8 gates device_top1_min = 0.99: 8 of 8 agree, [63%, 100%] cannot decide it.
+    int8 = accuracy["digits-int8"]
+    assert int8["verdict"]["status"] == "INCONCLUSIVE"
+    assert "about 368 samples decide it" in int8["verdict"]["reasons"][0]
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*harness plan*",
+            "digits-int8 on rpi4: ~* per inference under QEMU; accuracy on the "
+            "host, agreement on 8 of 450 samples*",
+        ]  # fmt: skip
+    )
