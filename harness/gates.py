@@ -105,6 +105,7 @@ RULES = (
         operator.lt,
         "<",
         digits=4,
+        interval=True,
     ),
     Rule(
         "parity_max_abs_error",
@@ -136,6 +137,7 @@ RULES = (
         "<",
         digits=4,
         against_host=True,
+        interval=True,
     ),
     Rule(
         "device_top1_min",
@@ -190,6 +192,7 @@ def decide(
     """Apply every gate of `suite` that is set in `gates` to `figures` and `flags`."""
     flags = flags or Flags()
     checks = []
+    straddling: list[str] = []
     n = figures.get("n")
     for rule in RULES:
         threshold = getattr(gates, rule.gate)
@@ -220,7 +223,10 @@ def decide(
             continue
         text = f"{value:.{rule.digits}f}{rule.unit}"
         if rule.interval and f"{figure}_low" in figures:
-            checks.append(_on_interval(rule, figures, value, threshold, text, shown, where))
+            check = _on_interval(rule, figures, value, threshold, text, shown, where)
+            checks.append(check)
+            if check.passed is None:
+                straddling.append(check.message)
             continue
         failed = rule.worse(value, threshold)
         relation = rule.symbol if failed else {">": "≤", "<": "≥"}[rule.symbol]
@@ -245,6 +251,8 @@ def decide(
         return Verdict(FAIL, tuple(checks), tuple(failures))
     if flags.get("inconclusive"):
         return Verdict(INCONCLUSIVE, tuple(checks), (str(flags["inconclusive"]),))
+    if straddling:  # a sampled figure whose interval straddles its gate: more samples decide
+        return Verdict(INCONCLUSIVE, tuple(checks), tuple(straddling))
     if flags.get("baseline_missing") and any(c.gate in RELATIVE for c in checks):
         return Verdict(NO_BASELINE, tuple(checks), (f"no baseline: {flags['baseline_missing']}",))
     if any(c.passed for c in checks):

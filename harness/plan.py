@@ -79,12 +79,8 @@ def make_plan(
     latency, robustness, settings = config.latency, config.robustness, config.plan
     cost = max(seconds_per_inference, 1e-9)
     affordable = int(settings.budget_s / cost)  # inferences one suite may run on this device
-    if not emulated or dataset_samples * cost <= settings.budget_s:
-        accuracy_on, agreement = "device", dataset_samples
-    else:
-        accuracy_on = "host"
-        wanted = max(MIN_AGREEMENT, min(affordable, settings.agreement_samples))
-        agreement = min(dataset_samples, wanted)
+    agreement = comparison_size(dataset_samples, cost, config) if emulated else dataset_samples
+    accuracy_on = "device" if agreement == dataset_samples else "host"
     counted_cost = cost if emulated else cost * QEMU_SLOWDOWN
     counted = max(1, min(counting_samples, int(settings.budget_s / counted_cost) // 2))
     counted_warmup = min(counting_warmup, max(1, math.ceil(counted / 10)))
@@ -111,3 +107,22 @@ def make_plan(
         counted_warmup,
         counted,
     )
+
+
+def sample_indices(count: int, wanted: int, seed: int) -> list[int]:
+    """`wanted` of `count` dataset indices, seeded, in order (all of them when wanted >= count)."""
+    import random
+
+    if wanted >= count:
+        return list(range(count))
+    return sorted(random.Random(seed).sample(range(count), wanted))
+
+
+def comparison_size(count: int, seconds_per_sample: float, config: HarnessConfig) -> int:
+    """How many of `count` inputs a comparison on an expensive device affords: all when they fit
+    the budget, else the agreement sample (at least MIN_AGREEMENT)."""
+    settings = config.plan
+    if count * seconds_per_sample <= settings.budget_s:
+        return count
+    affordable = int(settings.budget_s / max(seconds_per_sample, 1e-9))
+    return min(count, max(MIN_AGREEMENT, min(affordable, settings.agreement_samples)))

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from harness.backends import backend_for
 from harness.backends.base import (
     BackendUnavailable,
@@ -37,6 +39,7 @@ from harness.runtimes import format_of
 
 START_TIMEOUT_S = 120.0  # emulated start-up (runtime import under QEMU) takes seconds
 BASE_ID = "baseline"  # the base model's id inside the pair's worker
+EVALUATE_CHUNK_S = 20.0  # device work per evaluate request when sampling an expensive device
 
 
 class PairFailure(Exception):
@@ -166,6 +169,32 @@ class Worker:
         except WorkerFailure:
             self.client = None
             raise
+
+    def evaluate(
+        self,
+        task: str,
+        indices: list[int],
+        progress: Callable[[str, int, int], None] = silent,
+    ) -> dict[str, Any]:
+        """The model's answers on the dataset samples at `indices`, asked in requests of about
+        EVALUATE_CHUNK_S each (progress between them; none near timeout_s)."""
+        self.start()
+        cost = max(float(self.loaded.get("first_run_s", 0.0)), 1e-6)
+        per_request = max(1, int(EVALUATE_CHUNK_S / cost))
+        parts = []
+        for begin in range(0, len(indices), per_request):
+            chunk = indices[begin : begin + per_request]
+            parts.append(self.request("evaluate", task=task, indices=chunk))
+            progress("answers", begin + len(chunk), len(indices))
+        merged: dict[str, Any] = {
+            "count": len(indices),
+            "nonfinite": sum(int(p["nonfinite"]) for p in parts),
+        }
+        if parts and all("top1" in p for p in parts):
+            merged["top1"] = [c for p in parts for c in p["top1"]]
+        if parts and all("values" in p for p in parts):
+            merged["values"] = np.concatenate([np.asarray(p["values"]) for p in parts])
+        return merged
 
     def close(self) -> None:
         if self.client is not None:

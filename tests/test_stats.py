@@ -206,17 +206,6 @@ def test_bootstrap_ci_chunks_large_inputs() -> None:
     assert interval.low < 2499.5 < interval.high
 
 
-def test_bootstrap_ci_is_fast() -> None:
-    data = np.random.default_rng(5).lognormal(size=500)
-    bootstrap_ci(data, np.median)  # warm-up
-    best = math.inf
-    for _ in range(5):  # best of 5: robust to a busy CI runner
-        start = time.perf_counter()
-        bootstrap_ci(data, np.median, resamples=2000)
-        best = min(best, time.perf_counter() - start)
-    assert best < 0.05
-
-
 def test_bootstrap_ci_rejects_non_reducing_statistic() -> None:
     with pytest.raises(ValueError, match="one value per row|reduce"):
         bootstrap_ci([1.0, 2.0, 3.0], lambda a, axis: a, resamples=10)

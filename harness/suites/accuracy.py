@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.plan import sample_indices
 from harness.results import Flags, Measurement
 from harness.runner import Pair
 from harness.worker.feeds import DataError, load_npz
@@ -129,36 +130,16 @@ def measure(pair: Pair) -> Measurement:
     return Measurement(figures, pair.target.fidelity, raw)
 
 
-AGREEMENT_CHUNK_S = 20.0  # device work per request: progress between, no request near timeout_s
-
-
-def _device_sample(pair: Pair, task: str, indices: list[int]) -> dict[str, Any]:
-    """The device's answers on `indices`, asked in chunks of about AGREEMENT_CHUNK_S."""
-    per_request = max(1, int(AGREEMENT_CHUNK_S / max(pair.plan.seconds_per_inference, 1e-6)))
-    parts = []
-    for start in range(0, len(indices), per_request):
-        chunk = indices[start : start + per_request]
-        parts.append(pair.request("evaluate", task=task, indices=chunk))
-        pair.progress("agreement", start + len(chunk), len(indices))
-    merged: dict[str, Any] = {"nonfinite": sum(int(p["nonfinite"]) for p in parts)}
-    if all("top1" in p for p in parts):
-        merged["top1"] = [c for p in parts for c in p["top1"]]
-    if all("values" in p for p in parts):
-        merged["values"] = np.concatenate([np.asarray(p["values"]) for p in parts])
-    return merged
-
-
 def _on_host_with_agreement(pair: Pair, labels: np.ndarray, task: str) -> Measurement:
     from concurrent.futures import ThreadPoolExecutor
 
     from harness import stats
 
     plan, count = pair.plan, labels.shape[0]
-    rng = np.random.default_rng(pair.config.seed)
-    indices = sorted(int(i) for i in rng.choice(count, plan.agreement_samples, replace=False))
+    indices = sample_indices(count, plan.agreement_samples, pair.config.seed)
     with ThreadPoolExecutor(max_workers=1) as background:
         reference = background.submit(pair.shared.host_reference, pair.model, task)
-        device = _device_sample(pair, task, indices)
+        device = pair.worker.evaluate(task, indices, pair.progress)
         host = reference.result()
     figures, raw = _scored(pair, labels, task, host)
     figures["accuracy_on"] = f"host (natively, all {count} samples)"

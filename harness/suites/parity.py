@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.plan import comparison_size, sample_indices
 from harness.results import Flags, Measurement
 from harness.runner import Pair, Worker
 from harness.worker.feeds import DataError
@@ -84,20 +85,72 @@ def measure(pair: Pair) -> Measurement:
     # Without a dataset, the model runs again in a worker that can see the generated inputs.
     mine_worker = pair.worker if pair.model.dataset else pair.other(model)
     helpers: list[Worker] = [] if mine_worker is pair.worker else [mine_worker]
+    other: Worker | None = None
+    if pair.model.parity_with is not None:
+        other_spec = pair.config.model(pair.model.parity_with)
+        other = pair.other(replace(other_spec, dataset=dataset))
+        helpers.append(other)
+        figures["parity_with"] = other_spec.name
     try:
-        mine = mine_worker.request("evaluate", task="classification")
-        if pair.model.parity_with is not None:
-            other_spec = pair.config.model(pair.model.parity_with)
-            other = pair.other(replace(other_spec, dataset=dataset))
-            helpers.append(other)
-            figures["parity_with"] = other_spec.name
-            figures |= compare(mine, other.request("evaluate", task="classification"), "parity_")
+        indices = _compared(pair, mine_worker, other)
+        if len(indices) < _count(mine_worker):
+            figures["compared"] = f"{len(indices)} sampled of {_count(mine_worker)} (plan)"
+        mine = mine_worker.evaluate("classification", indices, pair.progress)
+        if other is not None:
+            theirs = other.evaluate("classification", indices, pair.progress)
+            figures |= compare(mine, theirs, "parity_")
         if pair.profile.backend == "local":
             flags["is_reference"] = True  # the host is what other devices are compared with
         else:
             reference = pair.shared.host_reference(model, "classification")
-            figures |= compare(mine, reference, "device_")
+            figures |= compare(mine, _at(reference, indices), "device_")
     finally:
         for helper in helpers:
             helper.close()
+    if len(indices) < _count(mine_worker):
+        _with_intervals(figures, len(indices), pair.config.plan.confidence)
     return Measurement(figures, pair.target.fidelity, flags=flags)
+
+
+def _with_intervals(figures: dict[str, Any], n: int, confidence: float) -> None:
+    """On a sample, top-1 agreements are estimates: their exact intervals decide the gates."""
+    from harness import stats
+
+    figures["agreement_n"] = n
+    for prefix in ("parity_", "device_"):
+        share = figures.get(f"{prefix}top1")
+        if share is not None:
+            interval = stats.agreement_interval(round(share * n), n, confidence)
+            figures[f"{prefix}top1_low"], figures[f"{prefix}top1_high"] = (
+                interval.low,
+                interval.high,
+            )
+
+
+def _count(worker: Worker) -> int:
+    worker.start()
+    return int(worker.loaded["samples"])
+
+
+def _compared(pair: Pair, mine: Worker, other: Worker | None) -> list[int]:
+    """The inputs compared: all of them, unless on an expensive (emulated) device answering
+    them all, with both variants, costs more than the plan's budget."""
+    count = _count(mine)
+    if not pair.plan.emulated:
+        return list(range(count))
+    cost = float(mine.loaded.get("first_run_s", 0.0))
+    if other is not None:
+        other.start()
+        cost += float(other.loaded.get("first_run_s", 0.0))
+    wanted = comparison_size(count, cost, pair.config)
+    return sample_indices(count, wanted, pair.config.seed)
+
+
+def _at(result: dict[str, Any], indices: list[int]) -> dict[str, Any]:
+    """An `evaluate` result over every sample, cut to `indices`."""
+    cut = dict(result)
+    if "values" in result:
+        cut["values"] = np.asarray(result["values"])[indices]
+    if "top1" in result:
+        cut["top1"] = [result["top1"][i] for i in indices]
+    return cut
