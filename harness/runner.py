@@ -29,13 +29,14 @@ from harness.backends.base import (
     WorkerCrashed,
     WorkerError,
     WorkerFailure,
+    greet,
+    load,
 )
 from harness.baseline import Baseline, BaselineContext
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
 from harness.plan import Plan, make_plan
 from harness.progress import silent
-from harness.runtimes import format_of
 
 START_TIMEOUT_S = 120.0  # emulated start-up (runtime import under QEMU) takes seconds
 BASE_ID = "baseline"  # the base model's id inside the pair's worker
@@ -69,9 +70,8 @@ def start_worker(
     except BackendUnavailable as exc:
         raise PairFailure(str(exc), skip=exc.skip) from None
     client = WorkerClient(target, profile.name)
-    formats = sorted({format_of(m.path) for m in models})
     try:
-        hello = client.request("hello", START_TIMEOUT_S, formats=formats)
+        hello = greet(client, [m.path for m in models], START_TIMEOUT_S)
     except WorkerFailure as exc:
         raise PairFailure(str(exc)) from None
     return target, client, hello
@@ -88,12 +88,12 @@ def load_model(
 ) -> dict[str, Any]:
     """Load `model` in the worker under `model_id`; a refusal or a crash is a PairFailure."""
     try:
-        return client.request(
-            "load",
+        return load(
+            client,
+            model_id,
+            model.path,
+            model.dataset,
             timeout_s,
-            model_id=model_id,
-            path=target.remote(model.path),
-            dataset=target.remote(model.dataset) if model.dataset else None,
             threads=profile.threads,
             output=model.output,
             input_shapes={k: list(v) for k, v in model.input_shapes.items()},

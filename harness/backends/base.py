@@ -133,3 +133,40 @@ class WorkerClient:
         except (OSError, TimeoutError):
             pass
         self.target.channel.close(kill=True)
+
+
+# -- the start-and-load exchange: every worker (a pair's, a counting one) is greeted and given its
+# model by these two, so the requests cannot drift apart.
+
+
+def greet(client: WorkerClient, models: Sequence[Path], timeout: float) -> dict[str, Any]:
+    """`hello` for the formats of `models`: the worker imports their runtimes and says what it
+    is (versions, machine, the empty worker's memory)."""
+    from harness.runtimes import format_of
+
+    formats = sorted({format_of(str(path)) for path in models})
+    return client.request("hello", timeout, formats=formats)
+
+
+def load(
+    client: WorkerClient,
+    model_id: str,
+    path: Path,
+    dataset: Path | None,
+    timeout: float,
+    *,
+    threads: int,
+    **arguments: Any,
+) -> dict[str, Any]:
+    """`load` the model at `path` (with its dataset) as `model_id`, paths as the target sees
+    them; `arguments`: output, input_shapes, input_values, accelerator, config_file."""
+    target = client.target
+    return client.request(
+        "load",
+        timeout,
+        model_id=model_id,
+        path=target.remote(path),
+        dataset=target.remote(dataset) if dataset is not None else None,
+        threads=threads,
+        **arguments,
+    )

@@ -52,7 +52,14 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness.backends.base import Backend, BackendUnavailable, Target, WorkerClient
+from harness.backends.base import (
+    Backend,
+    BackendUnavailable,
+    Target,
+    WorkerClient,
+    greet,
+    load,
+)
 from harness.backends.local import ProcessChannel
 from harness.counting import CountingError, CountResult
 from harness.counting.build import PluginBuildError, build_plugin, installed_qemu, qemu_banner
@@ -444,32 +451,6 @@ def counted_bench(
     )
 
 
-def hello_and_load(
-    client: WorkerClient,
-    model_path: Path,
-    dataset: Path | None,
-    timeout: float,
-    **load: Any,
-) -> None:
-    """The start-and-load exchange with a fresh worker: `hello` for the model's format, then
-    `load` as MODEL_ID with one intra-op thread (`load`: output, input_shapes, input_values).
-    harness.runner makes the same exchange for the pair workers: the one place to merge the two
-    when the worker's lifecycle leaves runner.Pair (issue 12)."""
-    from harness.runtimes import format_of
-
-    target = client.target
-    client.request("hello", timeout, formats=[format_of(str(model_path))])
-    client.request(
-        "load",
-        timeout,
-        model_id=MODEL_ID,
-        path=target.remote(model_path),
-        threads=1,
-        dataset=target.remote(dataset) if dataset is not None else None,
-        **load,
-    )
-
-
 def count_instructions(
     profile: DeviceProfile,
     model_path: Path,
@@ -495,11 +476,14 @@ def count_instructions(
     chosen = backend if backend is not None else QemuBackend()
     client = WorkerClient(chosen.start(profile, files, threads=1), profile.name)
     try:
-        hello_and_load(
+        greet(client, [model_path], timeout)
+        load(
             client,
+            MODEL_ID,
             model_path,
             data,
             timeout,
+            threads=1,
             output=output,
             input_shapes=input_shapes,
             input_values=input_values,
