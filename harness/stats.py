@@ -107,6 +107,9 @@ class RatioEstimate:
     low: float
     high: float
     n: int
+    # False when n is too small for the interval to reach its nominal coverage (it is then only
+    # the data's range): decide_ratio never decides on such an estimate.
+    nominal: bool = True
 
     @property
     def interval(self) -> Interval:
@@ -486,8 +489,9 @@ def paired_ratio(
       under-covers for small n.
 
     With fewer than min_rounds_for_ratio(confidence) rounds the rank-based intervals fall back
-    to the extremes of d and do not reach the nominal coverage. The interval always contains
-    the point estimate. Deterministic (seed only matters for "bootstrap").
+    to the extremes of d and do not reach the nominal coverage: the estimate is then marked
+    `nominal=False` and decide_ratio does not decide on it. The interval always contains the
+    point estimate. Deterministic (seed only matters for "bootstrap").
     """
     _check_confidence(confidence)
     b = _array(base, "base")
@@ -511,7 +515,11 @@ def paired_ratio(
         raise ValueError(f"unknown method {method!r}")
     low, high = min(low, point), max(high, point)
     return RatioEstimate(
-        ratio=math.exp(point), low=math.exp(low), high=math.exp(high), n=int(d.size)
+        ratio=math.exp(point),
+        low=math.exp(low),
+        high=math.exp(high),
+        n=int(d.size),
+        nominal=int(d.size) >= min_rounds_for_ratio(confidence),
     )
 
 
@@ -543,7 +551,10 @@ def samples_needed_for_ratio(log_ratios: Samples, margin: float, confidence: flo
 
 def decide_ratio(estimate: RatioEstimate, max_regression: float) -> Decision:
     """Gate on a ratio: pass when the whole CI is within 1 + max_regression, fail when the whole
-    CI is above it, undecided (take more rounds) when the CI straddles it."""
+    CI is above it, undecided (take more rounds) when the CI straddles it or comes from too few
+    rounds to reach its coverage (estimate.nominal is False)."""
+    if not estimate.nominal:
+        return "undecided"
     return decide_threshold(estimate.interval, 1.0 + max_regression)
 
 

@@ -291,6 +291,7 @@ def test_paired_ratio_small_n_falls_back_to_extremes() -> None:
     assert min_rounds_for_ratio() == 6
     est = paired_ratio(base, new)
     assert est.low == pytest.approx(0.9) and est.high == pytest.approx(1.3)
+    assert not est.nominal  # the range of the data, not a 95% interval
 
 
 @pytest.mark.parametrize(
@@ -369,7 +370,9 @@ def test_paired_ratio_of_identical_samples_is_one(
 ) -> None:
     est = paired_ratio(data, data, method=method, resamples=200)
     assert est.ratio == 1.0 and est.low == 1.0 and est.high == 1.0
-    assert decide_ratio(est, 0.0) == "pass"
+    # Even identical rounds decide only from enough of them.
+    assert decide_ratio(est, 0.0) == ("pass" if est.nominal else "undecided")
+    assert est.nominal == (len(data) >= min_rounds_for_ratio())
 
 
 @settings(max_examples=60, deadline=None)
@@ -619,3 +622,39 @@ def test_per_look_confidence_spends_the_error_over_the_looks() -> None:
     assert stats.look_schedule(12, 3) == [12, 24, 48]
     with pytest.raises(ValueError):
         stats.look_schedule(0)
+
+
+# --- too few rounds never decide (issue 9, item 5) ----------------------------------------------
+
+
+def test_too_few_rounds_never_decide_a_true_regression_as_a_pass() -> None:
+    """A true +12% against a 10% gate, per-round log-ratio noise 0.05, at the per-look confidence
+    the latency item spends: below min_rounds_for_ratio the signed-rank interval would be the
+    data's extremes (at n=2 it passes ~13% of such changes); it must not decide at all, and from
+    there on it may pass at most the interval's one-sided error rate."""
+    confidence = stats.per_look_confidence(0.95)
+    minimum = min_rounds_for_ratio(confidence)
+    tail = (1.0 - confidence) / 2.0
+    rng = np.random.default_rng(9)
+    trials = 2000
+    for n in range(2, minimum + 4):
+        d = rng.normal(math.log(1.12), 0.05, size=(trials, n))
+        passed = sum(
+            decide_ratio(paired_ratio(np.ones(n), np.exp(row), confidence), 0.10) == "pass"
+            for row in d
+        )
+        if n < minimum:
+            assert passed == 0, f"n={n}: {passed}/{trials} passed with too few rounds"
+        else:  # binomial error of the simulated rate: 4 standard errors
+            bound = tail + 4 * math.sqrt(tail * (1 - tail) / trials)
+            assert passed / trials <= bound, f"n={n}: {passed}/{trials}"
+
+
+def test_an_estimate_from_too_few_rounds_says_so() -> None:
+    confidence = 0.95
+    minimum = min_rounds_for_ratio(confidence)
+    short = paired_ratio([1.0] * (minimum - 1), [2.0] * (minimum - 1), confidence)
+    assert not short.nominal
+    assert decide_ratio(short, 0.05) == "undecided"  # even though every round says +100%
+    enough = paired_ratio([1.0] * minimum, [2.0] * minimum, confidence)
+    assert enough.nominal and decide_ratio(enough, 0.05) == "fail"

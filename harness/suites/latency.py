@@ -68,6 +68,11 @@ def _single(pair: Pair) -> Measurement:
     ms = np.asarray(samples, dtype=np.float64) / 1e6
     figures = _describe(ms)
     interval = stats.percentile_ci(ms, 90, confidence)
+    if gated and decision == "undecided" and len(samples) >= first:
+        # The final look, when the sample cap or the budget ends between scheduled ones; never
+        # below `first`, where one side of the interval is only the sample extreme.
+        assert threshold is not None
+        decision = stats.decide_threshold(interval, threshold)
     figures.update(
         p90_low_ms=interval.low,
         p90_high_ms=interval.high,
@@ -79,6 +84,12 @@ def _single(pair: Pair) -> Measurement:
         figures["inconclusive"] = (
             f"latency: only n={len(samples)} samples within the {settings.time_budget_s:g} s "
             f"budget; {settings.min_samples} needed (raise latency.time_budget_s)"
+        )
+    elif gated and decision == "undecided" and len(samples) < first:
+        figures["inconclusive"] = (
+            f"latency p90 {figures['p90_ms']:.3f} ms from only n={len(samples)} samples within "
+            f"the {settings.time_budget_s:g} s budget; a {confidence:.2%} interval of the p90 "
+            f"needs at least {first} (raise latency.time_budget_s)"
         )
     elif gated and decision == "undecided":
         assert threshold is not None
@@ -140,8 +151,9 @@ def _paired(pair: Pair) -> Measurement:
     figures.update(
         rounds=len(new_medians), per_round=per_round, threads=pair.profile.threads, paired=True
     )
-    if len(new_medians) >= 2 and (estimate is None or estimate.n != len(new_medians)):
-        # The final look, when the budget ends between scheduled ones.
+    if len(new_medians) >= minimum and (estimate is None or estimate.n != len(new_medians)):
+        # The final look, when the budget ends between scheduled ones; never from fewer rounds
+        # than the interval needs at this confidence (it would be only the data's range).
         estimate = stats.paired_ratio(base_medians, new_medians, confidence)
         if max_regression is not None:
             decision = stats.decide_ratio(estimate, max_regression)
@@ -156,7 +168,8 @@ def _paired(pair: Pair) -> Measurement:
         if estimate is None:
             figures["inconclusive"] = (
                 f"latency: only {len(new_medians)} paired rounds within the "
-                f"{settings.time_budget_s:g} s budget; raise latency.time_budget_s"
+                f"{settings.time_budget_s:g} s budget; a {confidence:.2%} interval needs at "
+                f"least {minimum} (raise latency.time_budget_s)"
             )
         else:
             logs = np.log(np.asarray(new_medians) / np.asarray(base_medians))
