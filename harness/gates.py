@@ -15,6 +15,7 @@ from harness.config import GateSpec
 
 PASS, FAIL, INCONCLUSIVE, NO_GATE = "PASS", "FAIL", "INCONCLUSIVE", "NO GATE"
 NO_BASELINE = "NO BASELINE"
+WARN = "WARN"  # reported beside the gates, never fails the session (e.g. operator support unknown)
 ABSOLUTE_TIME_FIDELITIES = ("measured", "estimated")
 
 
@@ -200,6 +201,11 @@ def decide(
         checks.append(_properties_held(figures, device, fidelity))
     if suite == "operators" and not figures.get("failure"):
         runtime = f"{figures.get('runtime')} {figures.get('runtime_version')}"
+        if figures.get("warnings"):  # the tables cannot tell: say so, never "supported"
+            unknown = "; ".join(str(w) for w in figures["warnings"])
+            return Verdict(
+                WARN, (), (f"operator support unknown on {runtime} ({device}): {unknown}",)
+            )
         message = f"every operator is supported by {runtime} ({device})"
         checks.append(Check("operators", "errors", 0, 0, True, message))
     failures = [c.message for c in checks if c.passed is False]
