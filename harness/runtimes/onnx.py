@@ -41,6 +41,7 @@ def _spec(node: Any) -> TensorSpec:
 
 class OnnxRuntime:
     name = "onnxruntime"
+    state = ""  # an onnxruntime session keeps nothing between runs: state travels as inputs
 
     def __init__(self, path: str, threads: int, accelerator: str = "none") -> None:
         import onnxruntime as ort
@@ -76,6 +77,9 @@ class OnnxRuntime:
         self.provider = given[0]
         self.inputs = [_spec(n) for n in self.session.get_inputs()]
         self.outputs = [_spec(n) for n in self.session.get_outputs()]
+
+    def reset(self) -> None:
+        pass
 
     def prepare(self, shapes: dict[str, tuple[int, ...]]) -> None:
         pass  # onnxruntime takes any shape that fits the graph at run time
