@@ -101,3 +101,40 @@ def test_p90_undecided_with_the_estimate_above_the_gate_fails() -> None:
     status, figures = _verdict(pair)
     assert "needs at least 55" in figures["inconclusive"]
     assert status == FAIL
+
+
+def _session(levels: list[float], per_chunk: int = 30) -> tuple[list[int], list[int]]:
+    """Raw samples (ns) of a session whose timed loops ran at the given levels (ms)."""
+    samples = [
+        int(level * 1e6 * (1 + 0.01 * (i % 3))) for level in levels for i in range(per_chunk)
+    ]
+    return samples, [per_chunk] * len(levels)
+
+
+def test_a_stored_baseline_is_not_failed_by_drift_between_sessions() -> None:
+    """Chunks of each session wander by ±6%; the new session sits 8% above the stored one, as
+    a busier machine would put it. Compared sample by sample the 8% looks certain and fails a
+    5% gate; drift of that size between sessions is what the chunks already show."""
+    wander = [1.00, 1.06, 0.95, 1.03, 0.97, 1.05, 0.94, 1.02, 0.99, 1.04]
+    base, sizes = _session(wander)
+    new, _ = _session([1.08 * level for level in wander[3:] + wander[:3]])
+    settings = LatencySettings(warmup=0, samples=len(new) + 1, time_budget_s=600.0)
+    pair = ScriptedPair(GateSpec(latency_max_regression=0.05), settings, iter([int(1.08e6)] + new))
+    pair.stored = {"latency": {"raw": {"samples_ns": base, "chunk_sizes": sizes}}}
+    status, figures = _verdict(pair)
+    assert status == INCONCLUSIVE, figures
+    assert figures["paired"] is False and figures["baseline_chunks"] == 10
+    assert figures["chunks"] >= 10  # the session is cut into enough timed loops
+    assert figures["ratio_low"] < 1.0 < 1.05 < figures["ratio_high"]
+
+
+def test_a_stored_baseline_still_fails_a_change_larger_than_its_drift() -> None:
+    wander = [1.00, 1.02, 0.99, 1.01, 0.98, 1.02, 0.99, 1.01, 1.00, 1.02]
+    base, _ = _session(wander)  # an older record: no chunk sizes, cut into blocks
+    new, _ = _session([1.5 * level for level in wander])
+    settings = LatencySettings(warmup=0, samples=len(new) + 1, time_budget_s=600.0)
+    pair = ScriptedPair(GateSpec(latency_max_regression=0.05), settings, iter([int(1.5e6)] + new))
+    pair.stored = {"latency": {"raw": {"samples_ns": base}}}
+    status, figures = _verdict(pair)
+    assert figures["ratio_low"] > 1.4
+    assert status == FAIL

@@ -658,3 +658,40 @@ def test_an_estimate_from_too_few_rounds_says_so() -> None:
     assert decide_ratio(short, 0.05) == "undecided"  # even though every round says +100%
     enough = paired_ratio([1.0] * minimum, [2.0] * minimum, confidence)
     assert enough.nominal and decide_ratio(enough, 0.05) == "fail"
+
+
+# --- unpaired (stored baseline) comparisons: session drift (issue 9, item 6) ---------------------
+
+
+def _session_chunks(rng: np.random.Generator, chunks: int, drift_sd: float) -> np.ndarray:
+    """Per-chunk medians of one session: the session's level moves by drift_sd (another
+    process, another hour) and each chunk by as much again around it."""
+    level = rng.normal(0.0, drift_sd)
+    return np.exp(1.0 + level + rng.normal(0.0, drift_sd, chunks))
+
+
+def test_unpaired_ratio_keeps_false_alarms_within_its_error_under_session_drift() -> None:
+    """Two sessions of one identical model whose levels differ as much as their chunks vary:
+    an interval that treats samples (or chunk medians) as independent draws around one level
+    narrows with every sample and lets the drift decide; the unpaired interval must not."""
+    rng = np.random.default_rng(6)
+    trials, false_alarms = 1000, 0
+    for _ in range(trials):
+        base, new = _session_chunks(rng, 10, 0.05), _session_chunks(rng, 10, 0.05)
+        estimate = stats.unpaired_ratio(base, new, 0.95)
+        false_alarms += decide_ratio(estimate, 0.0) == "fail"  # any slowdown at all fails
+    assert false_alarms / trials <= 0.05, f"{false_alarms}/{trials}"
+
+
+def test_unpaired_ratio_finds_a_change_larger_than_the_drift() -> None:
+    rng = np.random.default_rng(7)
+    base, new = _session_chunks(rng, 12, 0.02), 1.5 * _session_chunks(rng, 12, 0.02)
+    estimate = stats.unpaired_ratio(base, new, 0.95)
+    assert estimate.nominal and estimate.low > 1.3
+    assert decide_ratio(estimate, 0.10) == "fail"
+
+
+def test_unpaired_ratio_from_too_few_chunks_decides_nothing() -> None:
+    estimate = stats.unpaired_ratio([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], 0.95)
+    assert estimate.ratio == pytest.approx(2.0)
+    assert not estimate.nominal and decide_ratio(estimate, 0.10) == "undecided"
