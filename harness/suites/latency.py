@@ -26,6 +26,10 @@ MIN_PER_ROUND = 5
 # Timed loops (worker requests) per session at least, when the sample cap binds: a stored
 # baseline is compared on per-chunk medians (stats.unpaired_ratio), so a session needs several.
 MIN_CHUNKS = 10
+# With a regression gate, timed loops start at least this far apart: chunks spread over half a
+# second show the machine's drift between them, which is what tells a stored baseline's session
+# from this one (benchmarks/bench_stored_baseline.py: back-to-back chunks hide it).
+CHUNK_SPACING_S = 0.05
 
 
 def _describe(ms: np.ndarray, prefix: str = "") -> dict[str, Any]:
@@ -40,9 +44,10 @@ def _describe(ms: np.ndarray, prefix: str = "") -> dict[str, Any]:
     }
 
 
-def _single(pair: Pair, keep_sampling: bool = False) -> Measurement:
-    """Timed loops until the p90 gate is decided or `samples` are in; with `keep_sampling`
-    (a stored baseline will be compared) no early stop: the comparison needs every chunk."""
+def _single(pair: Pair, spread: bool = False) -> Measurement:
+    """Timed loops until the p90 gate is decided or `samples` are in. With `spread` (a
+    regression gate: this session is compared with a stored one, or may be stored and compared
+    later) no early stop and loops spaced CHUNK_SPACING_S apart: the comparison reads chunks."""
     settings = pair.config.latency
     assert pair.target is not None
     threshold = pair.model.gates_for(pair.profile.name).latency_p90_ms_max
@@ -50,6 +55,7 @@ def _single(pair: Pair, keep_sampling: bool = False) -> Measurement:
     started = time.monotonic()
     samples: list[int] = pair.request("bench", samples=1, warmup=settings.warmup)["samples_ns"]
     chunk_sizes = [len(samples)]  # where each timed loop starts: chunks for stored comparisons
+    chunk_started = time.monotonic()
     decision = "undecided"
     confidence = stats.per_look_confidence(settings.confidence)
     first = max(settings.min_samples, stats.min_samples_for_percentile(90, confidence))
@@ -62,10 +68,13 @@ def _single(pair: Pair, keep_sampling: bool = False) -> Measurement:
         per_run = max(float(np.median(samples)) * 1e-9, 1e-6)
         left = min(settings.time_budget_s - elapsed, CHUNK_SECONDS)
         chunk = int(max(1, min(settings.samples - len(samples), left / per_run, largest)))
+        if spread:
+            time.sleep(max(0.0, chunk_started + CHUNK_SPACING_S - time.monotonic()))
+        chunk_started = time.monotonic()
         timed = pair.request("bench", samples=chunk)["samples_ns"]
         samples += timed
         chunk_sizes.append(len(timed))
-        if gated and not keep_sampling and looks and len(samples) >= looks[0]:
+        if gated and not spread and looks and len(samples) >= looks[0]:
             assert threshold is not None
             while looks and len(samples) >= looks[0]:
                 looks.pop(0)
@@ -257,9 +266,6 @@ def measure(pair: Pair) -> Measurement:
     pair.worker()
     if pair.base is not None:
         return _paired(pair)
-    stored = pair.stored.get("latency", {}).get("raw", {}).get("samples_ns")
-    comparing = bool(stored) and (
-        pair.model.gates_for(pair.profile.name).latency_max_regression is not None
-    )
-    measured = _single(pair, keep_sampling=comparing)
+    regression_gate = pair.model.gates_for(pair.profile.name).latency_max_regression
+    measured = _single(pair, spread=regression_gate is not None)
     return _stored(pair, measured) if pair.stored else measured
