@@ -106,7 +106,7 @@ def main() -> None:
         f"every ordered pair compared; {CONFIDENCE:.0%} intervals; rates with 95% intervals"
     )
     print(
-        f"{'model':13} {'comparison':38} "
+        f"{'model':13} {'comparison':44} "
         + " ".join(f"{'FAIL @' + f'{g:.0%}':>21}" for g in GATES)
         + f" {'straddles @10%':>15}"
     )
@@ -146,11 +146,11 @@ def main() -> None:
                 f"{p:6.1%} [{lo:5.1%}, {hi:5.1%}]" for p, lo, hi in (rate(f, rng) for f in fails)
             ]
             extra = f"{rate(straddle, rng)[0]:15.1%}" if fails is now else ""
-            print(f"{model.name:13} {label:38} " + " ".join(f"{c:>21}" for c in cells) + extra)
+            print(f"{model.name:13} {label:44} " + " ".join(f"{c:>21}" for c in cells) + extra)
         trials = [paired_trial(config, model) for _ in range(args.paired)]
         cells = [f"{sum(low > 1.0 + g for low, _ in trials)}/{len(trials)}" for g in GATES]
         print(
-            f"{model.name:13} {'paired, same worker (--baseline=<ref>)':38} "
+            f"{model.name:13} {'paired, same worker (--baseline=<ref>)':44} "
             + " ".join(f"{c:>21}" for c in cells)
         )
 
