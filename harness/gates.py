@@ -20,6 +20,7 @@ from harness.results import (
     NO_BASELINE,
     NO_GATE,
     PASS,
+    WARN,
     Check,
     Flags,
     Verdict,
@@ -34,6 +35,7 @@ __all__ = [
     "PASS",
     "RELATIVE",
     "RULES",
+    "WARN",
     "Check",
     "Verdict",
     "decide",
@@ -237,6 +239,11 @@ def decide(
         checks.append(_properties_held(figures, device, fidelity))
     if suite == "operators" and not flags.get("failure"):
         runtime = f"{figures.get('runtime')} {figures.get('runtime_version')}"
+        if figures.get("warnings"):  # the tables cannot tell: say so, never "supported"
+            unknown = "; ".join(str(w) for w in figures["warnings"])
+            return Verdict(
+                WARN, (), (f"operator support unknown on {runtime} ({device}): {unknown}",)
+            )
         message = f"every operator is supported by {runtime} ({device})"
         checks.append(Check("operators", "errors", 0, 0, True, message))
     checks = [_finite(c, device, fidelity) for c in checks]

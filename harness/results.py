@@ -26,7 +26,8 @@ USER_PROPERTY = "harness"  # the full record rides on the test report under this
 
 PASS, FAIL, INCONCLUSIVE, NO_GATE = "PASS", "FAIL", "INCONCLUSIVE", "NO GATE"
 NO_BASELINE, ERROR, SKIPPED = "NO BASELINE", "ERROR", "SKIPPED"
-STATUSES = (FAIL, ERROR, INCONCLUSIVE, NO_BASELINE, PASS, NO_GATE, SKIPPED)
+WARN = "WARN"  # reported beside the gates, never fails the session (operator support unknown)
+STATUSES = (FAIL, ERROR, INCONCLUSIVE, NO_BASELINE, WARN, PASS, NO_GATE, SKIPPED)
 
 
 class Flags(TypedDict, total=False):

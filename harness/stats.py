@@ -34,6 +34,7 @@ __all__ = [
     "VectorizedStatistic",
     "agreement_interval",
     "bootstrap_ci",
+    "chunk_medians",
     "decide_ratio",
     "decide_threshold",
     "detect_steps",
@@ -47,6 +48,7 @@ __all__ = [
     "samples_needed_for_percentile",
     "samples_needed_for_ratio",
     "summary",
+    "unpaired_ratio",
 ]
 
 FloatArray: TypeAlias = npt.NDArray[np.float64]
@@ -109,6 +111,9 @@ class RatioEstimate:
     low: float
     high: float
     n: int
+    # False when n is too small for the interval to reach its nominal coverage (it is then only
+    # the data's range): decide_ratio never decides on such an estimate.
+    nominal: bool = True
 
     @property
     def interval(self) -> Interval:
@@ -488,8 +493,9 @@ def paired_ratio(
       under-covers for small n.
 
     With fewer than min_rounds_for_ratio(confidence) rounds the rank-based intervals fall back
-    to the extremes of d and do not reach the nominal coverage. The interval always contains
-    the point estimate. Deterministic (seed only matters for "bootstrap").
+    to the extremes of d and do not reach the nominal coverage: the estimate is then marked
+    `nominal=False` and decide_ratio does not decide on it. The interval always contains the
+    point estimate. Deterministic (seed only matters for "bootstrap").
     """
     _check_confidence(confidence)
     b = _array(base, "base")
@@ -513,7 +519,11 @@ def paired_ratio(
         raise ValueError(f"unknown method {method!r}")
     low, high = min(low, point), max(high, point)
     return RatioEstimate(
-        ratio=math.exp(point), low=math.exp(low), high=math.exp(high), n=int(d.size)
+        ratio=math.exp(point),
+        low=math.exp(low),
+        high=math.exp(high),
+        n=int(d.size),
+        nominal=int(d.size) >= min_rounds_for_ratio(confidence),
     )
 
 
@@ -545,7 +555,10 @@ def samples_needed_for_ratio(log_ratios: Samples, margin: float, confidence: flo
 
 def decide_ratio(estimate: RatioEstimate, max_regression: float) -> Decision:
     """Gate on a ratio: pass when the whole CI is within 1 + max_regression, fail when the whole
-    CI is above it, undecided (take more rounds) when the CI straddles it."""
+    CI is above it, undecided (take more rounds) when the CI straddles it or comes from too few
+    rounds to reach its coverage (estimate.nominal is False)."""
+    if not estimate.nominal:
+        return "undecided"
     return decide_threshold(estimate.interval, 1.0 + max_regression)
 
 
@@ -708,28 +721,53 @@ def detect_steps(values: Samples, min_size: int = 2, penalty: float | None = Non
 
 
 def unpaired_ratio(
-    base: Samples,
-    new: Samples,
-    confidence: float = 0.95,
-    seed: int = 0,
-    resamples: int = 2000,
+    base_chunks: Samples, new_chunks: Samples, confidence: float = 0.95
 ) -> RatioEstimate:
-    """Ratio of medians new/base from two independent sample sets (e.g. a stored baseline from
-    another session), with a percentile-bootstrap CI resampling each set on its own. Machine
-    drift between the sessions is NOT cancelled, unlike paired_ratio; reports say so."""
+    """Ratio new/base from two sessions that were not interleaved (a stored baseline), given
+    the per-chunk medians of each session (a chunk: one timed loop inside the worker).
+
+    Two sessions differ by more than their samples say: another process, another hour, another
+    load on the machine. An interval from resampling samples (or chunk medians) as if they
+    scattered around one fixed level narrows with every sample while that session-to-session
+    drift does not, so the drift would decide. This interval is instead as wide as the spread
+    of new_i / base_j over every pair of chunks: a session's level is taken to move as much as
+    its chunks move within it (so it covers when the drift between sessions is no larger than
+    the drift between chunks of one session; benchmarks/bench_stored_baseline.py measures the
+    false-alarm rate this gives on real sessions). The point estimate is the ratio of the
+    median chunk medians. `nominal` is False when there are too few chunk pairs for the tail
+    quantiles (n_base * n_new * (1 - confidence) / 2 < 1, or fewer than 3 chunks a side).
+    """
     _check_confidence(confidence)
-    b = _array(base, "base")
-    m = _array(new, "new")
-    rng = np.random.default_rng(seed)
-    base_medians = np.median(rng.choice(b, (resamples, b.size)), axis=1)
-    new_medians = np.median(rng.choice(m, (resamples, m.size)), axis=1)
-    ratios = new_medians / base_medians
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    point = float(np.median(m) / np.median(b))
-    low, high = np.percentile(ratios, [tail, 100.0 - tail])
+    b = _array(base_chunks, "base_chunks")
+    m = _array(new_chunks, "new_chunks")
+    if np.any(b <= 0) or np.any(m <= 0):
+        raise ValueError("unpaired_ratio needs strictly positive chunk medians")
+    tail = (1.0 - confidence) / 2.0
+    d = (np.log(m)[:, None] - np.log(b)[None, :]).ravel()
+    point = float(np.log(np.median(m)) - np.log(np.median(b)))
+    low, high = (float(v) for v in np.quantile(d, [tail, 1.0 - tail]))
     return RatioEstimate(
-        ratio=point, low=min(float(low), point), high=max(float(high), point), n=int(m.size)
+        ratio=math.exp(point),
+        low=math.exp(min(low, point)),
+        high=math.exp(max(high, point)),
+        n=int(m.size),
+        nominal=min(b.size, m.size) >= 3 and d.size * tail >= 1.0,
     )
+
+
+def chunk_medians(samples: Samples, sizes: Sequence[int], min_size: int = 1) -> FloatArray:
+    """Median of each consecutive chunk of `samples` (sizes in order, summing to len(samples)),
+    skipping chunks shorter than min_size."""
+    arr = _array(samples)
+    if sum(sizes) != arr.size or any(size < 0 for size in sizes):
+        raise ValueError(f"chunk sizes sum to {sum(sizes)}, not to the {arr.size} samples")
+    bounds = np.cumsum([0, *sizes])
+    medians = [
+        float(np.median(arr[start:stop]))
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+        if stop - start >= max(min_size, 1)
+    ]
+    return np.asarray(medians, dtype=np.float64)
 
 
 MAX_LOOKS = 8  # interim analyses of one adaptive measurement, the final one included

@@ -18,9 +18,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from conftest import ROOT
 from test_workflows import Runner
 
+from conftest import ROOT
 from harness import github
 
 TOKEN = "test-token"
@@ -225,7 +225,13 @@ def test_pr_comment_workflow_posts_the_downloaded_report(
     workspace.mkdir()
     runner = Runner(ROOT / ".github" / "workflows" / "pr-comment.yml", workspace, tmp_path, {})
     runner.context["github"]["event"] = {
-        "workflow_run": {"id": 99, "head_sha": HEAD, "name": "model gate"}
+        "workflow_run": {
+            "id": 99,
+            "head_sha": HEAD,
+            "name": "model gate",
+            "event": "pull_request",  # the job's `if:` comments on pull-request runs only
+            "conclusion": "failure",
+        }
     }
     runner.env_base.update(
         GITHUB_API_URL=fake_github.url,

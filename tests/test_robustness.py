@@ -118,3 +118,121 @@ def test_a_sound_model_passes_every_property(pytester: pytest.Pytester) -> None:
     result = run(pytester)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*robustness*examples 10*properties*PASS*"])
+
+
+# -- models with internal state, and several failing properties --------------------------------
+
+
+def streaming_accumulator(path: Path) -> Path:
+    """A streaming model in the form TFLite converters write (keyword spotters keep their
+    context this way): y = x + state; state = y, in a resource variable (VAR_HANDLE) that a
+    CALL_ONCE init subgraph sets to zeros. Written with harness.modelgen's builder, no
+    TensorFlow."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    from harness.modelgen.tflite import ModelBuilder
+
+    handle_options = schema.VarHandleOptionsT()
+    handle_options.sharedName = "context"
+    b = ModelBuilder("streaming accumulator")
+    x = b.tensor("x", np.float32, [1, 4])
+    handle = b.tensor("handle", np.int32, [])
+    b.tensors[handle].type = schema.TensorType.RESOURCE
+    state = b.tensor("state", np.float32, [1, 4])
+    y = b.tensor("y", np.float32, [1, 4])
+    init = schema.CallOnceOptionsT()
+    init.initSubgraphIndex = 1
+    b.op("CALL_ONCE", [], [], init)
+    b.op("VAR_HANDLE", [], [handle], handle_options)
+    b.op("READ_VARIABLE", [handle], [state])
+    b.op("ADD", [x, state], [y], schema.AddOptionsT())
+    b.op("ASSIGN_VARIABLE", [handle, y], [])
+    model = schema.ModelT.InitFromPackedBuf(b.to_bytes([x], [y]), 0)
+
+    zeros = schema.BufferT()
+    zeros.data = list(np.zeros((1, 4), np.float32).tobytes())
+    model.buffers.append(zeros)
+    init_handle, init_zeros = schema.TensorT(), schema.TensorT()
+    init_handle.name, init_handle.type, init_handle.shape = "handle", schema.TensorType.RESOURCE, []
+    init_zeros.name, init_zeros.type, init_zeros.shape = "zeros", schema.TensorType.FLOAT32, [1, 4]
+    init_zeros.buffer = len(model.buffers) - 1
+    codes = {c.builtinCode: i for i, c in enumerate(model.operatorCodes)}
+    make_handle, assign = schema.OperatorT(), schema.OperatorT()
+    make_handle.opcodeIndex = codes[schema.BuiltinOperator.VAR_HANDLE]
+    make_handle.inputs, make_handle.outputs = [], [0]
+    make_handle.builtinOptionsType = schema.BuiltinOptions.VarHandleOptions
+    make_handle.builtinOptions = handle_options
+    assign.opcodeIndex = codes[schema.BuiltinOperator.ASSIGN_VARIABLE]
+    assign.inputs, assign.outputs = [0, 1], []
+    subgraph = schema.SubGraphT()
+    subgraph.name = "init"
+    subgraph.tensors, subgraph.inputs, subgraph.outputs = [init_handle, init_zeros], [], []
+    subgraph.operators = [make_handle, assign]
+    model.subgraphs.append(subgraph)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+def test_a_stateful_streaming_model_is_deterministic_once_its_state_is_reset(
+    pytester: pytest.Pytester,
+) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = streaming_accumulator(pytester.path / "stream.tflite")
+    interpreter = Interpreter(model_path=str(path))  # the state is real: outputs accumulate
+    interpreter.allocate_tensors()
+    ones = np.ones((1, 4), np.float32)
+    seen = []
+    for _ in range(2):
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], ones)
+        interpreter.invoke()
+        seen.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy())
+    assert seen[1][0, 0] == 2 * seen[0][0, 0]
+
+    (pytester.path / "harness.toml").write_text(
+        '[robustness]\nexamples = 10\n[[models]]\nname = "stream"\npath = "stream.tflite"\n'
+    )
+    result = pytester.runpytest(
+        "-k", "robustness", "-p", "no:cacheprovider", "--harness-json", "out.json"
+    )
+    result.assert_outcomes(passed=1)
+    import json
+
+    (record,) = json.loads((pytester.path / "out.json").read_text())["results"]
+    assert record["figures"]["state_reset"] == (
+        "resource variables: a fresh interpreter before every run"
+    )
+
+
+def test_two_failing_properties_print_one_clean_line_each(pytester: pytest.Pytester) -> None:
+    """log(x + 5) is not finite below -5, and subtracting the batch mean makes a batch differ
+    from single runs: hypothesis finds both and raises an exception group; each property gets
+    one line and its own saved counterexample, and no traceback is printed."""
+    save(
+        pytester.path / "twice.onnx",
+        [
+            helper.make_node("Constant", [], ["five"], value_float=5.0),
+            helper.make_node("Add", ["x", "five"], ["shifted"]),
+            helper.make_node("Log", ["shifted"], ["log"]),
+            helper.make_node("ReduceMean", ["x"], ["mean"], axes=[0], keepdims=1),
+            helper.make_node("Sub", ["log", "mean"], ["y"]),
+        ],
+    )
+    config(pytester.path, "twice")
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "ExceptionGroup" not in out and "Traceback" not in out, out
+    result.stdout.fnmatch_lines(
+        [
+            "*robustness[[]twice@host[]]: property batch: output 'y' of sample * differs when run "
+            "alone and inside a batch of 3 (shrunk counterexample: */twice@host-batch.npz)",
+            "property finite: output 'y' has NaN or infinite values "
+            "(shrunk counterexample: */twice@host-finite.npz)",
+        ]
+    )
+    for name in ("batch", "finite"):
+        assert (pytester.path / f".harness/counterexamples/twice@host-{name}.npz").is_file()

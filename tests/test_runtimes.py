@@ -241,3 +241,36 @@ def test_hello_reports_versions_and_empty_peak(worker: WorkerClient) -> None:
     hello = worker.request("hello", TIMEOUT, formats=["onnx", "tflite"])
     assert {"numpy", "onnxruntime", "ai-edge-litert"} <= set(hello["versions"])
     assert hello["empty_peak_kb"] > 10_000
+
+
+# -- a GPU device whose session fell back to the CPU -----------------------------------------
+
+
+DIGITS_ONNX = (
+    Path(__file__).resolve().parent.parent / "examples" / "digits" / "models" / "digits.onnx"
+)
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_a_cuda_session_that_fell_back_to_cpu_fails_the_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """onnxruntime-gpu lists CUDAExecutionProvider even where CUDA cannot start (no driver, a
+    missing libcudnn): the session then quietly runs on the CPU, and its figures would be
+    labelled GPU measurements. The CPU wheel here does exactly that once it claims CUDA."""
+    import onnxruntime as ort
+
+    from harness.runtimes.base import ModelLoadError
+    from harness.runtimes.onnx import OnnxRuntime
+    from harness.worker.server import Worker
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA build of onnxruntime: the CPU fallback is not what happens here")
+    claimed = ["CUDAExecutionProvider", *ort.get_available_providers()]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: claimed)
+    expected = r"asked for CUDAExecutionProvider, but the session runs on CPUExecutionProvider only"
+    with pytest.raises(ModelLoadError, match=expected):
+        OnnxRuntime(str(DIGITS_ONNX), 1, "cuda")
+    with pytest.raises(ModelLoadError, match="onnxruntime-gpu's CUDA and cuDNN libraries"):
+        Worker().load("m", str(DIGITS_ONNX), threads=1, accelerator="cuda")
+    assert OnnxRuntime(str(DIGITS_ONNX), 1).provider == "CPUExecutionProvider"  # no GPU asked

@@ -280,6 +280,7 @@ def test_paired_ratio_small_n_falls_back_to_extremes() -> None:
     assert min_rounds_for_ratio() == 6
     est = paired_ratio(base, new)
     assert est.low == pytest.approx(0.9) and est.high == pytest.approx(1.3)
+    assert not est.nominal  # the range of the data, not a 95% interval
 
 
 @pytest.mark.parametrize(
@@ -358,7 +359,9 @@ def test_paired_ratio_of_identical_samples_is_one(
 ) -> None:
     est = paired_ratio(data, data, method=method, resamples=200)
     assert est.ratio == 1.0 and est.low == 1.0 and est.high == 1.0
-    assert decide_ratio(est, 0.0) == "pass"
+    # Even identical rounds decide only from enough of them.
+    assert decide_ratio(est, 0.0) == ("pass" if est.nominal else "undecided")
+    assert est.nominal == (len(data) >= min_rounds_for_ratio())
 
 
 @settings(max_examples=60, deadline=None)
@@ -608,3 +611,76 @@ def test_per_look_confidence_spends_the_error_over_the_looks() -> None:
     assert stats.look_schedule(12, 3) == [12, 24, 48]
     with pytest.raises(ValueError):
         stats.look_schedule(0)
+
+
+# --- too few rounds never decide (issue 9, item 5) ----------------------------------------------
+
+
+def test_too_few_rounds_never_decide_a_true_regression_as_a_pass() -> None:
+    """A true +12% against a 10% gate, per-round log-ratio noise 0.05, at the per-look confidence
+    the latency item spends: below min_rounds_for_ratio the signed-rank interval would be the
+    data's extremes (at n=2 it passes ~13% of such changes); it must not decide at all, and from
+    there on it may pass at most the interval's one-sided error rate."""
+    confidence = stats.per_look_confidence(0.95)
+    minimum = min_rounds_for_ratio(confidence)
+    tail = (1.0 - confidence) / 2.0
+    rng = np.random.default_rng(9)
+    trials = 2000
+    for n in range(2, minimum + 4):
+        d = rng.normal(math.log(1.12), 0.05, size=(trials, n))
+        passed = sum(
+            decide_ratio(paired_ratio(np.ones(n), np.exp(row), confidence), 0.10) == "pass"
+            for row in d
+        )
+        if n < minimum:
+            assert passed == 0, f"n={n}: {passed}/{trials} passed with too few rounds"
+        else:  # binomial error of the simulated rate: 4 standard errors
+            bound = tail + 4 * math.sqrt(tail * (1 - tail) / trials)
+            assert passed / trials <= bound, f"n={n}: {passed}/{trials}"
+
+
+def test_an_estimate_from_too_few_rounds_says_so() -> None:
+    confidence = 0.95
+    minimum = min_rounds_for_ratio(confidence)
+    short = paired_ratio([1.0] * (minimum - 1), [2.0] * (minimum - 1), confidence)
+    assert not short.nominal
+    assert decide_ratio(short, 0.05) == "undecided"  # even though every round says +100%
+    enough = paired_ratio([1.0] * minimum, [2.0] * minimum, confidence)
+    assert enough.nominal and decide_ratio(enough, 0.05) == "fail"
+
+
+# --- unpaired (stored baseline) comparisons: session drift (issue 9, item 6) ---------------------
+
+
+def _session_chunks(rng: np.random.Generator, chunks: int, drift_sd: float) -> np.ndarray:
+    """Per-chunk medians of one session: the session's level moves by drift_sd (another
+    process, another hour) and each chunk by as much again around it."""
+    level = rng.normal(0.0, drift_sd)
+    return np.exp(1.0 + level + rng.normal(0.0, drift_sd, chunks))
+
+
+def test_unpaired_ratio_keeps_false_alarms_within_its_error_under_session_drift() -> None:
+    """Two sessions of one identical model whose levels differ as much as their chunks vary:
+    an interval that treats samples (or chunk medians) as independent draws around one level
+    narrows with every sample and lets the drift decide; the unpaired interval must not."""
+    rng = np.random.default_rng(6)
+    trials, false_alarms = 1000, 0
+    for _ in range(trials):
+        base, new = _session_chunks(rng, 10, 0.05), _session_chunks(rng, 10, 0.05)
+        estimate = stats.unpaired_ratio(base, new, 0.95)
+        false_alarms += decide_ratio(estimate, 0.0) == "fail"  # any slowdown at all fails
+    assert false_alarms / trials <= 0.05, f"{false_alarms}/{trials}"
+
+
+def test_unpaired_ratio_finds_a_change_larger_than_the_drift() -> None:
+    rng = np.random.default_rng(7)
+    base, new = _session_chunks(rng, 12, 0.02), 1.5 * _session_chunks(rng, 12, 0.02)
+    estimate = stats.unpaired_ratio(base, new, 0.95)
+    assert estimate.nominal and estimate.low > 1.3
+    assert decide_ratio(estimate, 0.10) == "fail"
+
+
+def test_unpaired_ratio_from_too_few_chunks_decides_nothing() -> None:
+    estimate = stats.unpaired_ratio([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], 0.95)
+    assert estimate.ratio == pytest.approx(2.0)
+    assert not estimate.nominal and decide_ratio(estimate, 0.10) == "undecided"

@@ -75,8 +75,14 @@ def evaluate(expression: str, context: dict[str, Any], status: dict[str, bool]) 
 
     def get(path: str) -> Any:
         value: Any = context
+        filtered = False  # after `.*`: a list of what each element holds
         for part in re.findall(r"[^.\[\]]+", path):
-            if isinstance(value, list):
+            if part == "*":
+                items = value.values() if isinstance(value, dict) else value
+                value, filtered = list(items or []), True
+            elif filtered:
+                value = [v.get(part) for v in value if isinstance(v, dict)]
+            elif isinstance(value, list):
                 value = value[int(part)] if int(part) < len(value) else None
             elif isinstance(value, dict):
                 value = value.get(part)
@@ -84,13 +90,20 @@ def evaluate(expression: str, context: dict[str, Any], status: dict[str, bool]) 
                 return None
         return "" if value is None else value
 
+    def contains(haystack: Any, needle: Any) -> bool:
+        if isinstance(haystack, list):
+            return any(str(item).lower() == str(needle).lower() for item in haystack)
+        return str(needle).lower() in str(haystack).lower()
+
     functions = {
         "_get": get,
         "_fn_always": lambda: True,
         "_fn_success": lambda: not status["failed"],
         "_fn_failure": lambda: status["failed"],
-        "_fn_cancelled": lambda: False,
+        "_fn_cancelled": lambda: status.get("cancelled", False),
         "_fn_fromJSON": json.loads,
+        "_fn_toJSON": lambda value: json.dumps(value, indent=2),
+        "_fn_contains": contains,
     }
     return eval("".join(python), {"__builtins__": {}}, functions)  # noqa: S307 (test-only)
 
@@ -150,6 +163,7 @@ class Job:
     log: str
     failed: bool
     ran: list[str] = field(default_factory=list)
+    skipped: bool = False  # the job's own `if:` was false: GitHub reports it as a success
 
 
 class Runner:
@@ -200,6 +214,23 @@ class Runner:
         call = triggers.get("workflow_call") if isinstance(triggers, dict) else None
         return dict((call or {}).get("inputs") or {})
 
+    def _job_runs(self, job: dict[str, Any]) -> bool:
+        """A job's `if:`, with the status functions reading the results of the jobs it needs
+        (without `if:`, GitHub runs a job only when every job it needs succeeded)."""
+        needed = job.get("needs") or []
+        results = [
+            str((self.context["needs"].get(n) or {}).get("result", ""))
+            for n in ([needed] if isinstance(needed, str) else needed)
+        ]
+        # success() needs every needed job to have succeeded (a skipped one too).
+        status = {
+            "failed": any(r != "success" for r in results),
+            "cancelled": "cancelled" in results,
+        }
+        if job.get("if") is None:
+            return all(r == "success" for r in results)
+        return _condition(job["if"], self.context, status)
+
     def run_job(
         self, name: str | None, *, event: dict[str, Any] | None = None, skip: tuple[str, ...] = ()
     ) -> Job:
@@ -210,6 +241,8 @@ class Runner:
             job: dict[str, Any] = {"steps": self.document["runs"]["steps"]}
         else:
             job = self.document["jobs"][name]
+            if not self._job_runs(job):
+                return Job({}, {}, "", "", failed=False, skipped=True)
         self.context["steps"] = {}
         status = {"failed": False}
         folder = self.tmp / f"job-{name or 'action'}"
@@ -395,6 +428,7 @@ def test_model_gate_matrix_device_and_gate_steps(tmp_path: Path) -> None:
 
     # The gate job merges what the device jobs uploaded (one device here: expect only it).
     runner.context["needs"]["matrix"]["outputs"]["names"] = "host"
+    runner.context["needs"]["device"] = {"outputs": {}, "result": "success"}
     gate = runner.run_job("gate", skip=("install",))
     assert not gate.failed, gate.log
     assert gate.outputs == {"verdict": "PASS", "report": "harness-report/report.md"}
@@ -453,12 +487,106 @@ def test_matrix_job_takes_the_configs_devices_and_profiles_from_harness_devices(
 def test_model_gate_gate_job_fails_when_a_device_sent_nothing(tmp_path: Path) -> None:
     workspace = _workspace(tmp_path)
     runner = Runner(WORKFLOWS / "model-gate.yml", workspace, tmp_path, {})
-    runner.context["needs"] = {"matrix": {"outputs": {"names": "host,rpi4"}, "result": "success"}}
+    runner.context["needs"] = {
+        "matrix": {"outputs": {"names": "host,rpi4"}, "result": "success"},
+        "device": {"outputs": {}, "result": "success"},  # they succeeded but uploaded nothing
+    }
     gate = runner.run_job("gate", skip=("install",))
     assert gate.failed
     assert gate.steps["merge"]["outputs"]["verdict"] == "ERROR"
     for problem in ("no results for device host", "no results for device rpi4", "no results:"):
         assert problem in gate.summary
+
+
+# What `needs` holds in the gate job when the jobs before it did not all succeed: (matrix
+# result, device result, whether the device jobs uploaded results).
+BROKEN_NEEDS = {
+    "matrix failed": ("failure", "skipped", False),  # a broken config, a failed install
+    "matrix cancelled": ("cancelled", "skipped", False),
+    "a device job failed before uploading": ("success", "failure", False),
+    "a device job was cancelled": ("success", "cancelled", False),
+    "the device jobs were skipped": ("success", "skipped", False),
+    "a device job failed after uploading passing results": ("success", "failure", True),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_NEEDS, ids=lambda c: c.replace(" ", "-"))
+def test_model_gate_gate_job_cannot_be_skipped_into_success(
+    case: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A job skipped by its `if:` reports success to a required check: `gate` must always run,
+    and fail when a job it needs did not succeed, whatever the results it could merge say."""
+    matrix_result, device_result, uploaded = BROKEN_NEEDS[case]
+    workspace = _workspace(tmp_path)
+    runner = Runner(WORKFLOWS / "model-gate.yml", workspace, tmp_path, {})
+    matrix_outputs = {"names": "host", "devices": "[]"} if matrix_result == "success" else {}
+    runner.context["needs"] = {
+        "matrix": {"outputs": matrix_outputs, "result": matrix_result},
+        "device": {"outputs": {}, "result": device_result},
+    }
+    if uploaded:
+        results = tmp_path / "runner" / "results"
+        results.mkdir(parents=True)
+        shutil.copy(example_results(tmp_path_factory), results / "host.json")
+    gate = runner.run_job("gate", skip=("install",))
+    assert not gate.skipped, (
+        f"{case}: the gate job is skipped, which a required check reads as success"
+    )
+    assert gate.failed, gate.log
+    assert gate.outputs["verdict"] == "ERROR"
+    for job, result in (("matrix", matrix_result), ("device", device_result)):
+        if result != "success":
+            assert f"job `{job}` did not succeed: {result}" in gate.log + gate.summary
+
+
+def test_model_gate_gate_job_passes_only_when_every_job_succeeded(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    workspace = _workspace(tmp_path)
+    runner = Runner(WORKFLOWS / "model-gate.yml", workspace, tmp_path, {})
+    runner.context["needs"] = {
+        "matrix": {"outputs": {"names": "host"}, "result": "success"},
+        "device": {"outputs": {}, "result": "success"},
+    }
+    results = tmp_path / "runner" / "results"
+    results.mkdir(parents=True)
+    shutil.copy(example_results(tmp_path_factory), results / "host.json")
+    gate = runner.run_job("gate", skip=("install",))
+    assert not gate.failed, gate.log
+    assert gate.outputs["verdict"] == "PASS"
+    assert "did not succeed" not in gate.log
+
+
+@pytest.mark.parametrize(
+    ("label_input", "labels", "allowed"),
+    [
+        ("gate-change", ["gate-change", "ml"], True),
+        ("gate-change", ["ml"], False),
+        ("", [""], False),  # no label named: nothing allows it
+        ("", [], False),
+    ],
+)
+def test_model_gate_passes_allow_gate_changes_only_with_the_named_label(
+    label_input: str, labels: list[str], allowed: bool, tmp_path: Path
+) -> None:
+    """A PR loosening its own gates passes only when someone who may label it said so."""
+    workspace = _workspace(tmp_path)
+    inputs = {"allow-gate-changes-label": label_input}
+    runner = Runner(WORKFLOWS / "model-gate.yml", workspace, tmp_path, inputs)
+    event = {"pull_request": {"number": 7, "labels": [{"name": name} for name in labels]}}
+    runner.context["github"]["event"] = event
+    runner.context["needs"] = {"matrix": {"outputs": {}, "result": "success"}}
+    runner.context["matrix"] = {"device": {"name": "host", "backend": "local", "arch": "amd64"}}
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    calls = tmp_path / "python-calls"
+    (fake_bin / "python").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (fake_bin / "python").chmod(0o755)
+    runner.env_base["PATH"] = f"{fake_bin}{os.pathsep}{runner.env_base['PATH']}"
+    device = runner.run_job("device", skip=("install",), event=event)
+    assert not device.failed, device.log
+    pytest_call = next(c for c in calls.read_text().splitlines() if c.startswith("-m pytest"))
+    assert ("--allow-gate-changes" in pytest_call.split()) is allowed, pytest_call
 
 
 def test_composite_action_steps(tmp_path: Path) -> None:
@@ -515,7 +643,12 @@ def test_nightly_records_history_reports_and_comments_on_a_regression(
     (fake_bin / "gh").chmod(0o755)
     runner.env_base["PATH"] = f"{fake_bin}{os.pathsep}{runner.env_base['PATH']}"
 
+    runner.context["needs"] = {
+        "matrix": {"outputs": matrix.outputs, "result": "success"},
+        "device": {"outputs": {}, "result": "success"},
+    }
     report = runner.run_job("report", skip=("install",))
+    assert not report.skipped
     assert report.failed  # the regression fails the run
     assert report.steps["record"]["outcome"] == "success"
     assert report.steps["report"]["outcome"] == "failure"

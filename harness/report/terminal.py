@@ -20,6 +20,7 @@ STYLE = {
     "SKIPPED": "yellow",
     "NO GATE": "dim",
     "NO BASELINE": "yellow",
+    "WARN": "yellow",
 }
 UNITS = {"size_kb": " kB", "p90_ms": " ms", "peak_mb": " MB", "board_peak_mb": " MB"}
 

@@ -48,6 +48,10 @@ class Runtime(Protocol):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     provider: str  # what actually executes: CPUExecutionProvider, XNNPACK, ...
+    state: str  # how reset() clears state kept between runs, in words ("": no hidden state)
+
+    def reset(self) -> None:
+        """Start the next run from the model's initial state (streaming models keep some)."""
 
     def prepare(self, shapes: dict[str, tuple[int, ...]]) -> None:
         """Fix dynamic input shapes before the first run (TFLite must resize and allocate)."""

@@ -41,6 +41,7 @@ def _spec(node: Any) -> TensorSpec:
 
 class OnnxRuntime:
     name = "onnxruntime"
+    state = ""  # an onnxruntime session keeps nothing between runs: state travels as inputs
 
     def __init__(self, path: str, threads: int, accelerator: str = "none") -> None:
         import onnxruntime as ort
@@ -63,9 +64,22 @@ class OnnxRuntime:
             self.session = ort.InferenceSession(path, options, providers=providers)
         except Exception as exc:  # onnxruntime raises several private exception types
             raise ModelLoadError(f"onnxruntime cannot load it: {exc}") from exc
-        self.provider = self.session.get_providers()[0]
+        given = self.session.get_providers()
+        if providers[0] not in given:
+            # onnxruntime only warns when a provider cannot start (no driver, a missing
+            # libcudnn) and runs on the CPU: its figures would be labelled GPU measurements.
+            raise ModelLoadError(
+                f"the device asked for {providers[0]}, but the session runs on "
+                f"{', '.join(given)} only: CUDA could not start here (check the NVIDIA driver "
+                "with nvidia-smi, and that onnxruntime-gpu's CUDA and cuDNN libraries are on "
+                "the library path of the device image)"
+            )
+        self.provider = given[0]
         self.inputs = [_spec(n) for n in self.session.get_inputs()]
         self.outputs = [_spec(n) for n in self.session.get_outputs()]
+
+    def reset(self) -> None:
+        pass
 
     def prepare(self, shapes: dict[str, tuple[int, ...]]) -> None:
         pass  # onnxruntime takes any shape that fits the graph at run time

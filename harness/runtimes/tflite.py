@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -55,11 +56,25 @@ class TfliteRuntime:
         if accelerator != "none":
             raise ModelLoadError(f"TFLite on accelerator {accelerator!r} is not supported")
         interpreter_class, self.name, self.version = _interpreter_class()
+        self._new_interpreter: Callable[[], Any] = partial(
+            interpreter_class, model_path=path, num_threads=threads
+        )
         try:
-            self.interpreter = interpreter_class(model_path=path, num_threads=threads)
+            self.interpreter = self._new_interpreter()
         except Exception as exc:  # the interpreter raises ValueError/RuntimeError variants
             raise ModelLoadError(f"{self.name} cannot load it: {exc}") from exc
         self.provider = "XNNPACK/CPU"
+        # Streaming models keep state between invokes: variable tensors (SVDF, LSTM), which
+        # reset_all_variables() zeroes, or resource variables (VAR_HANDLE, RESOURCE tensors,
+        # numpy object dtype here), which survive it: only a fresh interpreter starts those over.
+        self._resources = any(
+            np.dtype(d["dtype"]) == np.dtype(object) for d in self.interpreter.get_tensor_details()
+        )
+        self.state = (
+            "resource variables: a fresh interpreter before every run"
+            if self._resources
+            else "variable tensors, if any: reset_all_variables() before every run"
+        )
         details = self.interpreter.get_input_details()
         self._input_index = {d["name"]: d["index"] for d in details}
         self.inputs = [_spec(d) for d in details]
@@ -67,6 +82,13 @@ class TfliteRuntime:
         self._output_index = [d["index"] for d in out_details]
         self.outputs = [_spec(d) for d in out_details]
         self._allocated = False
+
+    def reset(self) -> None:
+        if self._resources:
+            self.interpreter = self._new_interpreter()
+            self._allocated = False  # the next run sizes and allocates it
+        elif self._allocated:
+            self.interpreter.reset_all_variables()
 
     def prepare(self, shapes: dict[str, tuple[int, ...]]) -> None:
         # Dynamic signatures need resize_tensor_input before allocate_tensors, or XNNPack

@@ -23,6 +23,13 @@ from harness.runner import Pair
 CHUNK_SECONDS = 0.5  # timed runs per worker request, in seconds (unpaired)
 ROUND_SECONDS = 0.05  # per model and round (paired): many short rounds track drift best
 MIN_PER_ROUND = 5
+# Timed loops (worker requests) per session at least, when the sample cap binds: a stored
+# baseline is compared on per-chunk medians (stats.unpaired_ratio), so a session needs several.
+MIN_CHUNKS = 10
+# With a regression gate, timed loops start at least this far apart: chunks spread over half a
+# second show the machine's drift between them, which is what tells a stored baseline's session
+# from this one (benchmarks/bench_stored_baseline.py: back-to-back chunks hide it).
+CHUNK_SPACING_S = 0.05
 
 
 def _describe(ms: np.ndarray, prefix: str = "") -> dict[str, Any]:
@@ -37,26 +44,37 @@ def _describe(ms: np.ndarray, prefix: str = "") -> dict[str, Any]:
     }
 
 
-def _single(pair: Pair) -> Measurement:
+def _single(pair: Pair, spread: bool = False) -> Measurement:
+    """Timed loops until the p90 gate is decided or `samples` are in. With `spread` (a
+    regression gate: this session is compared with a stored one, or may be stored and compared
+    later) no early stop and loops spaced CHUNK_SPACING_S apart: the comparison reads chunks."""
     settings = pair.config.latency
     assert pair.target is not None
     threshold = pair.model.gates_for(pair.profile.name).latency_p90_ms_max
     gated = threshold is not None and pair.target.fidelity in ABSOLUTE_TIME_FIDELITIES
     started = time.monotonic()
     samples: list[int] = pair.request("bench", samples=1, warmup=settings.warmup)["samples_ns"]
+    chunk_sizes = [len(samples)]  # where each timed loop starts: chunks for stored comparisons
+    chunk_started = time.monotonic()
     decision = "undecided"
     confidence = stats.per_look_confidence(settings.confidence)
     first = max(settings.min_samples, stats.min_samples_for_percentile(90, confidence))
     looks = stats.look_schedule(first)
+    largest = max(MIN_PER_ROUND, math.ceil(settings.samples / MIN_CHUNKS))
     while len(samples) < settings.samples:
         elapsed = time.monotonic() - started
         if elapsed >= settings.time_budget_s:
             break
         per_run = max(float(np.median(samples)) * 1e-9, 1e-6)
         left = min(settings.time_budget_s - elapsed, CHUNK_SECONDS)
-        chunk = int(max(1, min(settings.samples - len(samples), left / per_run)))
-        samples += pair.request("bench", samples=chunk)["samples_ns"]
-        if gated and looks and len(samples) >= looks[0]:
+        chunk = int(max(1, min(settings.samples - len(samples), left / per_run, largest)))
+        if spread:
+            time.sleep(max(0.0, chunk_started + CHUNK_SPACING_S - time.monotonic()))
+        chunk_started = time.monotonic()
+        timed = pair.request("bench", samples=chunk)["samples_ns"]
+        samples += timed
+        chunk_sizes.append(len(timed))
+        if gated and not spread and looks and len(samples) >= looks[0]:
             assert threshold is not None
             while looks and len(samples) >= looks[0]:
                 looks.pop(0)
@@ -69,6 +87,11 @@ def _single(pair: Pair) -> Measurement:
     figures = _describe(ms)
     flags = Flags()
     interval = stats.percentile_ci(ms, 90, confidence)
+    if gated and decision == "undecided" and len(samples) >= first:
+        # The final look, when the sample cap or the budget ends between scheduled ones; never
+        # below `first`, where one side of the interval is only the sample extreme.
+        assert threshold is not None
+        decision = stats.decide_threshold(interval, threshold)
     figures.update(
         p90_low_ms=interval.low,
         p90_high_ms=interval.high,
@@ -81,6 +104,12 @@ def _single(pair: Pair) -> Measurement:
             f"latency: only n={len(samples)} samples within the {settings.time_budget_s:g} s "
             f"budget; {settings.min_samples} needed (raise latency.time_budget_s)"
         )
+    elif gated and decision == "undecided" and len(samples) < first:
+        flags["inconclusive"] = (
+            f"latency p90 {figures['p90_ms']:.3f} ms from only n={len(samples)} samples within "
+            f"the {settings.time_budget_s:g} s budget; a {confidence:.2%} interval of the p90 "
+            f"needs at least {first} (raise latency.time_budget_s)"
+        )
     elif gated and decision == "undecided":
         assert threshold is not None
         margin = max(abs(figures["p90_ms"] - threshold), 1e-9)
@@ -91,7 +120,8 @@ def _single(pair: Pair) -> Measurement:
             f"after n={len(samples)} samples; about {needed} needed (raise latency.samples and "
             "latency.time_budget_s)"
         )
-    return Measurement(figures, pair.target.fidelity, {"samples_ns": samples}, flags)
+    raw = {"samples_ns": samples, "chunk_sizes": chunk_sizes}
+    return Measurement(figures, pair.target.fidelity, raw, flags)
 
 
 def _paired(pair: Pair) -> Measurement:
@@ -142,8 +172,9 @@ def _paired(pair: Pair) -> Measurement:
         rounds=len(new_medians), per_round=per_round, threads=pair.profile.threads, paired=True
     )
     flags = Flags()
-    if len(new_medians) >= 2 and (estimate is None or estimate.n != len(new_medians)):
-        # The final look, when the budget ends between scheduled ones.
+    if len(new_medians) >= minimum and (estimate is None or estimate.n != len(new_medians)):
+        # The final look, when the budget ends between scheduled ones; never from fewer rounds
+        # than the interval needs at this confidence (it would be only the data's range).
         estimate = stats.paired_ratio(base_medians, new_medians, confidence)
         if max_regression is not None:
             decision = stats.decide_ratio(estimate, max_regression)
@@ -158,7 +189,8 @@ def _paired(pair: Pair) -> Measurement:
         if estimate is None:
             flags["inconclusive"] = (
                 f"latency: only {len(new_medians)} paired rounds within the "
-                f"{settings.time_budget_s:g} s budget; raise latency.time_budget_s"
+                f"{settings.time_budget_s:g} s budget; a {confidence:.2%} interval needs at "
+                f"least {minimum} (raise latency.time_budget_s)"
             )
         else:
             logs = np.log(np.asarray(new_medians) / np.asarray(base_medians))
@@ -179,28 +211,58 @@ def _paired(pair: Pair) -> Measurement:
     return Measurement(figures, pair.target.fidelity, raw, flags)
 
 
+def _chunks(raw: dict[str, Any]) -> np.ndarray:
+    """Per-chunk medians (ns) of a session's raw figures. Records written before chunk sizes
+    were kept are cut into MIN_CHUNKS consecutive blocks (samples are in time order)."""
+    samples = raw["samples_ns"]
+    sizes = raw.get("chunk_sizes") or [
+        len(block) for block in np.array_split(np.arange(len(samples)), MIN_CHUNKS)
+    ]
+    medians = stats.chunk_medians(samples, sizes, min_size=MIN_PER_ROUND)
+    return np.maximum(medians, 1.0)  # a timer tick below 1 ns is no time at all
+
+
 def _stored(pair: Pair, measurement: Measurement) -> Measurement:
-    """Compare with a stored baseline's raw samples (another session: drift not cancelled)."""
+    """Compare with a stored baseline (another session: drift not cancelled) on per-chunk
+    medians, with an interval as wide as the chunks of both sessions spread."""
     record = pair.baseline.stored.get("latency")
-    base = (record["raw"].get("samples_ns") if record else None) or []
+    if record is None:
+        return measurement
+    base = record["raw"].get("samples_ns") or []
     if len(base) < 2 or len(measurement.raw["samples_ns"]) < 2:
         return measurement
     settings = pair.config.latency
+    base_chunks, new_chunks = _chunks(record["raw"]), _chunks(measurement.raw)
     base_ms = np.asarray(base, dtype=np.float64) / 1e6
-    new_ms = np.asarray(measurement.raw["samples_ns"], dtype=np.float64) / 1e6
-    estimate = stats.unpaired_ratio(base_ms, new_ms, settings.confidence, seed=pair.config.seed)
     figures = measurement.figures | _describe(base_ms, "baseline_")
     flags = Flags(**measurement.flags)
-    figures.update(
-        ratio=estimate.ratio, ratio_low=estimate.low, ratio_high=estimate.high, paired=False
-    )
+    figures.update(paired=False, chunks=len(new_chunks), baseline_chunks=len(base_chunks))
     max_regression = pair.model.gates_for(pair.profile.name).latency_max_regression
-    if max_regression is not None and stats.decide_ratio(estimate, max_regression) == "undecided":
-        flags["inconclusive"] = (
-            f"latency {estimate.ratio - 1:+.1%} [{estimate.low - 1:+.1%}, "
-            f"{estimate.high - 1:+.1%}] straddles the {max_regression:.0%} gate (stored "
-            "baseline, unpaired)"
-        )
+    why = ""
+    if min(len(base_chunks), len(new_chunks)) == 0:
+        why = f"latency: no timed chunk of {MIN_PER_ROUND} or more runs in one of the sessions"
+    else:
+        estimate = stats.unpaired_ratio(base_chunks, new_chunks, settings.confidence)
+        if estimate.nominal:
+            figures.update(ratio=estimate.ratio, ratio_low=estimate.low, ratio_high=estimate.high)
+            if max_regression is not None and stats.decide_ratio(estimate, max_regression) == (
+                "undecided"
+            ):
+                why = (
+                    f"latency {estimate.ratio - 1:+.1%} [{estimate.low - 1:+.1%}, "
+                    f"{estimate.high - 1:+.1%}] straddles the {max_regression:.0%} gate (stored "
+                    "baseline, unpaired: the interval is as wide as the drift between chunks; "
+                    "compare with --baseline=<git ref> for a paired measurement)"
+                )
+        else:
+            why = (
+                f"latency: {len(base_chunks)} and {len(new_chunks)} timed chunks in the two "
+                f"sessions are too few for an unpaired {settings.confidence:.0%} interval "
+                "(raise latency.samples)"
+            )
+    if max_regression is not None and why:
+        previous = flags.get("inconclusive")
+        flags["inconclusive"] = f"{previous}; {why}" if previous else why
     raw = measurement.raw | {"baseline_samples_ns": base}
     return Measurement(figures, measurement.fidelity, raw, flags)
 
@@ -210,5 +272,6 @@ def measure(pair: Pair) -> Measurement:
     pair = pair.planned()  # an expensive (emulated) device runs the samples its plan affords
     if pair.baseline.base is not None:
         return _paired(pair)
-    measured = _single(pair)
+    regression_gate = pair.model.gates_for(pair.profile.name).latency_max_regression
+    measured = _single(pair, spread=regression_gate is not None)
     return _stored(pair, measured) if pair.baseline.stored else measured

@@ -7,7 +7,12 @@ device through the worker. Properties:
 - batch: a batch of N equals N single runs (where the batch dim is free), within tolerance;
 - probabilities: a score output that looks like probabilities sums to 1.
 
-The shrunk counterexample is saved as .npz and named in the failure and the report. Bounded by
+Every run starts from the model's initial state (the worker resets what a streaming model keeps
+between runs: TFLite variable tensors, or a fresh interpreter for resource variables; ONNX keeps
+none), so a correct stateful model is deterministic; the item's figures say how it was reset.
+
+Each failing property gets one line in the failure, with its own shrunk counterexample saved as
+.npz (hypothesis reports several distinct failures as an exception group). Bounded by
 `robustness.examples` and `robustness.time_budget_s`.
 """
 
@@ -126,7 +131,7 @@ def check_example(
     """Run the properties on one generated input; returns whether outputs look like
     probabilities (decided on the first example)."""
     try:
-        first = pair.request("run", inputs=inputs)["outputs"]
+        first = pair.request("run", inputs=inputs, reset=True)["outputs"]
     except Exception as exc:
         message = f"the device rejected an input its spec allows: {exc}"
         raise PropertyFailure("runs", message) from exc
@@ -134,7 +139,7 @@ def check_example(
         array = np.asarray(value)
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             raise PropertyFailure("finite", f"output {name!r} has NaN or infinite values")
-    second = pair.request("run", inputs=inputs)["outputs"]
+    second = pair.request("run", inputs=inputs, reset=True)["outputs"]
     for name, value in first.items():
         if not np.array_equal(np.asarray(value), np.asarray(second[name]), equal_nan=True):
             delta = np.abs(np.asarray(value, np.float64) - np.asarray(second[name], np.float64))
@@ -163,7 +168,7 @@ def check_example(
                     n: (v if n in pair.model.input_values else v[index : index + 1])
                     for n, v in inputs.items()
                 }
-                alone = pair.request("run", inputs=single)["outputs"]
+                alone = pair.request("run", inputs=single, reset=True)["outputs"]
                 for name, value in alone.items():
                     together = np.asarray(first[name])[index : index + 1]
                     if not np.allclose(
@@ -199,7 +204,8 @@ def measure(pair: Pair) -> Measurement:
         _batch_free(s) for s in pair.loaded["inputs"] if s["name"] not in pair.model.input_values
     )
     batch = options.batch if batch_free else 1
-    state: dict[str, Any] = {"examples": 0, "probabilities": None, "last": None}
+    # last: the latest failing input per property (hypothesis re-runs each shrunk one last)
+    state: dict[str, Any] = {"examples": 0, "probabilities": None, "last": {}}
     deadline = time.monotonic() + options.time_budget_s
 
     @settings(
@@ -212,26 +218,35 @@ def measure(pair: Pair) -> Measurement:
     )
     @given(_inputs_strategy(pair, batch))
     def properties(inputs: dict[str, np.ndarray]) -> None:
-        if time.monotonic() > deadline and state["last"] is None:
+        if time.monotonic() > deadline and not state["last"]:
             return  # out of budget: the remaining examples are not run
         state["examples"] += 1
         pair.progress("example", state["examples"], options.examples)
         try:
             state["probabilities"] = check_example(pair, inputs, batch_free, state["probabilities"])
         except PropertyFailure as failure:
-            state["last"] = (inputs, failure)  # hypothesis re-runs the shrunk example last
+            state["last"][failure.name] = (inputs, failure)
             raise
 
     figures: dict[str, Any] = {"examples": 0, "batch_checked": batch > 1}
     flags = Flags()
+    if pair.loaded.get("state"):
+        figures["state_reset"] = pair.loaded["state"]
     try:
         properties()
-    except PropertyFailure:
-        inputs, failure = state["last"]
-        path = _save(pair, inputs, failure)
-        flags["failure"] = f"property {failure} (shrunk counterexample: {path})"
-        figures["counterexample"] = str(path)
-        figures["property"] = failure.name
+    except (PropertyFailure, ExceptionGroup) as raised:
+        if isinstance(raised, ExceptionGroup):
+            _, rest = raised.split(PropertyFailure)
+            if rest is not None:
+                raise rest from None  # not a property failing: a harness or worker fault
+        lines, paths = [], []
+        for _, (inputs, failure) in sorted(state["last"].items()):
+            paths.append(str(_save(pair, inputs, failure)))
+            lines.append(f"property {failure} (shrunk counterexample: {paths[-1]})")
+        flags["failure"] = "\n".join(lines)  # one line per failing property
+        figures["counterexample"] = paths[0]
+        figures["counterexamples"] = paths
+        figures["property"] = ", ".join(sorted(state["last"]))
     figures["examples"] = state["examples"]
     figures["probabilities_checked"] = bool(state["probabilities"])
     return Measurement(figures, pair.target.fidelity, flags=flags)

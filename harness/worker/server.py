@@ -129,6 +129,7 @@ class Worker:
             "runtime": runtime.name,
             "runtime_version": runtime.version,
             "provider": runtime.provider,
+            "state": runtime.state,
             "inputs": [spec.as_json() for spec in runtime.inputs],
             "outputs": [spec.as_json() for spec in runtime.outputs],
             "output": output_names[output_index],
@@ -211,9 +212,14 @@ class Worker:
             markers.end()
         return {"samples_ns": timings}
 
-    def run(self, model_id: str, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
-        """One inference on caller-given inputs; outputs raw (not dequantized)."""
+    def run(
+        self, model_id: str, inputs: dict[str, np.ndarray], reset: bool = False
+    ) -> dict[str, Any]:
+        """One inference on caller-given inputs; outputs raw (not dequantized). With `reset`,
+        from the model's initial state (what it kept from earlier runs is cleared first)."""
         model = self._model(model_id)
+        if reset:
+            model.runtime.reset()
         outputs = model.runtime.run(inputs)
         return {"outputs": {s.name: o for s, o in zip(model.runtime.outputs, outputs, strict=True)}}
 
