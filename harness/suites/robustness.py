@@ -194,7 +194,7 @@ def _save(pair: Pair, inputs: dict[str, np.ndarray], failure: PropertyFailure) -
 
 
 def measure(pair: Pair) -> Measurement:
-    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import HealthCheck, Phase, given, seed, settings
 
     pair.start()
     pair = pair.planned()  # an expensive (emulated) device runs the examples its plan affords
@@ -208,11 +208,13 @@ def measure(pair: Pair) -> Measurement:
     state: dict[str, Any] = {"examples": 0, "probabilities": None, "last": {}}
     deadline = time.monotonic() + options.time_budget_s
 
+    # The session's seed, not derandomize: that would seed from this function's source, so an
+    # unrelated edit here would change which inputs are tried.
+    @seed(pair.config.seed)
     @settings(
         max_examples=max(1, options.examples),
         deadline=None,
         database=None,
-        derandomize=True,
         suppress_health_check=list(HealthCheck),
         phases=[Phase.explicit, Phase.generate, Phase.shrink],
     )
