@@ -229,7 +229,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _comment(args: argparse.Namespace) -> int:
     from harness.github import GitHub, GitHubError, upsert_comment
-    from harness.report.markdown import COMMENT_LIMIT
+    from harness.report.markdown import COMMENT_LIMIT, cut_to
 
     token = os.environ.get("GITHUB_TOKEN")
     if not token:
@@ -239,8 +239,7 @@ def _comment(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", args.repo):
         raise ConfigError(f"--repo {args.repo!r}: write it as OWNER/NAME")
     body = Path(args.body).read_text(encoding="utf-8")
-    if len(body) > COMMENT_LIMIT:
-        body = body[:COMMENT_LIMIT] + "\n\n_(cut: the full report is in the run's artifacts)_\n"
+    body = cut_to(body, COMMENT_LIMIT)  # report.md fits already; another body may not
     api = args.api_url or os.environ.get("GITHUB_API_URL") or "https://api.github.com"
     client = GitHub(token, api)
     name = args.marker or os.environ.get("GITHUB_WORKFLOW") or "harness"
@@ -268,7 +267,7 @@ def _history(args: argparse.Namespace) -> int:
 
     from harness.config import find_config
     from harness.registry import headline_figures
-    from harness.report.markdown import number
+    from harness.report.figures import number
     from harness.store import default_path, model_hashes_from_config
 
     config = None
