@@ -1,4 +1,4 @@
-"""The `harness` command: devices, images, merge, report, comment, history."""
+"""The `harness` command: devices, images, merge, report, nightly, comment, history."""
 
 from __future__ import annotations
 
@@ -227,6 +227,27 @@ def _report(args: argparse.Namespace) -> int:
     return 1 if blocked or (args.fail_on_regression and regressions) else 0
 
 
+def _nightly(args: argparse.Namespace) -> int:
+    from harness import github
+    from harness.report.nightly import nightly
+    from harness.results import write_atomic
+
+    path = Path(args.history)
+    if not path.is_file():
+        raise ConfigError(f"no history at {path}: pass the SQLite file `pytest` writes trends to")
+    with _open_store(path) as store:
+        report = nightly(store, args.window, args.min_change)
+    out = Path(args.out)
+    page = write_atomic(out / "nightly.html", report.html())
+    text = report.markdown()
+    summary = write_atomic(out / "nightly.md", text)
+    print(f"harness: nightly: {report.headline()}; written {page}, {summary}")
+    if args.github or github.in_actions():
+        github.append_summary(text)
+        github.set_outputs({"report": str(summary), "regressions": str(len(report.regressions))})
+    return 1 if args.fail_on_regression and report.regressions else 0
+
+
 def _comment(args: argparse.Namespace) -> int:
     from harness.github import GitHub, GitHubError, upsert_comment
     from harness.report.markdown import COMMENT_LIMIT, cut_to
@@ -387,6 +408,21 @@ def _add_report_commands(commands: Any) -> None:
         "--min-change", type=float, default=0.02, help="smallest relative step that counts"
     )
     report.set_defaults(handler=_report)
+
+    night = commands.add_parser(
+        "nightly",
+        help="trends of the history per model and device, with the commits where a figure "
+        "stepped: nightly.html and nightly.md (short enough for an issue or a chat message)",
+    )
+    night.add_argument("--history", required=True, metavar="DB", help="history SQLite file")
+    night.add_argument("--out", required=True, help="output folder")
+    night.add_argument("--github", action="store_true", help="job summary and step outputs")
+    night.add_argument("--fail-on-regression", action="store_true", help="exit 1 on a regression")
+    night.add_argument("--window", type=int, default=3, help="runs counted as recent")
+    night.add_argument(
+        "--min-change", type=float, default=0.02, help="smallest relative step that counts"
+    )
+    night.set_defaults(handler=_nightly)
 
     comment = commands.add_parser(
         "comment",

@@ -326,11 +326,30 @@ def trend_plots(trends: Sequence[Trend]) -> list[Plot]:
     return plots[:MAX_PLOTS_PER_SECTION]
 
 
-def _trend_plot(figure_name: str, fidelity: str, group: Sequence[Trend]) -> Plot:
+def trend_plots_by_device(trends: Sequence[Trend]) -> list[Plot]:
+    """The nightly's plots: per device and headline figure, a line per model."""
+    grouped: dict[tuple[str, str, str], list[Trend]] = {}
+    for trend in trends:
+        grouped.setdefault((trend.device, trend.figure, trend.fidelity), []).append(trend)
+    return [
+        _trend_plot(figure, fidelity, group, where=f" on {device}")
+        for (device, figure, fidelity), group in sorted(grouped.items())
+    ][:MAX_PLOTS_PER_SECTION]
+
+
+FLAT_GREY = 8  # above this many lines, series without a level change are drawn grey, unlabelled
+
+
+def _trend_plot(figure_name: str, fidelity: str, group: Sequence[Trend], where: str = "") -> Plot:
     figure, axes = _figure(7.2, 3.6)
+    crowded = len(group) > FLAT_GREY
     for trend in group:
         values = [p.value for p in trend.points]
-        (line,) = axes.plot(values, marker="o", markersize=3, label=f"{trend.model}@{trend.device}")
+        name = f"{trend.model}@{trend.device}" if not where else str(trend.model)
+        if crowded and not trend.steps:
+            axes.plot(values, color="#c0c4c9", linewidth=0.8)
+            continue
+        (line,) = axes.plot(values, marker="o", markersize=3, label=name)
         for index, _, after in trend.steps:
             axes.axvline(index - 0.5, color=line.get_color(), linestyle="--", alpha=0.6)
             axes.plot([index], [after], marker="v", color="#cf222e", markersize=8)
@@ -355,16 +374,15 @@ def _trend_plot(figure_name: str, fidelity: str, group: Sequence[Trend]) -> Plot
     unit = figure_name.endswith("_ms")
     axes.set_ylabel(time_axis(fidelity) if unit else f"{label(figure_name)} ({fidelity})")
     axes.set_xlabel("run (commit)")
-    axes.set_title(f"{label(figure_name)} over runs ({fidelity})")
-    if len(group) <= 12:
+    axes.set_title(f"{label(figure_name)} over runs{where} ({fidelity})")
+    if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes.grid(alpha=0.3)
-    return Plot(
-        f"Trend of {figure_name} ({fidelity})",
+    caption = (
         "dashed lines and red triangles: level changes found by step detection, labelled with "
-        "the commit that introduced them",
-        _png(figure),
+        "the commit that introduced them" + ("; grey: series without one" if crowded else "")
     )
+    return Plot(f"Trend of {figure_name}{where} ({fidelity})", caption, _png(figure))
 
 
 def _status(status: str) -> str:
