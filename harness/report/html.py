@@ -43,14 +43,16 @@ BASE_COLOUR, HEAD_COLOUR = "#a0a7b0", "#4c72b0"
 CSS = (
     """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1em auto;
-max-width:1200px;padding:0 1em;color:#1f2328;background:#fff;overflow-wrap:anywhere}
+max-width:1200px;padding:0 1em;color:#1f2328;background:#fff}
+p,li,figcaption,h1{overflow-wrap:anywhere}
 h1{font-size:1.5em;margin:.3em 0 .2em}h2{margin-top:1.4em;border-bottom:1px solid #d0d7de}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f6f8fa}.pass{color:#1a7f37}.fail{color:#cf222e;font-weight:600}
 .warn{color:#9a6700;font-weight:600}.note{color:#57606a}
-table.grid td{white-space:nowrap;font-variant-numeric:tabular-nums}
+table.grid td,table.grid th{white-space:nowrap;font-variant-numeric:tabular-nums}
+table.grid tbody th{position:sticky;left:0;background:#f6f8fa}
 table.grid td.cell{color:#1f2328;font-weight:400}
 """
     + "".join(f"table.grid td.{k}{{background:{v}}}" for k, v in CELL_COLOUR.items())
@@ -148,10 +150,11 @@ def latency_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
             for d in data
         ]
         axes.set_yticks(list(rows), ticks, fontsize=8)
+        axes.invert_yaxis()  # the first model on top, as in the tables
         low, high = min(values), max(values)
         if low > 0 and high / low > 20:
             axes.set_xscale("log")  # models an order of magnitude apart stay readable
-        axes.set_xlabel(time_axis(fidelity))
+        axes.set_xlabel(time_axis(fidelity), fontsize=8)
         axes.set_title(f"Latency on {device}" + (": head vs base" if paired else ""))
         axes.grid(axis="x", alpha=0.3)
         caption = f"{device}: box = p25–p75, whiskers 1.5 IQR; {fidelity} figures"
@@ -275,8 +278,9 @@ def memory_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
             axes.axvline(limit, color="#cf222e", linewidth=2)
             axes.annotate(
                 f"limit {number(limit, 'limit_mb')}",
-                (limit, len(rows) - 0.5),
-                xytext=(-4, 0),
+                (limit, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(-4, -4),
                 textcoords="offset points",
                 ha="right",
                 va="top",
@@ -372,7 +376,9 @@ def _trend_plot(figure_name: str, fidelity: str, group: Sequence[Trend], where: 
         fontsize=7,
     )
     unit = figure_name.endswith("_ms")
-    axes.set_ylabel(time_axis(fidelity) if unit else f"{label(figure_name)} ({fidelity})")
+    name = time_axis(fidelity) if unit else f"{label(figure_name)} ({fidelity})"
+    axes.set_ylabel(name, fontsize=7)
+    axes.margins(y=0.15)  # room for the commit labels at the steps
     axes.set_xlabel("run (commit)")
     axes.set_title(f"{label(figure_name)} over runs{where} ({fidelity})")
     if axes.get_legend_handles_labels()[0]:
@@ -416,7 +422,7 @@ def grid_table(results: Sequence[Mapping[str, Any]], devices: Sequence[str] = ()
         for device in table.devices:
             cell = table.cells.get((model, device))
             css = STATUS_CLASS.get(cell.status, "note") if cell else "note"
-            text = markdown.grid_cell(cell)
+            text = grid_cell(cell)
             cells.append(f'<td class="cell {css}">{escape(text)}</td>')
         lines.append(f"<tr><th>{escape(model)}</th>{''.join(cells)}</tr>")
     return (
@@ -425,13 +431,36 @@ def grid_table(results: Sequence[Mapping[str, Any]], devices: Sequence[str] = ()
     )
 
 
+def grid_cell(cell: digest.Cell | None) -> str:
+    """The Markdown grid's cell without its icon: the cell's colour carries the verdict (and
+    a page must not depend on an emoji font), a verdict other than PASS is also written."""
+    if cell is None:
+        return "·"
+    text = markdown.grid_cell(cell).split(" ", 1)[1]
+    return text if cell.status in ("PASS", "NO GATE") else f"{cell.status} {text}"
+
+
 def needs_a_look(results: Sequence[Mapping[str, Any]], document: Mapping[str, Any]) -> str:
-    """The Markdown report's list, item for item, in HTML."""
-    lines = markdown.needs_a_look(results, document)
-    items = [line[2:] for line in lines if line.startswith("- ")]
+    """The Markdown report's list, item for item (digest.py decides what is on it)."""
+    items = [
+        f"{_status(str(r['verdict']['status']))} <b>{escape(markdown.item_name(r))}</b>: "
+        f"{escape(markdown.figure_cell(r))} · {escape('; '.join(markdown.reasons(r)))}"
+        for r in digest.needs_a_look(results)
+    ]
+    items += [
+        f'<span class="{"fail" if c.worse else "pass"}">{"worse" if c.worse else "better"}</span> '
+        f"<b>{escape(markdown.item_name(c.record))}</b>: {escape(c.text)} · "
+        f"{escape(markdown.figure_cell(c.record))}"
+        for c in digest.changes(results)
+    ]
+    items += [
+        f"<b>{escape(markdown.item_name(r))}</b>: {escape(note)}"
+        for r in results
+        if (note := markdown.baseline_note(r, document))
+    ]
     if not items:
-        return f'<p class="pass">{escape(lines[0])}</p>'
-    listed = "".join(f"<li>{escape(i.replace('**', ''))}</li>" for i in items)
+        return '<p class="pass">Nothing failed or changed against the base.</p>'
+    listed = "".join(f"<li>{item}</li>" for item in items)
     return f'<h2>Needs a look</h2><ul class="look">{listed}</ul>'
 
 
