@@ -217,3 +217,31 @@ def test_merge_writes_a_comment_sized_report_and_the_whole_summary(
     assert "rows left out to fit a comment" in report
     whole = summary.read_text()
     assert "rows left out" not in whole and whole.count("| ✅ PASS |") == 478
+
+
+def test_gate_edits_are_listed_in_the_comment_and_the_page(document: dict[str, Any]) -> None:
+    from harness.results import Check, Measurement, Verdict, record
+
+    changes = ["accuracy_min 0.95 → 0.9 (loosened)", "size_kb_max 512 → 256 (tightened)"]
+    figures = {"baseline": "main", "changes": changes, "loosened": 1, "tightened": 1}
+    figures["allowed"] = True
+    message = "gates changed against main: accepted (--allow-gate-changes)"
+    policy = record(
+        "harness.toml::policy[model-03]",
+        "policy",
+        "model-03",
+        "any",
+        Verdict("PASS", (Check("policy", "gate_change", 1, 0, True, message),)),
+        Measurement(figures, "measured"),
+        fidelity="measured",
+    )
+    edited = {**document, "results": [*document["results"], policy]}
+    comment = markdown.render(edited, limit=markdown.COMMENT_LIMIT)
+    edits = comment.index("### Gate changes in this change")
+    assert comment.index("### Needs a look") < edits < comment.index("### Model × device")
+    assert f"- model-03: {changes[0]} — accepted (--allow-gate-changes)" in comment
+    assert "| any |" not in comment.split("<details>")[0]  # not a column of the grid
+    assert len(comment) <= markdown.COMMENT_LIMIT
+    assert "<h2>Gate changes in this change</h2>" in html.render(
+        {**edited, "results": [policy, *document["results"][:8]]}
+    )

@@ -89,10 +89,7 @@ def change(record: Mapping[str, Any]) -> Change | None:
         found = _moved(figures, "size_kb", 0.0, False)
     elif suite == "instructions":
         found = _moved(figures, "instructions_per_inference", NOISE_FLOOR, False)
-    elif suite == "policy":
-        edits = [c for c in figures.get("changes", []) if "(loosened)" in c or "(tightened)" in c]
-        if edits:
-            found = Change({}, "gates: " + "; ".join(edits), worse=bool(figures.get("loosened")))
+    # Gate edits (policy items) have their own list: markdown.gate_changes.
     return Change(record, found.text, found.worse) if found else None
 
 

@@ -504,6 +504,10 @@ def render(
         body.append("<ul>" + "".join(f"<li>{escape(p)}</li>" for p in verdict.problems) + "</ul>")
     body.append(grid_table(results, [d["name"] for d in document.get("devices", [])]))
     body.append(needs_a_look(results, document))
+    edits = [line[2:] for line in markdown.gate_changes(results) if line.startswith("- ")]
+    if edits:
+        listed = "".join(f"<li>{escape(e)}</li>" for e in edits)
+        body.append(f"<h2>Gate changes in this change</h2><ul>{listed}</ul>")
     used = sorted({r["fidelity"] for r in results} & set(markdown.FOOTNOTE))
     body += [f'<p class="note">{escape(markdown.FOOTNOTE[f])}</p>' for f in used]
     body.append(_section("Latency", latency_plots(results)))
