@@ -391,11 +391,11 @@ def _trend_plot(figure_name: str, fidelity: str, group: Sequence[Trend], where: 
     return Plot(f"Trend of {figure_name}{where} ({fidelity})", caption, _png(figure))
 
 
-def _status(status: str) -> str:
+def status_span(status: str) -> str:
     return f'<span class="{STATUS_CLASS.get(status, "note")}">{escape(status)}</span>'
 
 
-def _table(
+def html_table(
     header: Sequence[str],
     body: Sequence[Sequence[str]],
     raw_last: bool = False,
@@ -443,7 +443,7 @@ def grid_cell(cell: digest.Cell | None) -> str:
 def needs_a_look(results: Sequence[Mapping[str, Any]], document: Mapping[str, Any]) -> str:
     """The Markdown report's list, item for item (digest.py decides what is on it)."""
     items = [
-        f"{_status(str(r['verdict']['status']))} <b>{escape(markdown.item_name(r))}</b>: "
+        f"{status_span(str(r['verdict']['status']))} <b>{escape(markdown.item_name(r))}</b>: "
         f"{escape(markdown.figure_cell(r))} · {escape('; '.join(markdown.reasons(r)))}"
         for r in digest.needs_a_look(results)
     ]
@@ -464,7 +464,7 @@ def needs_a_look(results: Sequence[Mapping[str, Any]], document: Mapping[str, An
     return f'<h2>Needs a look</h2><ul class="look">{listed}</ul>'
 
 
-def _section(title: str, plots: Sequence[Plot]) -> str:
+def plot_section(title: str, plots: Sequence[Plot]) -> str:
     if not plots:
         return ""
     figures = "".join(
@@ -495,7 +495,7 @@ def render(
     verdict = verdict or overall(document)
     results = document.get("results", [])
     body = [
-        f"<h1>{escape(title)}: {_status(verdict.status)}</h1>",
+        f"<h1>{escape(title)}: {status_span(verdict.status)}</h1>",
         f'<p class="note">{escape(verdict.headline())} · created '
         f"{escape(str(document.get('created')))} · harness "
         f"{escape(str(document.get('harness_version')))}</p>",
@@ -510,20 +510,20 @@ def render(
         body.append(f"<h2>Gate changes in this change</h2><ul>{listed}</ul>")
     used = sorted({r["fidelity"] for r in results} & set(markdown.FOOTNOTE))
     body += [f'<p class="note">{escape(markdown.FOOTNOTE[f])}</p>' for f in used]
-    body.append(_section("Latency", latency_plots(results)))
-    body.append(_section("Memory", memory_plots(results)))
-    body.append(_section("Accuracy per class", accuracy_plots(results)))
+    body.append(plot_section("Latency", latency_plots(results)))
+    body.append(plot_section("Memory", memory_plots(results)))
+    body.append(plot_section("Accuracy per class", accuracy_plots(results)))
     if trends:
-        body.append(_section("Trends", trend_plots(trends)))
+        body.append(plot_section("Trends", trend_plots(trends)))
         steps = markdown.step_rows(trends)
         if steps:
-            body.append("<h3>Level changes</h3>" + _table(markdown.STEP_HEADER, steps))
+            body.append("<h3>Level changes</h3>" + html_table(markdown.STEP_HEADER, steps))
     header = ("device", "model", "suite", "figure", "vs baseline", "gates", "verdict")
     table = [
-        (r.device, r.model, r.suite, r.figure, r.delta, r.gates, _status(r.status))
+        (r.device, r.model, r.suite, r.figure, r.delta, r.gates, status_span(r.status))
         for r in markdown.rows(results)
     ]
-    body += ["<h2>Gates</h2>", _table(header, table, raw_last=True)]
+    body += ["<h2>Gates</h2>", html_table(header, table, raw_last=True)]
     devices = [
         (
             d["name"],
@@ -537,6 +537,6 @@ def render(
     ]
     body += [
         "<h2>Devices</h2>",
-        _table(("device", "arch", "cpu", "cpus", "memory", "fidelity"), devices),
+        html_table(("device", "arch", "cpu", "cpus", "memory", "fidelity"), devices),
     ]
     return page(title, verdict.status, body)

@@ -184,7 +184,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", "<br>")
 
 
-def _table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in body]
     return lines
@@ -221,7 +221,7 @@ def steps_table(trends: Sequence[Trend], window: int = 3) -> list[str]:
     body = step_rows(trends, window)
     if not body:
         return []
-    return ["### Level changes in the history", "", *_table(STEP_HEADER, body), ""]
+    return ["### Level changes in the history", "", *markdown_table(STEP_HEADER, body), ""]
 
 
 LISTED_MAX = 50  # items listed by name before "and N more"; the grid and the table show all
@@ -273,7 +273,7 @@ def grid_table(results: Sequence[Mapping[str, Any]], devices: Sequence[str] = ()
         (model, *(grid_cell(table.cells.get((model, d))) for d in table.devices))
         for model in table.models
     ]
-    return ["### Model × device", "", *_table(("model", *table.devices), body), ""]
+    return ["### Model × device", "", *markdown_table(("model", *table.devices), body), ""]
 
 
 def _fitted_table(results: Sequence[Mapping[str, Any]], budget: int | None) -> str:
@@ -294,11 +294,11 @@ def _fitted_table(results: Sequence[Mapping[str, Any]], budget: int | None) -> s
     ]
     summary = f"<details><summary>All {len(body)} items</summary>\n\n"
     closing = "\n\n</details>\n"
-    text = summary + "\n".join(_table(FULL_HEADER, body)) + closing
+    text = summary + "\n".join(markdown_table(FULL_HEADER, body)) + closing
     if budget is None or len(text) <= budget:
         return text
     # Keep rows in priority order (not passed first), shown in the table's own order.
-    lines = _table(FULL_HEADER, body)
+    lines = markdown_table(FULL_HEADER, body)
     order = sorted(range(len(body)), key=lambda i: (table[i].status in ("PASS", "NO GATE"), i))
     note_room = 200
     room = budget - len(summary) - len(closing) - len(lines[0]) - len(lines[1]) - note_room
@@ -404,5 +404,5 @@ def _details(document: Mapping[str, Any]) -> str:
     if not body:
         return ""
     header = ("device", "arch", "cpu", "cpus", "memory", "fidelity", "versions")
-    table = "\n".join(_table(header, body))
+    table = "\n".join(markdown_table(header, body))
     return f"<details><summary>Devices and versions</summary>\n\n{table}\n\n</details>\n"

@@ -73,7 +73,11 @@ class Nightly:
         steps = markdown.step_rows(self.trends, self.window)
         if steps:
             shown_rows = steps[:SUMMARY_ROWS]
-            lines += ["### Level changes", "", *markdown._table(markdown.STEP_HEADER, shown_rows)]
+            lines += [
+                "### Level changes",
+                "",
+                *markdown.markdown_table(markdown.STEP_HEADER, shown_rows),
+            ]
             if len(steps) > SUMMARY_ROWS:
                 lines.append(f"\n_{len(steps) - SUMMARY_ROWS} more in nightly.html_")
             lines.append("")
@@ -93,13 +97,13 @@ class Nightly:
         models = sorted({m for m, _ in latest})
         devices = sorted({d for _, d in latest})
         body = [(m, *("<br>".join(latest.get((m, d), ["·"])) for d in devices)) for m in models]
-        table = markdown._table(("model", *devices), body)
+        table = markdown.markdown_table(("model", *devices), body)
         return ["<details><summary>Latest figures</summary>", "", *table, "", "</details>", ""]
 
     def html(self, title: str = "harness nightly") -> str:
         status = "FAIL" if self.regressions else "PASS"
         body = [
-            f"<h1>{escape(title)}: {html._status(status)}</h1>",
+            f"<h1>{escape(title)}: {html.status_span(status)}</h1>",
             f'<p class="note">{escape(self.headline())}</p>',
         ]
         regressions = [
@@ -114,12 +118,12 @@ class Nightly:
         if regressions:
             body += [
                 "<h2>Regressions</h2>",
-                html._table(("item", "figure", "change", "from commit"), regressions),
+                html.html_table(("item", "figure", "change", "from commit"), regressions),
             ]
         steps = markdown.step_rows(self.trends, self.window)
         if steps:
-            body += ["<h2>Level changes</h2>", html._table(markdown.STEP_HEADER, steps)]
-        body.append(html._section("Trends per device", html.trend_plots_by_device(self.trends)))
+            body += ["<h2>Level changes</h2>", html.html_table(markdown.STEP_HEADER, steps)]
+        body.append(html.plot_section("Trends per device", html.trend_plots_by_device(self.trends)))
         return html.page(title, status, body)
 
 
