@@ -196,26 +196,29 @@ def _per_class(record: Mapping[str, Any], key: str, classes: Sequence[str]) -> l
 def _accuracy_bars(device: str, records: Sequence[Mapping[str, Any]], classes: list[str]) -> bytes:
     import numpy as np
 
-    series = []
-    for record in records:
+    series = []  # (name, values, is the base, colour): a model's base and head share a colour
+    for index, record in enumerate(records):
+        colour = f"C{index}"
         if record["raw"].get("baseline_per_class"):
-            series.append(
-                (f"{record['model']} base", _per_class(record, "baseline_per_class", classes), True)
-            )
-        series.append((str(record["model"]), _per_class(record, "per_class", classes), False))
-    figure, axes = _figure(max(6.4, 0.25 * len(classes) * len(series) + 2), 3.6)
+            base = _per_class(record, "baseline_per_class", classes)
+            series.append((f"{record['model']} base", base, True, colour))
+        series.append(
+            (str(record["model"]), _per_class(record, "per_class", classes), False, colour)
+        )
+    figure, axes = _figure(min(12.0, max(6.4, 0.25 * len(classes) * len(series) + 2)), 3.6)
     width = 0.8 / len(series)
     positions = np.arange(len(classes))
-    for index, (name, values, is_base) in enumerate(series):
+    for index, (name, values, is_base, colour) in enumerate(series):
         axes.bar(
             positions + index * width,
             values,
             width,
             label=name,
+            color=colour,
             hatch="//" if is_base else None,
-            alpha=0.55 if is_base else 1.0,
+            alpha=0.45 if is_base else 1.0,
         )
-    lowest = float(np.nanmin([v for _, values, _ in series for v in values]))
+    lowest = float(np.nanmin([v for _, values, _, _ in series for v in values]))
     axes.set_xticks(positions + 0.4 - width / 2, classes)
     axes.set_ylim(max(0.0, lowest - 0.05), 1.0)
     axes.set_xlabel("class")
