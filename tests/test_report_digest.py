@@ -245,3 +245,24 @@ def test_gate_edits_are_listed_in_the_comment_and_the_page(document: dict[str, A
     assert "<h2>Gate changes in this change</h2>" in html.render(
         {**edited, "results": [policy, *document["results"][:8]]}
     )
+
+
+def test_a_comment_fits_when_everything_fails(document: dict[str, Any]) -> None:
+    import copy
+
+    failing = copy.deepcopy(document)
+    for rec in failing["results"]:
+        rec["verdict"]["status"] = "FAIL"
+        rec["verdict"]["reasons"] = [f"{rec['suite']} failed on {rec['device']}: " + "x" * 120]
+    comment = markdown.render(failing, limit=markdown.COMMENT_LIMIT)
+    assert len(comment) <= markdown.COMMENT_LIMIT
+    assert comment.startswith("## ❌ harness model gate: FAIL (480 fail)")
+    listed = [line for line in comment.splitlines() if line.startswith("- ")]
+    more = 480 - markdown.LISTED_MAX
+    assert len(listed) == markdown.LISTED_MAX + 1
+    assert listed[-1] == f"- … and {more} more: see the grid and the full table"
+    assert "### Model × device" in comment  # the grid is never cut
+    cut = re.search(
+        r"_(\d+) of 480 rows left out to fit a comment \((\d+) of the 480 that", comment
+    )
+    assert cut and int(cut.group(1)) + int(cut.group(2)) == 480

@@ -312,9 +312,16 @@ def _fitted_table(results: Sequence[Mapping[str, Any]], budget: int | None) -> s
     if room < 0 or not kept:
         return ""
     left = len(body) - len(kept)
+    failing = [i for i, row in enumerate(table) if row.status not in ("PASS", "NO GATE")]
+    dropped = sum(i not in kept for i in failing)
+    which = (
+        "every item that did not pass is kept"
+        if not dropped
+        else f"{len(failing) - dropped} of the {len(failing)} that did not pass are kept"
+    )
     note = (
-        f"_{left} of {len(body)} rows left out to fit a comment (every item that did not pass is "
-        "kept); the full table is in report.html and results.json of the run's artifacts._"
+        f"_{left} of {len(body)} rows left out to fit a comment ({which}); the full table is in "
+        "report.html and results.json of the run's artifacts._"
     )
     shown_lines = lines[:2] + [lines[i + 2] for i in sorted(kept)]
     return summary + "\n".join(shown_lines) + f"\n\n{note}" + closing
