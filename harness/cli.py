@@ -1,5 +1,5 @@
-"""The `harness` command: devices, images, counting (harness.commands), merge, report, comment,
-history."""
+"""The `harness` command: devices, images, counting (harness.commands), merge, report, nightly,
+comment, history."""
 
 from __future__ import annotations
 
@@ -197,9 +197,30 @@ def _report(args: argparse.Namespace) -> int:
     return 1 if blocked or (args.fail_on_regression and regressions) else 0
 
 
+def _nightly(args: argparse.Namespace) -> int:
+    from harness import github
+    from harness.report.nightly import nightly
+    from harness.results import write_atomic
+
+    path = Path(args.history)
+    if not path.is_file():
+        raise ConfigError(f"no history at {path}: pass the SQLite file `pytest` writes trends to")
+    with _open_store(path) as store:
+        report = nightly(store, args.window, args.min_change)
+    out = Path(args.out)
+    page = write_atomic(out / "nightly.html", report.html())
+    text = report.markdown()
+    summary = write_atomic(out / "nightly.md", text)
+    print(f"harness: nightly: {report.headline()}; written {page}, {summary}")
+    if args.github or github.in_actions():
+        github.append_summary(text)
+        github.set_outputs({"report": str(summary), "regressions": str(len(report.regressions))})
+    return 1 if args.fail_on_regression and report.regressions else 0
+
+
 def _comment(args: argparse.Namespace) -> int:
     from harness.github import GitHub, GitHubError, upsert_comment
-    from harness.report.markdown import COMMENT_LIMIT
+    from harness.report.markdown import COMMENT_LIMIT, cut_to
 
     token = os.environ.get("GITHUB_TOKEN")
     if not token:
@@ -209,8 +230,7 @@ def _comment(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", args.repo):
         raise ConfigError(f"--repo {args.repo!r}: write it as OWNER/NAME")
     body = Path(args.body).read_text(encoding="utf-8")
-    if len(body) > COMMENT_LIMIT:
-        body = body[:COMMENT_LIMIT] + "\n\n_(cut: the full report is in the run's artifacts)_\n"
+    body = cut_to(body, COMMENT_LIMIT)  # report.md fits already; another body may not
     api = args.api_url or os.environ.get("GITHUB_API_URL") or "https://api.github.com"
     client = GitHub(token, api)
     name = args.marker or os.environ.get("GITHUB_WORKFLOW") or "harness"
@@ -238,7 +258,7 @@ def _history(args: argparse.Namespace) -> int:
 
     from harness.config import search_config
     from harness.registry import headline_figures
-    from harness.report.markdown import number
+    from harness.report.figures import number
     from harness.store import default_path, model_hashes_from_config
 
     path = Path(args.db) if args.db else default_path(search_config(Path.cwd()))
@@ -353,6 +373,21 @@ def _add_report_commands(commands: Any) -> None:
         "--min-change", type=float, default=0.02, help="smallest relative step that counts"
     )
     report.set_defaults(handler=_report)
+
+    night = commands.add_parser(
+        "nightly",
+        help="trends of the history per model and device, with the commits where a figure "
+        "stepped: nightly.html and nightly.md (short enough for an issue or a chat message)",
+    )
+    night.add_argument("--history", required=True, metavar="DB", help="history SQLite file")
+    night.add_argument("--out", required=True, help="output folder")
+    night.add_argument("--github", action="store_true", help="job summary and step outputs")
+    night.add_argument("--fail-on-regression", action="store_true", help="exit 1 on a regression")
+    night.add_argument("--window", type=int, default=3, help="runs counted as recent")
+    night.add_argument(
+        "--min-change", type=float, default=0.02, help="smallest relative step that counts"
+    )
+    night.set_defaults(handler=_nightly)
 
     comment = commands.add_parser(
         "comment",

@@ -15,6 +15,7 @@ from harness.devices import DeviceProfile
 from harness.gates import RELATIVE, decide
 from harness.progress import Progress
 from harness.registry import Suite, suites_for
+from harness.report.junit import junit_properties
 from harness.results import (
     ERROR,
     FAIL,
@@ -25,7 +26,6 @@ from harness.results import (
     Check,
     Measurement,
     Verdict,
-    junit_properties,
     record,
 )
 from harness.runner import Pair, PairFailure, PairPool

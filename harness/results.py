@@ -146,18 +146,6 @@ def record(
     return made
 
 
-def junit_properties(rec: Record) -> list[tuple[str, object]]:
-    """Flat figures for JUnit <property> elements (raw samples stay in the JSON)."""
-    props: list[tuple[str, object]] = [
-        ("harness.verdict", rec["verdict"]["status"]),
-        ("harness.fidelity", rec["fidelity"]),
-    ]
-    for key, value in rec["figures"].items():
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            props.append((f"harness.{key}", round(value, 6) if isinstance(value, float) else value))
-    return props
-
-
 # -- the document ------------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.verdict",),  # the one verdict over a document
     ("harness.registry",),  # the suites declared once
     ("harness.runner", "harness.baseline"),  # worker lifecycle, the base to compare with
-    ("harness.plan", "harness.policy"),  # pure: how much to measure, gate changes
+    ("harness.plan", "harness.policy", "harness.progress"),  # pure: how much, gate changes
     ("harness.store",),
     ("harness.gates", "harness.github", "harness.operators", "harness.safety"),
     ("harness.backends",),  # realising a device; the counted run (backends.qemu)

@@ -280,3 +280,21 @@ def test_outputs_and_summary_files(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert summary.read_text() == "# one\n# two\n"
     monkeypatch.delenv("GITHUB_OUTPUT")
     assert github.set_outputs({"a": "b"}) is None
+
+
+def test_an_over_long_body_is_cut_at_a_line_with_its_details_closed(
+    fake_github: FakeGitHub, tmp_path: Path
+) -> None:
+    from harness.report.markdown import COMMENT_LIMIT, CUT_NOTE
+
+    rows = "".join(f"| row {i} | {'x' * 60} |\n" for i in range(2000))  # ~140 kB
+    body = tmp_path / "body.md"
+    body.write_text(f"## ❌ harness model gate: FAIL\n\n<details><summary>All</summary>\n\n{rows}")
+    done = _comment(fake_github, body, "--marker", "model gate")
+    assert done.returncode == 0, done.stderr
+    [posted] = fake_github.marked(7, "<!-- harness:model gate -->")
+    text = posted["body"]
+    assert len(text) <= COMMENT_LIMIT + len("<!-- harness:model gate -->\n")
+    assert text.endswith("</details>\n" + CUT_NOTE)
+    last_row = text.split("\n</details>")[0].rstrip("\n").splitlines()[-1]
+    assert re.fullmatch(r"\| row \d+ \| x{60} \|", last_row)  # no row cut in half

@@ -85,7 +85,7 @@ def test_passing_gates_exit_zero_and_print_the_table(pytester: pytest.Pytester, 
             "*harness gates*",
             "*device*model*suite*figure*threshold*verdict*fidelity*",
             "*host*mlp*accuracy*accuracy 1.0000*accuracy_min 0.9000*PASS*measured*",
-            "*host*mlp*latency*p90_ms*NO GATE*measured*",
+            "*host*mlp*latency*p90 *ms*NO GATE*measured*",
         ]
     )
 

@@ -24,14 +24,21 @@ def write_reports(
     kinds: Sequence[str] = ("markdown", "html"),
     title: str = "harness model gate",
 ) -> tuple[dict[str, Path], str]:
-    """Write `out`/results.json and the reports in `kinds`; returns (paths by kind, Markdown)."""
+    """Write `out`/results.json and the reports in `kinds`; returns (paths by kind, the
+    Markdown for the job summary). report.md is cut to fit a pull request's comment (it is the
+    comment's body); the job summary, which may hold a megabyte, is the whole report."""
     verdict = verdict or overall(document)
     paths = {
         "json": write_atomic(out / "results.json", json.dumps(document, indent=1, default=str))
     }
-    text = markdown.render(document, verdict=verdict, trends=trends, title=title)
+    text = markdown.render(
+        document, verdict=verdict, trends=trends, title=title, limit=markdown.SUMMARY_LIMIT
+    )
     if "markdown" in kinds:
-        paths["markdown"] = write_atomic(out / "report.md", text)
+        comment = markdown.render(
+            document, verdict=verdict, trends=trends, title=title, limit=markdown.COMMENT_LIMIT
+        )
+        paths["markdown"] = write_atomic(out / "report.md", comment)
     if "html" in kinds:
         page = html.render(document, verdict=verdict, trends=trends, title=title)
         paths["html"] = write_atomic(out / "report.html", page)

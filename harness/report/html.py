@@ -1,9 +1,13 @@
 """The HTML report: one self-contained file (inline CSS, plots as base64 PNG, no scripts).
 
-Plots, drawn with matplotlib's Agg canvas (no display, no pyplot state): latency distributions per
-device from the raw samples, base vs new where a comparison left the base model's samples,
-per-class accuracy, memory, and trends from the history store with the level changes marked. Axes
-say the fidelity: an emulated time is labelled as QEMU wall-clock, never as device time.
+Read from the top: the verdict, the model × device grid in colour (the worst verdict and its
+figure per cell), what needs a look, then plots, drawn with matplotlib's Agg canvas (no display,
+no pyplot state): latency distributions per device (base beside head where the comparison kept
+the base's samples), memory as each model's share against the device's limit on a log scale,
+accuracy per class (base beside head where the record has it), trends from the history with each
+level change marked at its commit; then the full table and the devices. Axes say the fidelity:
+an emulated time is labelled as QEMU wall-clock, never as device time. Readable at phone width:
+wide tables scroll inside their box, plots shrink to the page.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from harness.registry import headline_figures
-from harness.report import markdown
+from harness.report import digest, markdown
+from harness.report.figures import label, number
 from harness.store import Trend
 from harness.verdict import Overall, overall
 
@@ -25,18 +30,38 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MAX_PLOTS_PER_SECTION = 24
-STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "ERROR": "fail", "INCONCLUSIVE": "warn"}
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
+STATUS_CLASS = {
+    "PASS": "pass",
+    "FAIL": "fail",
+    "ERROR": "fail",
+    "INCONCLUSIVE": "warn",
+    "NO BASELINE": "warn",
+}
+# Grid cell backgrounds (GitHub's light palette); tests look for them in screenshots.
+CELL_COLOUR = {"pass": "#dafbe1", "fail": "#ffcecb", "warn": "#fff1b3", "note": "#eaeef2"}
+BASE_COLOUR, HEAD_COLOUR = "#a0a7b0", "#4c72b0"
+CSS = (
+    """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1em auto;
 max-width:1200px;padding:0 1em;color:#1f2328;background:#fff}
-h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #d0d7de}
+p,li,figcaption,h1{overflow-wrap:anywhere}
+h1{font-size:1.5em;margin:.3em 0 .2em}h2{margin-top:1.4em;border-bottom:1px solid #d0d7de}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f6f8fa}.pass{color:#1a7f37}.fail{color:#cf222e;font-weight:600}
 .warn{color:#9a6700;font-weight:600}.note{color:#57606a}
-figure{display:inline-block;margin:.6em 1em .6em 0;vertical-align:top}
-figure img{max-width:100%;border:1px solid #d0d7de}figcaption{color:#57606a;font-size:12px}
+table.grid td,table.grid th{white-space:nowrap;font-variant-numeric:tabular-nums}
+table.grid tbody th{position:sticky;left:0;background:#f6f8fa}
+table.grid td.cell{color:#1f2328;font-weight:400}
 """
+    + "".join(f"table.grid td.{k}{{background:{v}}}" for k, v in CELL_COLOUR.items())
+    + """
+figure{display:inline-block;margin:.6em 1em .6em 0;vertical-align:top;max-width:100%}
+figure img{max-width:100%;height:auto;border:1px solid #d0d7de}
+figcaption{color:#57606a;font-size:12px}ul.look li{margin:.2em 0}
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -77,182 +102,372 @@ def _by_device(results: Sequence[Mapping[str, Any]], suite: str) -> dict[str, li
 
 
 def latency_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
-    """One box plot per device: every model's latency distribution from its raw samples."""
+    """One box plot per device: every model's latency distribution from its raw samples, the
+    base's beside the head's where the comparison kept them (`raw.baseline_samples_ns`)."""
     plots = []
     for device, records in sorted(_by_device(results, "latency").items()):
         data = [
-            (r["model"], [s / 1e6 for s in r["raw"]["samples_ns"]], r["fidelity"])
+            (r, [s / 1e6 for s in r["raw"]["samples_ns"]], r["raw"].get("baseline_samples_ns"))
             for r in sorted(records, key=lambda r: str(r["model"]))
             if (r.get("raw") or {}).get("samples_ns")
         ]
         if not data:
             continue
-        fidelity = data[0][2]
-        figure, axes = _figure(6.4, 1.2 + 0.6 * len(data))
-        axes.boxplot([d[1] for d in data], orientation="horizontal", showfliers=False)
-        axes.set_yticks(range(1, len(data) + 1), [f"{d[0]} (n={len(d[1])})" for d in data])
-        lows = [min(d[1]) for d in data]
-        highs = [max(d[1]) for d in data]
-        if min(lows) > 0 and max(highs) / min(lows) > 20:
-            axes.set_xscale("log")  # models an order of magnitude apart stay readable
-        axes.set_xlabel(time_axis(fidelity))
-        axes.set_title(f"Latency on {device}")
-        axes.grid(axis="x", alpha=0.3)
-        plots.append(
-            Plot(
-                f"Latency on {device}",
-                f"{device}: box = p25–p75, whiskers 1.5 IQR; {fidelity} figures",
-                _png(figure),
-            )
+        fidelity = str(data[0][0]["fidelity"])
+        paired = any(base for _, _, base in data)
+        figure, axes = _figure(6.4, 1.2 + (0.75 if paired else 0.5) * len(data))
+        rows = range(1, len(data) + 1)
+        offset, width = (0.2, 0.35) if paired else (0.0, 0.6)
+        head = axes.boxplot(
+            [d[1] for d in data],
+            positions=[r - offset for r in rows],
+            widths=width,
+            orientation="horizontal",
+            showfliers=False,
+            patch_artist=True,
         )
+        for box in head["boxes"]:
+            box.set_facecolor(HEAD_COLOUR)
+        values = [v for d in data for v in d[1]]
+        if paired:
+            based = [
+                (row, [b / 1e6 for b in d[2]]) for row, d in zip(rows, data, strict=True) if d[2]
+            ]
+            base = axes.boxplot(
+                [b for _, b in based],
+                positions=[row + offset for row, _ in based],
+                widths=width,
+                orientation="horizontal",
+                showfliers=False,
+                patch_artist=True,
+            )
+            for box in base["boxes"]:
+                box.set_facecolor(BASE_COLOUR)
+            values += [v for _, b in based for v in b]
+            axes.legend([head["boxes"][0], base["boxes"][0]], ["head", "base"], fontsize=8)
+        ticks = [
+            f"{d[0]['model']} (n={len(d[1])})\n{markdown.delta(d[0])}" if d[2] else d[0]["model"]
+            for d in data
+        ]
+        axes.set_yticks(list(rows), ticks, fontsize=8)
+        axes.invert_yaxis()  # the first model on top, as in the tables
+        low, high = min(values), max(values)
+        if low > 0 and high / low > 20:
+            axes.set_xscale("log")  # models an order of magnitude apart stay readable
+        axes.set_xlabel(time_axis(fidelity), fontsize=8)
+        axes.set_title(f"Latency on {device}" + (": head vs base" if paired else ""))
+        axes.grid(axis="x", alpha=0.3)
+        caption = f"{device}: box = p25–p75, whiskers 1.5 IQR; {fidelity} figures"
+        if paired:
+            caption += "; grey: the base model's samples, blue: this change's"
+        plots.append(Plot(f"Latency on {device}", caption, _png(figure)))
     return plots
-
-
-def base_vs_new_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
-    """Overlaid histograms of the base and new model's samples, where a comparison kept both."""
-    plots = []
-    for record in sorted(results, key=markdown.item_name):
-        raw = record.get("raw") or {}
-        new, base = raw.get("samples_ns"), raw.get("baseline_samples_ns")
-        if not new or not base:
-            continue
-        import numpy as np
-
-        new_ms, base_ms = np.asarray(new) / 1e6, np.asarray(base) / 1e6
-        both = np.concatenate([new_ms, base_ms])
-        low, high = float(np.percentile(both, 1)), float(np.percentile(both, 99))
-        edges: int | list[float] = np.linspace(low, high, 40).tolist() if high > low else 10
-        figure, axes = _figure()
-        axes.hist(base_ms, bins=edges, alpha=0.55, label=f"base (n={len(base_ms)})")
-        axes.hist(new_ms, bins=edges, alpha=0.55, label=f"new (n={len(new_ms)})")
-        axes.set_xlabel(time_axis(record["fidelity"]))
-        axes.set_ylabel("samples")
-        axes.legend()
-        name = markdown.item_name(record)
-        axes.set_title(f"{name}: base vs new")
-        plots.append(Plot(f"{name}: base vs new", markdown.delta(record), _png(figure)))
-    return plots[:MAX_PLOTS_PER_SECTION]
 
 
 def accuracy_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
-    """Per device, per-class accuracy of every model as grouped bars."""
-    import numpy as np
-
+    """Per device, per-class accuracy: grouped bars, the base's beside the head's where the
+    record has them (`raw.baseline_per_class`); above a few models, a heat map whose cells
+    carry the change against the base."""
     plots = []
     for device, records in sorted(_by_device(results, "accuracy").items()):
-        with_classes = [r for r in records if (r.get("raw") or {}).get("per_class")]
+        with_classes = sorted(
+            (r for r in records if (r.get("raw") or {}).get("per_class")),
+            key=lambda r: str(r["model"]),
+        )
         if not with_classes:
             continue
         classes = sorted(
-            {c for r in with_classes for c in r["raw"]["per_class"]},
-            key=lambda c: (len(c), c),
+            {c for r in with_classes for c in r["raw"]["per_class"]}, key=lambda c: (len(c), c)
         )
-        figure, axes = _figure(max(6.4, 0.5 * len(classes) + 2), 3.6)
-        width = 0.8 / len(with_classes)
-        positions = np.arange(len(classes))
-        lowest = 1.0
-        for index, record in enumerate(sorted(with_classes, key=lambda r: str(r["model"]))):
-            per_class = record["raw"]["per_class"]
-            values = [per_class.get(c, {}).get("accuracy", np.nan) for c in classes]
-            lowest = min(lowest, float(np.nanmin(values)))
-            axes.bar(positions + index * width, values, width, label=record["model"])
-        axes.set_xticks(positions + 0.4 - width / 2, classes)
-        axes.set_ylim(max(0.0, lowest - 0.05), 1.0)
-        axes.set_xlabel("class")
-        axes.set_ylabel("accuracy")
-        axes.set_title(f"Accuracy per class on {device}")
-        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        plots.append(Plot(f"Accuracy per class on {device}", device, _png(figure)))
+        draw = _accuracy_bars if len(with_classes) <= BARS_UP_TO else _accuracy_heatmap
+        png = draw(device, with_classes, classes)
+        plots.append(Plot(f"Accuracy per class on {device}", device, png))
     return plots
 
 
-def memory_plot(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
-    """Peak memory of every model on every device, split into the empty worker and the model."""
-    records = sorted(
-        (r for r in results if r["suite"] == "memory" and "peak_mb" in (r.get("figures") or {})),
-        key=markdown.item_name,
-    )
-    if not records:
-        return []
-    figure, axes = _figure(6.4, 1.2 + 0.45 * len(records))
-    names = [f"{r['model']}@{r['device']} ({r['fidelity']})" for r in records]
-    peaks = [float(r["figures"]["peak_mb"]) for r in records]
-    empty = [float(r["figures"].get("empty_peak_mb") or 0.0) for r in records]
-    rows = range(len(records))
-    axes.barh(rows, peaks, color="#4c72b0", label="peak (worker + model)")
-    if any(empty):
-        axes.barh(rows, empty, color="#a1b4d6", label="empty worker")
-    for row, record in zip(rows, records, strict=True):
-        limit = record["figures"].get("limit_mb")
-        if isinstance(limit, (int, float)):
-            axes.plot([limit, limit], [row - 0.4, row + 0.4], color="#cf222e")
-    axes.set_yticks(list(rows), names)
-    axes.set_xlabel("MB (peak RSS)")
-    axes.set_title("Peak memory")
+BARS_UP_TO = 4  # models per device drawn as grouped bars; more as a heat map
+
+
+def _per_class(record: Mapping[str, Any], key: str, classes: Sequence[str]) -> list[float]:
+    table = record["raw"].get(key) or {}
+    return [float(table.get(c, {}).get("accuracy", float("nan"))) for c in classes]
+
+
+def _accuracy_bars(device: str, records: Sequence[Mapping[str, Any]], classes: list[str]) -> bytes:
+    import numpy as np
+
+    series = []  # (name, values, is the base, colour): a model's base and head share a colour
+    for index, record in enumerate(records):
+        colour = f"C{index}"
+        if record["raw"].get("baseline_per_class"):
+            base = _per_class(record, "baseline_per_class", classes)
+            series.append((f"{record['model']} base", base, True, colour))
+        series.append(
+            (str(record["model"]), _per_class(record, "per_class", classes), False, colour)
+        )
+    figure, axes = _figure(min(12.0, max(6.4, 0.25 * len(classes) * len(series) + 2)), 3.6)
+    width = 0.8 / len(series)
+    positions = np.arange(len(classes))
+    for index, (name, values, is_base, colour) in enumerate(series):
+        axes.bar(
+            positions + index * width,
+            values,
+            width,
+            label=name,
+            color=colour,
+            hatch="//" if is_base else None,
+            alpha=0.45 if is_base else 1.0,
+        )
+    lowest = float(np.nanmin([v for _, values, _, _ in series for v in values]))
+    axes.set_xticks(positions + 0.4 - width / 2, classes)
+    axes.set_ylim(max(0.0, lowest - 0.05), 1.0)
+    axes.set_xlabel("class")
+    axes.set_ylabel("accuracy")
+    axes.set_title(f"Accuracy per class on {device}")
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    limits = any(isinstance(r["figures"].get("limit_mb"), (int, float)) for r in records)
-    caption = "red marks: the device's memory limit" if limits else "no memory limit set"
-    return [Plot("Peak memory", caption, _png(figure))]
+    return _png(figure)
+
+
+def _accuracy_heatmap(
+    device: str, records: Sequence[Mapping[str, Any]], classes: list[str]
+) -> bytes:
+    import numpy as np
+
+    head = np.array([_per_class(r, "per_class", classes) for r in records])
+    base = np.array([_per_class(r, "baseline_per_class", classes) for r in records])
+    figure, axes = _figure(max(6.4, 0.7 * len(classes) + 3), 1.2 + 0.32 * len(records))
+    image = axes.imshow(
+        head, aspect="auto", cmap="RdYlGn", vmin=max(0.0, np.nanmin(head) - 0.05), vmax=1.0
+    )
+    for row, col in np.ndindex(head.shape):
+        change = head[row, col] - base[row, col]
+        text = f"{head[row, col]:.2f}" + (
+            f"\n{change:+.2f}" if np.isfinite(change) and change else ""
+        )
+        axes.text(col, row, text, ha="center", va="center", fontsize=6)
+    axes.set_xticks(range(len(classes)), classes)
+    axes.set_yticks(range(len(records)), [str(r["model"]) for r in records], fontsize=8)
+    axes.set_xlabel("class (second line in a cell: change against the base)")
+    axes.set_title(f"Accuracy per class on {device}")
+    figure.colorbar(image, ax=axes, label="accuracy")
+    return _png(figure)
+
+
+def memory_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
+    """Per device: each model's share of memory (its peak less the empty worker's) and the
+    whole peak, against the device's limit, on a log scale so 5 MB and 4,096 MB both show."""
+    plots = []
+    for device, records in sorted(_by_device(results, "memory").items()):
+        records = sorted(
+            (r for r in records if "peak_mb" in (r.get("figures") or {})),
+            key=lambda r: str(r["model"]),
+        )
+        if not records:
+            continue
+        figure, axes = _figure(6.4, 1.4 + 0.4 * len(records))
+        rows = list(range(len(records)))
+        peaks = [
+            float(r["figures"].get("board_peak_mb") or r["figures"]["peak_mb"]) for r in records
+        ]
+        shares = [max(float(r["figures"].get("model_share_mb") or 0.0), 0.01) for r in records]
+        axes.barh(rows, peaks, color="#c9d3e6", label="whole worker's peak (headline)")
+        axes.barh(rows, shares, height=0.45, color=HEAD_COLOUR, label="the model's share")
+        limits = {
+            float(r["figures"]["limit_mb"])
+            for r in records
+            if _is_number(r["figures"].get("limit_mb"))
+        }
+        for limit in sorted(limits):
+            axes.axvline(limit, color="#cf222e", linewidth=2)
+            axes.annotate(
+                f"limit {number(limit, 'limit_mb')}",
+                (limit, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(-4, -4),
+                textcoords="offset points",
+                ha="right",
+                va="top",
+                color="#cf222e",
+                fontsize=8,
+            )
+        for row, record, share in zip(rows, records, shares, strict=True):
+            limit = record["figures"].get("limit_mb")
+            note = f"{number(share, 'model_share_mb')}"
+            if _is_number(limit) and limit:
+                note += f" = {share / float(limit):.2%} of limit"
+            axes.annotate(
+                note,
+                (share, row),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+        axes.set_xscale("log")
+        high = max([*peaks, *limits]) * 1.5
+        axes.set_xlim(min(shares) / 2, high)
+        axes.set_yticks(rows, [f"{r['model']} ({r['fidelity']})" for r in records], fontsize=8)
+        axes.invert_yaxis()
+        axes.set_xlabel("MB, log scale (peak RSS)")
+        axes.set_title(f"Memory on {device}")
+        axes.legend(fontsize=7, loc="lower right")
+        caption = "red line: the device's memory limit" if limits else "no memory limit set"
+        plots.append(Plot(f"Memory on {device}", f"{device}: {caption}", _png(figure)))
+    return plots[:MAX_PLOTS_PER_SECTION]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def trend_plots(trends: Sequence[Trend]) -> list[Plot]:
-    """One plot per figure name: a line per item over runs, level changes marked."""
+    """One plot per figure name: a line per item over runs, each level change marked at the
+    commit that introduced it."""
     by_figure: dict[tuple[str, str], list[Trend]] = {}
     for trend in trends:
         if trend.figure in headline_figures() or trend.figure == "ratio":
             by_figure.setdefault((trend.figure, trend.fidelity), []).append(trend)
     plots = []
     for (figure_name, fidelity), group in sorted(by_figure.items()):
-        figure, axes = _figure(7.2, 3.6)
-        for trend in group:
-            values = [p.value for p in trend.points]
-            (line,) = axes.plot(
-                values, marker="o", markersize=3, label=f"{trend.model}@{trend.device}"
-            )
-            for index, _, after in trend.steps:
-                axes.axvline(index - 0.5, color=line.get_color(), linestyle="--", alpha=0.6)
-                axes.plot([index], [after], marker="v", color="#cf222e", markersize=8)
-        longest = max(group, key=lambda t: len(t.points))
-        ticks = list(range(len(longest.points)))
-        step = max(1, len(ticks) // 10)
-        axes.set_xticks(
-            ticks[::step],
-            [(p.commit or p.created)[:7] for p in longest.points][::step],
-            rotation=45,
-            fontsize=7,
-        )
-        unit = figure_name.endswith("_ms")
-        axes.set_ylabel(
-            time_axis(fidelity) if unit else f"{markdown.label(figure_name)} ({fidelity})"
-        )
-        axes.set_xlabel("run (commit)")
-        axes.set_title(f"{markdown.label(figure_name)} over runs ({fidelity})")
-        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        axes.grid(alpha=0.3)
-        plots.append(
-            Plot(
-                f"Trend of {figure_name} ({fidelity})",
-                "dashed lines and red triangles: level changes found by step detection",
-                _png(figure),
-            )
-        )
+        plots.append(_trend_plot(figure_name, fidelity, group))
     return plots[:MAX_PLOTS_PER_SECTION]
 
 
-def _status(status: str) -> str:
+def trend_plots_by_device(trends: Sequence[Trend]) -> list[Plot]:
+    """The nightly's plots: per device and headline figure, a line per model."""
+    grouped: dict[tuple[str, str, str], list[Trend]] = {}
+    for trend in trends:
+        grouped.setdefault((trend.device, trend.figure, trend.fidelity), []).append(trend)
+    return [
+        _trend_plot(figure, fidelity, group, where=f" on {device}")
+        for (device, figure, fidelity), group in sorted(grouped.items())
+    ][:MAX_PLOTS_PER_SECTION]
+
+
+FLAT_GREY = 8  # above this many lines, series without a level change are drawn grey, unlabelled
+
+
+def _trend_plot(figure_name: str, fidelity: str, group: Sequence[Trend], where: str = "") -> Plot:
+    figure, axes = _figure(7.2, 3.6)
+    crowded = len(group) > FLAT_GREY
+    for trend in group:
+        values = [p.value for p in trend.points]
+        name = f"{trend.model}@{trend.device}" if not where else str(trend.model)
+        if crowded and not trend.steps:
+            axes.plot(values, color="#c0c4c9", linewidth=0.8)
+            continue
+        (line,) = axes.plot(values, marker="o", markersize=3, label=name)
+        for index, _, after in trend.steps:
+            axes.axvline(index - 0.5, color=line.get_color(), linestyle="--", alpha=0.6)
+            axes.plot([index], [after], marker="v", color="#cf222e", markersize=8)
+            commit = trend.points[index].commit or trend.points[index].created
+            axes.annotate(
+                commit[:7],
+                (index, after),
+                xytext=(4, 6),
+                textcoords="offset points",
+                fontsize=7,
+                color="#cf222e",
+            )
+    longest = max(group, key=lambda t: len(t.points))
+    ticks = list(range(len(longest.points)))
+    step = max(1, len(ticks) // 10)
+    axes.set_xticks(
+        ticks[::step],
+        [(p.commit or p.created)[:7] for p in longest.points][::step],
+        rotation=45,
+        fontsize=7,
+    )
+    unit = figure_name.endswith("_ms")
+    name = time_axis(fidelity) if unit else f"{label(figure_name)} ({fidelity})"
+    axes.set_ylabel(name, fontsize=7)
+    axes.margins(y=0.15)  # room for the commit labels at the steps
+    axes.set_xlabel("run (commit)")
+    axes.set_title(f"{label(figure_name)} over runs{where} ({fidelity})")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes.grid(alpha=0.3)
+    caption = (
+        "dashed lines and red triangles: level changes found by step detection, labelled with "
+        "the commit that introduced them" + ("; grey: series without one" if crowded else "")
+    )
+    return Plot(f"Trend of {figure_name}{where} ({fidelity})", caption, _png(figure))
+
+
+def status_span(status: str) -> str:
     return f'<span class="{STATUS_CLASS.get(status, "note")}">{escape(status)}</span>'
 
 
-def _table(header: Sequence[str], body: Sequence[Sequence[str]], raw_last: bool = False) -> str:
+def html_table(
+    header: Sequence[str],
+    body: Sequence[Sequence[str]],
+    raw_last: bool = False,
+    css: str = "",
+) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     lines = []
     for row in body:
         cells = [escape(c) for c in row[:-1]] + [row[-1] if raw_last else escape(row[-1])]
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    table = f"<table{f' class={css!r}' if css else ''}><thead><tr>{head}</tr></thead>"
+    return f'<div class="scroll">{table}<tbody>{"".join(lines)}</tbody></table></div>'
 
 
-def _section(title: str, plots: Sequence[Plot]) -> str:
+def grid_table(results: Sequence[Mapping[str, Any]], devices: Sequence[str] = ()) -> str:
+    """The model × device grid, each cell coloured by its worst verdict."""
+    table = digest.grid(results, devices)
+    if not table.cells:
+        return ""
+    head = "".join(f"<th>{escape(h)}</th>" for h in ("model", *table.devices))
+    lines = []
+    for model in table.models:
+        cells = []
+        for device in table.devices:
+            cell = table.cells.get((model, device))
+            css = STATUS_CLASS.get(cell.status, "note") if cell else "note"
+            text = grid_cell(cell)
+            cells.append(f'<td class="cell {css}">{escape(text)}</td>')
+        lines.append(f"<tr><th>{escape(model)}</th>{''.join(cells)}</tr>")
+    return (
+        '<div class="scroll"><table class="grid" id="grid">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table></div>"
+    )
+
+
+def grid_cell(cell: digest.Cell | None) -> str:
+    """The Markdown grid's cell without its icon: the cell's colour carries the verdict (and
+    a page must not depend on an emoji font), a verdict other than PASS is also written."""
+    if cell is None:
+        return "·"
+    text = markdown.grid_cell(cell).split(" ", 1)[1]
+    return text if cell.status in ("PASS", "NO GATE") else f"{cell.status} {text}"
+
+
+def needs_a_look(results: Sequence[Mapping[str, Any]], document: Mapping[str, Any]) -> str:
+    """The Markdown report's list, item for item (digest.py decides what is on it)."""
+    items = [
+        f"{status_span(str(r['verdict']['status']))} <b>{escape(markdown.item_name(r))}</b>: "
+        f"{escape(markdown.figure_cell(r))} · {escape('; '.join(markdown.reasons(r)))}"
+        for r in digest.needs_a_look(results)
+    ]
+    items += [
+        f'<span class="{"fail" if c.worse else "pass"}">{"worse" if c.worse else "better"}</span> '
+        f"<b>{escape(markdown.item_name(c.record))}</b>: {escape(c.text)} · "
+        f"{escape(markdown.figure_cell(c.record))}"
+        for c in digest.changes(results)
+    ]
+    items += [
+        f"<b>{escape(markdown.item_name(r))}</b>: {escape(note)}"
+        for r in results
+        if (note := markdown.baseline_note(r, document))
+    ]
+    if not items:
+        return '<p class="pass">Nothing failed or changed against the base.</p>'
+    listed = "".join(f"<li>{item}</li>" for item in items)
+    return f'<h2>Needs a look</h2><ul class="look">{listed}</ul>'
+
+
+def plot_section(title: str, plots: Sequence[Plot]) -> str:
     if not plots:
         return ""
     figures = "".join(
@@ -262,6 +477,15 @@ def _section(title: str, plots: Sequence[Plot]) -> str:
         for p in plots
     )
     return f"<h2>{escape(title)}</h2>{figures}"
+
+
+def page(title: str, status: str, body: Sequence[str]) -> str:
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}: {escape(status)}</title><style>{CSS}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
 
 
 def render(
@@ -274,37 +498,35 @@ def render(
     verdict = verdict or overall(document)
     results = document.get("results", [])
     body = [
-        f"<h1>{escape(title)}: {_status(verdict.status)}</h1>",
+        f"<h1>{escape(title)}: {status_span(verdict.status)}</h1>",
         f'<p class="note">{escape(verdict.headline())} · created '
         f"{escape(str(document.get('created')))} · harness "
         f"{escape(str(document.get('harness_version')))}</p>",
     ]
     if verdict.problems:
         body.append("<ul>" + "".join(f"<li>{escape(p)}</li>" for p in verdict.problems) + "</ul>")
-    header = ("device", "model", "suite", "figure", "vs baseline", "gates", "verdict")
-    table = [
-        (r.device, r.model, r.suite, r.figure, r.delta, r.gates, _status(r.status))
-        for r in markdown.rows(results)
-    ]
-    body += ["<h2>Gates</h2>", _table(header, table, raw_last=True)]
-    why = [
-        (markdown.item_name(r), r["verdict"]["status"], "; ".join(markdown.reasons(r)))
-        for r in sorted(results, key=markdown.item_name)
-        if r["verdict"]["status"] not in ("PASS", "NO GATE") and markdown.reasons(r)
-    ]
-    if why:
-        body += ["<h2>Why</h2>", _table(("item", "verdict", "reasons"), why)]
+    body.append(grid_table(results, [d["name"] for d in document.get("devices", [])]))
+    body.append(needs_a_look(results, document))
+    edits = [line[2:] for line in markdown.gate_changes(results) if line.startswith("- ")]
+    if edits:
+        listed = "".join(f"<li>{escape(e)}</li>" for e in edits)
+        body.append(f"<h2>Gate changes in this change</h2><ul>{listed}</ul>")
     used = sorted({r["fidelity"] for r in results} & set(markdown.FOOTNOTE))
     body += [f'<p class="note">{escape(markdown.FOOTNOTE[f])}</p>' for f in used]
-    body.append(_section("Latency", latency_plots(results)))
-    body.append(_section("Base vs new", base_vs_new_plots(results)))
-    body.append(_section("Accuracy per class", accuracy_plots(results)))
-    body.append(_section("Memory", memory_plot(results)))
+    body.append(plot_section("Latency", latency_plots(results)))
+    body.append(plot_section("Memory", memory_plots(results)))
+    body.append(plot_section("Accuracy per class", accuracy_plots(results)))
     if trends:
-        body.append(_section("Trends", trend_plots(trends)))
+        body.append(plot_section("Trends", trend_plots(trends)))
         steps = markdown.step_rows(trends)
         if steps:
-            body.append("<h3>Level changes</h3>" + _table(markdown.STEP_HEADER, steps))
+            body.append("<h3>Level changes</h3>" + html_table(markdown.STEP_HEADER, steps))
+    header = ("device", "model", "suite", "figure", "vs baseline", "gates", "verdict")
+    table = [
+        (r.device, r.model, r.suite, r.figure, r.delta, r.gates, status_span(r.status))
+        for r in markdown.rows(results)
+    ]
+    body += ["<h2>Gates</h2>", html_table(header, table, raw_last=True)]
     devices = [
         (
             d["name"],
@@ -318,10 +540,6 @@ def render(
     ]
     body += [
         "<h2>Devices</h2>",
-        _table(("device", "arch", "cpu", "cpus", "memory", "fidelity"), devices),
+        html_table(("device", "arch", "cpu", "cpus", "memory", "fidelity"), devices),
     ]
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)}: {escape(verdict.status)}</title><style>{CSS}</style></head>"
-        f"<body>{''.join(body)}</body></html>\n"
-    )
+    return page(title, verdict.status, body)

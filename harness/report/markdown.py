@@ -1,20 +1,31 @@
 """The Markdown report: what a pull request's comment and a job summary show.
 
-One row per device × model × suite: the headline figure with its fidelity beside it, the change
-against the baseline with its confidence interval where the record carries one, the gates and the
-verdict; then why anything failed, level changes in the history, and the devices and runtimes.
+Read in ten seconds: the verdict; only what needs a look (failed, errored, INCONCLUSIVE, or moved
+against the base beyond noise, see digest.py) with why; gate edits; a model × device grid (the
+worst verdict and its figure per cell); level changes in the history. Then, folded, the full
+table (one row per device × model × suite: the headline figure with its interval and fidelity,
+the change against the baseline, the gates, the verdict) and the devices and runtimes.
 Emulated times are QEMU wall-clock on the CI machine and are always labelled so, never as device
-milliseconds. The helpers here (numbers, units, deltas) are shared with the HTML report.
+milliseconds. Figures are written by figures.py, as in every other output.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.registry import ORDER, headline_of
+from harness.registry import ORDER
+from harness.report import digest
+from harness.report.figures import (
+    headline,
+    interval,
+    label,
+    number,
+    percent_change,
+    shown,
+    threshold,
+)
 from harness.store import Trend
 from harness.verdict import Overall, overall
 
@@ -27,7 +38,6 @@ ICON = {
     "NO GATE": "➖",
     "SKIPPED": "⏭️",
 }
-UNITS = (("_ms", "ms"), ("_mb", "MB"), ("_kb", "kB"), ("_bytes", "B"))
 MARK = {"emulated": "†", "estimated": "‡"}
 FOOTNOTE = {
     "emulated": "† emulated: wall-clock time under QEMU on the CI machine, not device "
@@ -36,65 +46,32 @@ FOOTNOTE = {
     "device profile's stated clock and cycles-per-instruction model.",
 }
 COMMENT_LIMIT = 65_000  # GitHub rejects comment bodies over 65,536 characters
+SUMMARY_LIMIT = 1_000_000  # a job summary may hold 1 MiB
+CUT_NOTE = "\n_(report cut to fit: the full report is in the run's artifacts)_\n"
 
 
-def number(value: Any, figure: str) -> str:
-    """A figure's value with its unit: `0.01794 ms`, `10.5 kB`, `0.9733`, `1.23 M`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "-"
-    unit = next((u for suffix, u in UNITS if figure.endswith(suffix)), "")
-    if figure.endswith("_ms"):
-        text = f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
-    elif unit:
-        text = f"{value:,.1f}"
-    elif figure in ("accuracy", "mae") or isinstance(value, float) and abs(value) < 10:
-        text = f"{value:.4f}"
-    elif abs(value) >= 1e6:
-        text = f"{value / 1e6:,.2f} M"
-    else:
-        text = f"{value:,.0f}" if isinstance(value, float) else str(value)
-    return f"{text} {unit}".strip()
-
-
-def label(figure: str) -> str:
-    """`p90_ms` -> `p90`, `peak_mb` -> `peak`, `size_kb` -> `size`."""
-    for suffix, _ in UNITS:
-        if figure.endswith(suffix):
-            return figure[: -len(suffix)].replace("_", " ")
-    return figure.replace("_", " ")
-
-
-def interval(figures: Mapping[str, Any], figure: str) -> str:
-    """` [low, high]` when the record carries the figure's confidence interval, as
-    `p90_low_ms`/`p90_high_ms` for `p90_ms`; else empty."""
-    suffix = next((s for s, _ in UNITS if figure.endswith(s)), "")
-    stem = figure[: len(figure) - len(suffix)]
-    low, high = figures.get(f"{stem}_low{suffix}"), figures.get(f"{stem}_high{suffix}")
-    if not isinstance(low, (int, float)) or not isinstance(high, (int, float)):
-        return ""
-    return f" [{number(low, figure).split()[0]}, {number(high, figure).split()[0]}]"
+def cut_to(text: str, limit: int, more: bool = False) -> str:
+    """`text` within `limit` characters, cut at a line's end, an open `<details>` closed, with
+    a note saying it was cut; unchanged when it fits, unless `more` was to follow it."""
+    if len(text) <= limit and not more:
+        return text
+    room = max(0, limit - len(CUT_NOTE) - len("\n</details>\n"))
+    kept = text[:room]
+    kept = kept[: kept.rfind("\n") + 1]
+    if kept.count("<details>") > kept.count("</details>"):
+        kept += "\n</details>\n"
+    return kept + CUT_NOTE
 
 
 def with_fidelity(figure: str, value: Any, fidelity: str, figures: Mapping[str, Any]) -> str:
     """`p90 12.3 ms [11.9, 12.8] · emulated†`: the fidelity stands beside every number."""
-    shown = f"{label(figure)} {number(value, figure)}{interval(figures, figure)}"
-    return f"{shown} · {fidelity}{MARK.get(fidelity, '')}"
+    mark = MARK.get(fidelity, "")
+    return f"{shown(figure, value)}{interval(figures, figure)} · {fidelity}{mark}"
 
 
 def headline_figure(record: Mapping[str, Any]) -> str:
-    """The figure a row shows: the suite's headline, else the first gate's figure."""
-    figures = record.get("figures") or {}
-    headline = headline_of(record)
-    if headline is not None:
-        return headline
-    for check in record["verdict"].get("checks") or []:
-        if check["figure"] in figures:
-            return str(check["figure"])
-    return next((k for k, v in figures.items() if isinstance(v, (int, float))), "-")
-
-
-def _percent(ratio: float) -> str:
-    return f"{(ratio - 1) * 100:+.1f}%"
+    """The figure a row shows (figures.headline: the registry's, one definition)."""
+    return headline(record).figure
 
 
 def delta(record: Mapping[str, Any]) -> str:
@@ -104,21 +81,25 @@ def delta(record: Mapping[str, Any]) -> str:
     figures = record.get("figures") or {}
     ratio = figures.get("ratio")
     if isinstance(ratio, (int, float)) and not isinstance(ratio, bool):
-        text = _percent(ratio)
+        text = percent_change(ratio)
         low, high = figures.get("ratio_low"), figures.get("ratio_high")
         if isinstance(low, (int, float)) and isinstance(high, (int, float)):
-            text += f" [{_percent(low)}, {_percent(high)}]"
+            text += f" [{percent_change(low)}, {percent_change(high)}]"
         if figures.get("paired") is False:
             return text + " (unpaired)"
         n = figures.get("rounds")
         return text + (f" (paired n={n})" if n else "")
+    growth, share = figures.get("memory_growth"), figures.get("baseline_model_share_mb")
+    if isinstance(growth, (int, float)) and isinstance(share, (int, float)):
+        # Memory compares the model's share: the worker's fixed cost would dilute a growth.
+        return f"{number(growth, 'memory_growth')} share (base {number(share, 'model_share_mb')})"
     figure = headline_figure(record)
     value, base = figures.get(figure), figures.get(f"baseline_{figure}")
     if not isinstance(value, (int, float)) or not isinstance(base, (int, float)):
         return "no baseline" if (record.get("flags") or {}).get("baseline_missing") else "—"
     if figure in ("accuracy", "mae") or not base:
         return f"{value - base:+.4f} (base {number(base, figure)})"
-    return f"{_percent(value / base)} (base {number(base, figure)})"
+    return f"{percent_change(value / base)} (base {number(base, figure)})"
 
 
 def baseline_note(record: Mapping[str, Any], document: Mapping[str, Any]) -> str | None:
@@ -133,22 +114,14 @@ def baseline_note(record: Mapping[str, Any], document: Mapping[str, Any]) -> str
     return None
 
 
-def threshold(gate: str, value: Any, figure: str) -> str:
-    if not isinstance(value, (int, float)):
-        return "-"
-    if gate.endswith(("_regression", "_growth")):
-        return f"{value:.0%}"
-    return number(value, figure)
-
-
 def gates(record: Mapping[str, Any]) -> str:
     """The gates applied: `size_kb_max 64.0 kB`, a failed one marked ✗; `-` when none."""
-    shown = []
+    listed = []
     for check in record["verdict"].get("checks") or []:
         mark = {False: " ✗", None: " (not applied)"}.get(check["passed"], "")
         value = threshold(check["gate"], check["threshold"], check["figure"])
-        shown.append(f"{check['gate']} {value}{mark}")
-    return ", ".join(shown) or "-"
+        listed.append(f"{check['gate']} {value}{mark}")
+    return ", ".join(listed) or "-"
 
 
 @dataclass(frozen=True)
@@ -163,22 +136,26 @@ class Row:
     fidelity: str
 
 
+def figure_cell(record: Mapping[str, Any]) -> str:
+    """The headline with its interval and fidelity: `p90 12.35 ms [11.9, 12.8] · emulated†`."""
+    top = headline(record)
+    if top.value is None:
+        return "-"
+    return with_fidelity(top.figure, top.value, record["fidelity"], record.get("figures") or {})
+
+
 def rows(results: Iterable[Mapping[str, Any]]) -> list[Row]:
     ordered = sorted(
         results, key=lambda r: (r["device"], r["model"], ORDER.get(r["suite"], len(ORDER)))
     )
     table = []
     for r in ordered:
-        figure = headline_figure(r)
-        value = (r.get("figures") or {}).get(figure)
-        figures = r.get("figures") or {}
-        shown = with_fidelity(figure, value, r["fidelity"], figures) if value is not None else "-"
         table.append(
             Row(
                 r["device"],
                 r["model"],
                 r["suite"],
-                shown,
+                figure_cell(r),
                 delta(r),
                 gates(r),
                 str(r["verdict"]["status"]),
@@ -196,7 +173,7 @@ def reasons(record: Mapping[str, Any]) -> list[str]:
     found += [str(r) for r in record["verdict"].get("reasons") or []]
     if record.get("error"):
         found.append(str(record["error"]).strip().splitlines()[0])
-    return found
+    return list(dict.fromkeys(found))  # a failing check's message is often a reason too
 
 
 def item_name(record: Mapping[str, Any]) -> str:
@@ -207,7 +184,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", "<br>")
 
 
-def _table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in body]
     return lines
@@ -244,7 +221,110 @@ def steps_table(trends: Sequence[Trend], window: int = 3) -> list[str]:
     body = step_rows(trends, window)
     if not body:
         return []
-    return ["### Level changes in the history", "", *_table(STEP_HEADER, body), ""]
+    return ["### Level changes in the history", "", *markdown_table(STEP_HEADER, body), ""]
+
+
+LISTED_MAX = 50  # items listed by name before "and N more"; the grid and the table show all
+FULL_HEADER = ("device", "model", "suite", "figure", "vs baseline", "gates", "verdict")
+
+
+def _listed(record: Mapping[str, Any], text: str) -> str:
+    status = str(record["verdict"]["status"])
+    return f"- {ICON.get(status, '')} **{item_name(record)}** {status}: {text}"
+
+
+def needs_a_look(results: Sequence[Mapping[str, Any]], document: Mapping[str, Any]) -> list[str]:
+    """What failed, errored or was INCONCLUSIVE, with why; then what moved against the base
+    beyond noise (worse first); then notes on baselines from another machine."""
+    lines = []
+    for record in digest.needs_a_look(results):
+        why = "; ".join(reasons(record)) or "no reason recorded"
+        lines.append(_listed(record, f"{figure_cell(record)} · {why}"))
+    for found in digest.changes(results):
+        word = "worse" if found.worse else "better"
+        lines.append(
+            f"- {'🔺' if found.worse else '🔻'} **{item_name(found.record)}** {word}: "
+            f"{found.text} · {figure_cell(found.record)}"
+        )
+    notes = [(r, n) for r in results if (n := baseline_note(r, document))]
+    lines += [f"- ℹ️ **{item_name(r)}**: {note}" for r, note in notes]
+    if len(lines) > LISTED_MAX:
+        more = len(lines) - LISTED_MAX
+        lines = [*lines[:LISTED_MAX], f"- … and {more} more: see the grid and the full table"]
+    title = "### Needs a look" if lines else "Nothing failed or changed against the base."
+    return [title, "", *lines, ""] if lines else [title, ""]
+
+
+def grid_cell(cell: digest.Cell | None) -> str:
+    """`❌ latency: p90 12.35 ms (2)`: the worst verdict, and the figure of the item that has it."""
+    if cell is None:
+        return "·"
+    quiet = cell.status in ("PASS", "NO GATE") or cell.headline.text.startswith(cell.suite)
+    where = "" if quiet else f"{cell.suite}: "
+    count = f" ({cell.failing})" if cell.failing > 1 else ""
+    return f"{ICON.get(cell.status, cell.status)} {where}{cell.headline.text}{count}"
+
+
+def grid_table(results: Sequence[Mapping[str, Any]], devices: Sequence[str] = ()) -> list[str]:
+    table = digest.grid(results, devices)
+    if not table.cells:
+        return []
+    body = [
+        (model, *(grid_cell(table.cells.get((model, d))) for d in table.devices))
+        for model in table.models
+    ]
+    return ["### Model × device", "", *markdown_table(("model", *table.devices), body), ""]
+
+
+def _fitted_table(results: Sequence[Mapping[str, Any]], budget: int | None) -> str:
+    """The full table folded; within `budget` characters it keeps the rows that did not pass
+    first, then as many others as fit, and says how many it left out."""
+    table = rows(results)
+    body = [
+        (
+            r.device,
+            r.model,
+            r.suite,
+            r.figure,
+            r.delta,
+            r.gates,
+            f"{ICON.get(r.status, '')} {r.status}",
+        )
+        for r in table
+    ]
+    summary = f"<details><summary>All {len(body)} items</summary>\n\n"
+    closing = "\n\n</details>\n"
+    text = summary + "\n".join(markdown_table(FULL_HEADER, body)) + closing
+    if budget is None or len(text) <= budget:
+        return text
+    # Keep rows in priority order (not passed first), shown in the table's own order.
+    lines = markdown_table(FULL_HEADER, body)
+    order = sorted(range(len(body)), key=lambda i: (table[i].status in ("PASS", "NO GATE"), i))
+    note_room = 200
+    room = budget - len(summary) - len(closing) - len(lines[0]) - len(lines[1]) - note_room
+    kept: set[int] = set()
+    for index in order:
+        cost = len(lines[index + 2]) + 1
+        if cost > room:
+            break
+        kept.add(index)
+        room -= cost
+    if room < 0 or not kept:
+        return ""
+    left = len(body) - len(kept)
+    failing = [i for i, row in enumerate(table) if row.status not in ("PASS", "NO GATE")]
+    dropped = sum(i not in kept for i in failing)
+    which = (
+        "every item that did not pass is kept"
+        if not dropped
+        else f"{len(failing) - dropped} of the {len(failing)} that did not pass are kept"
+    )
+    note = (
+        f"_{left} of {len(body)} rows left out to fit a comment ({which}); the full table is in "
+        "report.html and results.json of the run's artifacts._"
+    )
+    shown_lines = lines[:2] + [lines[i + 2] for i in sorted(kept)]
+    return summary + "\n".join(shown_lines) + f"\n\n{note}" + closing
 
 
 def render(
@@ -255,7 +335,9 @@ def render(
     title: str = "harness model gate",
     limit: int | None = None,
 ) -> str:
-    """The whole report. `limit` caps the length (a PR comment's), cutting the details first."""
+    """The whole report: the verdict, what needs a look, the model × device grid, then the full
+    table folded. `limit` caps the length (a PR comment's): the folded parts are cut first, and
+    the report says what it cut."""
     verdict = verdict or overall(document)
     results = document.get("results", [])
     lines = [f"## {ICON.get(verdict.status, '')} {title}: {verdict.headline()}", ""]
@@ -269,43 +351,27 @@ def render(
     lines += [f"- ⚠️ {p}" for p in verdict.problems]
     if verdict.problems:
         lines.append("")
-    header = ("device", "model", "suite", "figure", "vs baseline", "gates", "verdict")
-    body = [
-        (
-            r.device,
-            r.model,
-            r.suite,
-            r.figure,
-            r.delta,
-            r.gates,
-            f"{ICON.get(r.status, '')} {r.status}",
-        )
-        for r in rows(results)
-    ]
-    if body:
-        lines += [*_table(header, body), ""]
-    why = []
-    for record in sorted(results, key=item_name):
-        status = record["verdict"]["status"]
-        notes = reasons(record) if status not in ("PASS", "NO GATE") else []
-        note = baseline_note(record, document)
-        if notes or note:
-            text = "; ".join([*notes, *([note] if note else [])])
-            why.append(f"- **{item_name(record)}** {status}: {text}")
-    if why:
-        lines += ["### Why", "", *why, ""]
+    lines += needs_a_look(results, document)
     lines += gate_changes(results)
-    lines += steps_table(trends)
+    lines += grid_table(results, [d["name"] for d in document.get("devices", [])])
     used = sorted({r["fidelity"] for r in results} & set(FOOTNOTE))
     lines += [FOOTNOTE[f] for f in used]
     if used:
         lines.append("")
-    details = _details(document)
+    lines += steps_table(trends)
     text = "\n".join(lines) + "\n"
-    if limit is not None and len(text) + len(details) > limit:
-        cut = "\n_(details left out: the full report is in the run's artifacts)_\n"
-        return text[: max(0, limit - len(cut))] + cut
-    return text + details
+    devices_table = _details(document)
+    if limit is None:
+        return text + _fitted_table(results, None) + devices_table
+    if len(text) + len(CUT_NOTE) > limit:
+        return cut_to(text, limit, more=True)
+    full = _fitted_table(results, limit - len(text) - len(devices_table))
+    if not full:
+        full = _fitted_table(results, limit - len(text))
+        devices_table = ""
+    if not full and results:
+        return text + "_(full table left out to fit a comment: it is in the run's artifacts)_\n"
+    return text + full + devices_table
 
 
 def gate_changes(results: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -345,5 +411,5 @@ def _details(document: Mapping[str, Any]) -> str:
     if not body:
         return ""
     header = ("device", "arch", "cpu", "cpus", "memory", "fidelity", "versions")
-    table = "\n".join(_table(header, body))
+    table = "\n".join(markdown_table(header, body))
     return f"<details><summary>Devices and versions</summary>\n\n{table}\n\n</details>\n"

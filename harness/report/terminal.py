@@ -1,4 +1,5 @@
-"""The gate table printed in pytest's terminal summary."""
+"""The gate table printed in pytest's terminal summary and by `harness merge`: one row per gate
+check (greppable), each item's headline figure on its first row, figures written by figures.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from harness.registry import ORDER, headline_of
+from harness.registry import ORDER
+from harness.report.figures import headline, shown, threshold
 
 STYLE = {
     "PASS": "green",
@@ -22,25 +24,6 @@ STYLE = {
     "NO BASELINE": "yellow",
     "WARN": "yellow",
 }
-UNITS = {"size_kb": " kB", "p90_ms": " ms", "peak_mb": " MB", "board_peak_mb": " MB"}
-
-
-PERCENT_CHANGE = ("ratio",)  # shown as +x.x% change
-PERCENT = ("memory_growth", "latency_max_regression", "memory_max_growth")
-FRACTIONS = ("accuracy", "mae", "accuracy_drop")  # four decimals, like the gate messages
-
-
-def _number(value: Any, figure: str) -> str:
-    if not isinstance(value, (int, float)):
-        return "-"
-    if figure in PERCENT_CHANGE:
-        return f"{value - 1:+.1%}"
-    if figure in PERCENT:
-        return f"{value:+.1%}" if figure == "memory_growth" else f"{value:.0%}"
-    if figure not in UNITS and not figure.endswith("_ms") and figure not in FRACTIONS:
-        return f"{value:.4g}"
-    digits = 4 if figure in FRACTIONS else (3 if figure.endswith("_ms") else 1)
-    return f"{value:.{digits}f}{UNITS.get(figure, '')}"
 
 
 def rows(results: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
@@ -57,26 +40,23 @@ def rows(results: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
             table.append((*common, "-", "-", status, r["fidelity"], r["error"].splitlines()[0]))
             continue
         checks = verdict["checks"]
-        if not checks:
-            figure = headline_of(r) or ""
-            value = r["figures"].get(figure)
-            note = "; ".join(verdict["reasons"]) or "no gate set"
-            table.append(
-                (*common, f"{figure} {_number(value, figure)}", "-", status, r["fidelity"], note)
-            )
+        top = headline(r)
+        if not any(c["figure"] == top.figure for c in checks):
+            # The suite's headline figure is on every item's first row, gated or not.
+            note = "" if checks else "; ".join(verdict["reasons"]) or "no gate set"
+            table.append((*common, top.text, "-", status, r["fidelity"], note))
         for check in checks:
             if check["passed"] is None:
-                shown = status if status in ("NO BASELINE", "INCONCLUSIVE") else "not applied"
+                outcome = status if status in ("NO BASELINE", "INCONCLUSIVE") else "not applied"
             else:
-                shown = "PASS" if check["passed"] else "FAIL"
-            figure = f"{check['figure']} {_number(check['value'], check['figure'])}"
+                outcome = "PASS" if check["passed"] else "FAIL"
+            figure = shown(check["figure"], check["value"])
             gate = check["gate"]
-            shown_as = gate if gate in PERCENT else check["figure"]
-            threshold = f"{gate} {_number(check['threshold'], shown_as)}"
+            limit = f"{gate} {threshold(gate, check['threshold'], check['figure'])}"
             # A gate change is listed even when accepted: reviewers see every one.
             shown_always = r["suite"] == "policy"
             note = check["message"] if check["passed"] is not True or shown_always else ""
-            table.append((*common, figure, threshold, shown, r["fidelity"], note))
+            table.append((*common, figure, limit, outcome, r["fidelity"], note))
         if checks and (status == "INCONCLUSIVE" or (r.get("flags") or {}).get("failure")):
             table.append((*common, "-", "-", status, r["fidelity"], "; ".join(verdict["reasons"])))
     return table

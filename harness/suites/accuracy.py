@@ -111,6 +111,8 @@ def measure(pair: Pair) -> Measurement:
         if "predictions" in base_raw:
             agree = np.mean(np.asarray(base_raw["predictions"]) == np.asarray(raw["predictions"]))
             figures["baseline_agreement"] = float(agree)
+        if "per_class" in base_raw:
+            raw["baseline_per_class"] = base_raw["per_class"]  # the report draws both
     elif "accuracy" in pair.baseline.stored:
         base_figures = pair.baseline.stored["accuracy"]["figures"]
     for key in ("accuracy", "mae"):
