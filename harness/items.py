@@ -115,6 +115,10 @@ class HarnessItem(pytest.Item):
             self._fail_without_figures(str(failure), pair_info(pair), skip=failure.skip)
         except (WorkerError, WorkerFailure, DataError) as exc:
             self._fail_without_figures(str(exc), pair_info(pair))
+        except Exception as exc:  # unforeseen (a bug): the item still gets its ERROR row
+            message = f"{type(exc).__name__}: {exc}"
+            self._publish(Verdict(ERROR, (), (message,)), None, pair_info(pair), error=message)
+            raise
         gates = self.model.gates_for(self.profile.name)
         baseline = pair.baseline
         if baseline.label:

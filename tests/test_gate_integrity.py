@@ -241,3 +241,27 @@ def test_the_report_lists_every_gate_change() -> None:
     assert "- m: accuracy_min 0.95 → 0.9 (loosened) — accepted (--allow-gate-changes)" in lines
     assert "- m: size_kb_max 64 → 32 (tightened) — accepted (--allow-gate-changes)" in lines
     assert gate_changes(records[1:]) == []
+
+
+def test_an_item_that_breaks_unexpectedly_still_has_its_error_row(
+    pytester: pytest.Pytester,
+) -> None:
+    """A bug inside a suite (here a planted one) fails its item with the traceback and still
+    leaves an ERROR record: in the table, the JSON and so the merged verdict."""
+    import json
+
+    onnx_models.mlp(pytester.path / "m.onnx")
+    (pytester.path / "harness.toml").write_text('[[models]]\nname = "m"\npath = "m.onnx"\n')
+    pytester.makeconftest(
+        "import harness.suites.size as size\n"
+        "def _broken(pair):\n    raise KeyError('planted')\n"
+        "size.measure = _broken\n"
+    )
+    # In a subprocess: the planted bug must not outlive this test in the shared module.
+    result = pytester.runpytest_subprocess(
+        "-k", "size", "--harness-json=out.json", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["host *m *size *ERROR *KeyError: 'planted'*"])
+    (record,) = json.loads((pytester.path / "out.json").read_text())["results"]
+    assert record["verdict"]["status"] == "ERROR"
