@@ -110,3 +110,17 @@ def test_estimate_latency_caches_and_carries_the_band(rpi4: DeviceProfile) -> No
     assert first.band_fraction == cpu.band_fraction
     assert str(first).startswith(f"estimated {first.ms:.1f} ms")
     assert first.low_ms <= first.ms <= first.high_ms
+
+
+def test_x86_counts_run_the_avx2_kernels_native_avx512_would_replace() -> None:
+    """Under qemu-x86_64 -cpu max (QEMU 7.2: AVX2 and FMA, no AVX-512) the runtime picks its
+    256-bit kernels: the classes say which kernels ran, so the x86-64 validation knows what the
+    counts describe."""
+    if shutil.which("qemu-x86_64") is None:
+        unavailable("qemu-user is not installed: run scripts/setup-counting.sh as root")
+    profile = load_profiles()["x86-64"]
+    taken = counted(profile)
+    (vcpu,) = taken.per_vcpu
+    assert taken.cpu == "max"
+    assert vcpu.classes["simd256_fp"] > 0
+    assert vcpu.classes["simd512_fp"] == vcpu.classes["simd512_int"] == 0

@@ -52,6 +52,7 @@ CLASSES = (
     "simd256_int",
     "simd512_fp",
     "simd512_int",
+    "simd_int_mul",
     "other",
 )
 MEMORY_FIELDS = (

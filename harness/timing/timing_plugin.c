@@ -53,16 +53,18 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
 /* Keep in step with CLASSES in harness/timing/model.py. */
 /* SIMD classes come in pairs, floating-point then integer (incl. shuffles and logic), by width:
- * C_SIMD64 + width_index * 2 + is_int. */
+ * C_SIMD64 + width_index * 2 + is_int. Integer multiplies and multiply-accumulates (dot products:
+ * what int8 kernels are made of, and what cores run at their own rates) are C_SIMD_INT_MUL,
+ * whatever their width. */
 enum {
     C_INT, C_INT_MUL, C_LOAD, C_STORE, C_BRANCH, C_FP,
     C_SIMD64, C_SIMD64_INT, C_SIMD128, C_SIMD128_INT, C_SIMD256, C_SIMD256_INT,
-    C_SIMD512, C_SIMD512_INT, C_OTHER, N_CLASSES
+    C_SIMD512, C_SIMD512_INT, C_SIMD_INT_MUL, C_OTHER, N_CLASSES
 };
 static const char *const class_names[N_CLASSES] = {
     "int", "int_mul", "load", "store", "branch", "fp",
     "simd64_fp", "simd64_int", "simd128_fp", "simd128_int", "simd256_fp", "simd256_int",
-    "simd512_fp", "simd512_int", "other",
+    "simd512_fp", "simd512_int", "simd_int_mul", "other",
 };
 
 typedef struct {
@@ -166,6 +168,17 @@ static int classify_aarch64(const char *mn, const char *ops)
     }
     /* FP SIMD: the f-prefixed arithmetic and the int<->float conversions. */
     int is_int = !(mn[0] == 'f' || strcmp(mn, "scvtf") == 0 || strcmp(mn, "ucvtf") == 0);
+    static const char *const int_muls[] = {"sml", "uml", "smul", "umul", "mul", "mla", "mls",
+                                           "sqdm", "sqrdm", "sdot", "udot", "usdot", "pmul",
+                                           NULL};
+    bool vector_op = strstr(ops, "v") != NULL && strchr(ops, '.') != NULL;
+    if (is_int && vector_op) {
+        for (const char *const *m = int_muls; *m != NULL; m++) {
+            if (starts(mn, *m)) {
+                return C_SIMD_INT_MUL;
+            }
+        }
+    }
     if (strstr(ops, ".16b") || strstr(ops, ".8h") || strstr(ops, ".4s") || strstr(ops, ".2d") ||
         strstr(ops, ".1q")) {
         return C_SIMD128 + is_int;
@@ -268,6 +281,9 @@ static int classify_x86(const char *mn, const char *ops)
                        g_str_has_suffix(v, "ph") || starts(v, "cvt") || starts(v, "broadcastss") ||
                        starts(v, "broadcastsd") || starts(v, "fmadd") || starts(v, "fmsub") ||
                        starts(v, "fnmadd") || starts(v, "fnmsub"));
+        if (is_int && (starts(v, "pmadd") || starts(v, "pdp") || starts(v, "pmul"))) {
+            return C_SIMD_INT_MUL;
+        }
         if (zmm) {
             return C_SIMD512 + is_int;
         }

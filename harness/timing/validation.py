@@ -3,6 +3,9 @@
 - relative_errors: estimate / measured - 1, per model.
 - leave_one_out_calibration: for each model, the scale fitted on all the *other* models
   (geometric mean of measured / raw estimate), so its error is held out, never in-sample.
+- fit_nonnegative / leave_one_out_predictions: non-negative weights w (e.g. cycles per
+  instruction of each class group) minimising the squared *relative* error of X @ w against the
+  measurements, and each model's prediction from weights fitted without it.
 - spearman / kendall: whether the estimates order the models as the measurements do.
 """
 
@@ -12,10 +15,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = [
     "ErrorSummary",
+    "fit_nonnegative",
     "fit_scale",
     "kendall_tau",
+    "leave_one_out_predictions",
     "leave_one_out_scales",
     "relative_errors",
     "spearman_rho",
@@ -52,6 +59,42 @@ def leave_one_out_scales(raw: Sequence[float], measured: Sequence[float]) -> lis
         )
         for i in range(len(raw))
     ]
+
+
+def fit_nonnegative(features: Sequence[Sequence[float]], measured: Sequence[float]) -> list[float]:
+    """Non-negative w minimising sum(((X @ w) / y - 1) ** 2): least squares on rows scaled by
+    1 / y, dropping the most negative weight and refitting until none is negative (an active set
+    that is exact for the few, nearly independent features used here)."""
+    x = np.asarray(features, dtype=float)
+    y = np.asarray(measured, dtype=float)
+    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError("need one row of features per measurement")
+    if np.any(y <= 0):
+        raise ValueError("measurements must be positive")
+    scaled = x / y[:, None]
+    active = list(range(x.shape[1]))
+    weights = np.zeros(x.shape[1])
+    while active:
+        solution, *_ = np.linalg.lstsq(scaled[:, active], np.ones(len(y)), rcond=None)
+        if np.all(solution >= 0):
+            weights[active] = solution
+            break
+        active.pop(int(np.argmin(solution)))
+    return [float(w) for w in weights]
+
+
+def leave_one_out_predictions(
+    features: Sequence[Sequence[float]], measured: Sequence[float]
+) -> list[float]:
+    """For each i: features[i] @ the weights fitted on every other row."""
+    if len(measured) < 2:
+        raise ValueError("leave-one-out needs at least two models")
+    predictions = []
+    for i in range(len(measured)):
+        rest = [j for j in range(len(measured)) if j != i]
+        weights = fit_nonnegative([features[j] for j in rest], [measured[j] for j in rest])
+        predictions.append(float(np.dot(features[i], weights)))
+    return predictions
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
