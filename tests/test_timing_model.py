@@ -194,9 +194,11 @@ def test_estimate_carries_its_band_and_model() -> None:
     assert estimate.ms == pytest.approx(2.0)
     assert (estimate.low_ms, estimate.high_ms) == pytest.approx((1.6, 2.4))
     assert str(estimate) == (
-        "estimated 2.0 ms ±20% (test timing model at 1000 MHz, validated on 12 models)"
+        "estimated 2.00 ms ±20% (test timing model at 1000 MHz, validated on 12 models)"
     )
     assert estimate.as_json()["per_vcpu"][0]["bottleneck"] == "issue"
+    assert str(replace(estimate, ms=136.05)).startswith("estimated 136 ms")
+    assert str(replace(estimate, ms=0.05234)).startswith("estimated 0.0523 ms")
 
 
 # -- validation statistics --------------------------------------------------------------------
@@ -239,3 +241,11 @@ def test_nonnegative_fit_recovers_weights_and_drops_negative_ones() -> None:
     assert min(fit_nonnegative(features, skewed)) >= 0.0
     held_out = leave_one_out_predictions(features, measured)
     assert held_out == pytest.approx(measured, rel=1e-6)  # exact data: held out = measured
+
+
+def test_cli_names_the_known_devices(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.timing.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["estimate", "--device", "rpi5", "model.tflite"])
+    assert "unknown device 'rpi5'; known: " in capsys.readouterr().err

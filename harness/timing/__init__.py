@@ -10,8 +10,8 @@ error band measured for that CPU by benchmarks/bench_fidelity.py (docs/timing-mo
     from harness.devices import load_profiles
     from harness.timing import estimate_latency
     est = estimate_latency(load_profiles()["rpi4"], Path("mobilenet_v2.tflite"), None)
-    est.ms, est.band_fraction            # e.g. 52.0, 0.3
-    str(est)                             # "estimated 52.0 ms ±30% (cortex-a72 timing model, ...)"
+    est.ms, est.band_fraction            # e.g. 82.3, 0.25
+    str(est)                             # "estimated 82.3 ms ±25% (cortex-a72 timing model ...)"
     est.low_ms, est.high_ms              # ms x (1 -/+ band): for PASS / FAIL / INCONCLUSIVE
 
 Counts are deterministic, so one counted inference (after one warm-up) is enough; results are
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,7 +98,15 @@ class TimingEstimate:
 
     def __str__(self) -> str:
         band = f" ±{self.band_fraction:.0%}" if self.band_fraction is not None else ""
-        return f"{self.fidelity} {self.ms:.1f} ms{band} ({self.model_description})"
+        return f"{self.fidelity} {_three_digits(self.ms)} ms{band} ({self.model_description})"
+
+
+def _three_digits(value: float) -> str:
+    """43.1, 136, 0.0523: three significant digits, never an exponent."""
+    if value <= 0:
+        return "0"
+    decimals = max(0, 2 - math.floor(math.log10(value)))
+    return f"{value:.{decimals}f}"
 
 
 def load_cpu_model(name: str, folder: Path | None = None) -> CpuModel:
