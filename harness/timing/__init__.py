@@ -56,7 +56,7 @@ CPU_FOLDER = Path(__file__).with_name("cpus")
 FIDELITY = "estimated"
 # Profiles without a `cpu` (x86-64 devices count under QEMU's "max"): the timing model of the
 # machine the x86-64 validation ran on.
-DEFAULT_CPU_MODEL = {"amd64": "x86-64-host", "arm64": "cortex-a72"}
+DEFAULT_CPU_MODEL = {"amd64": "x86-64-host-fitted", "arm64": "cortex-a72"}
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class TimingEstimate:
 
     @property
     def low_ms(self) -> float:
-        return self.ms * (1.0 - (self.band_fraction or 0.0))
+        return max(0.0, self.ms * (1.0 - (self.band_fraction or 0.0)))
 
     @property
     def high_ms(self) -> float:
