@@ -1,0 +1,12 @@
+#!/bin/sh
+# Builds the real-scale models (generate.py) in a TensorFlow venv of their own, kept out of the
+# project's dependencies (~1.7 GB): $HARNESS_CACHE/tf-venv (default ~/.cache/harness/tf-venv).
+# Prints the model folder as its last line.
+set -eu
+cache="${HARNESS_CACHE:-$HOME/.cache/harness}"
+venv="$cache/tf-venv"
+if ! "$venv/bin/python" -c "import tensorflow, tf2onnx" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'tensorflow-cpu==2.21.*' 'tf2onnx==1.17.*'
+fi
+exec "$venv/bin/python" "$(dirname "$0")/generate.py" "$@"

@@ -1,0 +1,232 @@
+"""Timing model: a device's latency estimated from what QEMU counted (fidelity `estimated`).
+
+The worker runs one counted loop under dynamic qemu-aarch64 / qemu-x86_64 with the timing plugin
+(timing_plugin.c): per vCPU, instructions by class and memory accesses through the board's L1D
+and L2 (harness.timing.run). A pure model (harness.timing.model) turns those counts into cycles
+with the CPU's parameters (harness/timing/cpus/<cpu>.toml, each number with its source), and
+cycles into milliseconds at the CPU's clock, following the busiest vCPU. The estimate carries the
+error band measured for that CPU by benchmarks/bench_fidelity.py (docs/timing-model.md).
+
+    from harness.devices import load_profiles
+    from harness.timing import estimate_latency
+    est = estimate_latency(load_profiles()["rpi4"], Path("mobilenet_v2.tflite"), None)
+    est.ms, est.band_fraction            # e.g. 82.3, 0.25
+    str(est)                             # "estimated 82.3 ms ±25% (cortex-a72 timing model ...)"
+    est.low_ms, est.high_ms              # ms x (1 -/+ band): for PASS / FAIL / INCONCLUSIVE
+
+Counts are deterministic, so one counted inference (after one warm-up) is enough; results are
+cached under $HARNESS_CACHE/timing/counts by model hash, dataset hash, harness version, plugin
+source, QEMU version, CPU model and cache geometry. `estimate_latency` raises
+harness.backends.base.BackendUnavailable where counting is not set up (the message says what to
+run), like harness.counting.count_instructions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.timing.model import (
+    CpuModel,
+    VcpuCycles,
+    cpu_model_from_toml,
+    estimate_cycles,
+    estimate_ms,
+)
+
+if TYPE_CHECKING:
+    from harness.devices import DeviceProfile
+    from harness.timing.run import TimingCounts
+
+__all__ = [
+    "CPU_FOLDER",
+    "TimingEstimate",
+    "cpu_for_profile",
+    "estimate_from_counts",
+    "estimate_latency",
+    "load_cpu_model",
+    "timing_counts",
+]
+
+CPU_FOLDER = Path(__file__).with_name("cpus")
+FIDELITY = "estimated"
+# Profiles without a `cpu` (x86-64 devices count under QEMU's "max"): the timing model of the
+# machine the x86-64 validation ran on.
+DEFAULT_CPU_MODEL = {"amd64": "x86-64-host-fitted", "arm64": "cortex-a72"}
+
+
+@dataclass(frozen=True)
+class TimingEstimate:
+    ms: float  # per inference, busiest vCPU
+    band_fraction: float | None  # measured error for this CPU (None: not validated)
+    model_description: str  # the CPU model, its clock and where its band comes from
+    per_vcpu: tuple[VcpuCycles, ...]
+    instructions_per_inference: float  # all vCPUs
+    cached: bool  # the counts came from the cache
+    device: str
+    cpu: str  # timing-model CPU name
+    qemu_cpu: str
+    fidelity: str = FIDELITY
+
+    @property
+    def low_ms(self) -> float:
+        return max(0.0, self.ms * (1.0 - (self.band_fraction or 0.0)))
+
+    @property
+    def high_ms(self) -> float:
+        return self.ms * (1.0 + (self.band_fraction or 0.0))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ms": self.ms,
+            "band_fraction": self.band_fraction,
+            "low_ms": self.low_ms,
+            "high_ms": self.high_ms,
+            "fidelity": self.fidelity,
+            "model_description": self.model_description,
+            "per_vcpu": [vars(v) for v in self.per_vcpu],
+            "instructions_per_inference": self.instructions_per_inference,
+            "cached": self.cached,
+            "device": self.device,
+            "cpu": self.cpu,
+            "qemu_cpu": self.qemu_cpu,
+        }
+
+    def __str__(self) -> str:
+        band = f" ±{self.band_fraction:.0%}" if self.band_fraction is not None else ""
+        return f"{self.fidelity} {_three_digits(self.ms)} ms{band} ({self.model_description})"
+
+
+def _three_digits(value: float) -> str:
+    """43.1, 136, 0.0523: three significant digits, never an exponent."""
+    if value <= 0:
+        return "0"
+    decimals = max(0, 2 - math.floor(math.log10(value)))
+    return f"{value:.{decimals}f}"
+
+
+def load_cpu_model(name: str, folder: Path | None = None) -> CpuModel:
+    """The CPU's parameters from <folder or CPU_FOLDER>/<name>.toml."""
+    folder = folder or CPU_FOLDER
+    path = folder / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.toml")))
+        raise ValueError(f"no timing model for cpu {name!r}; known: {known} (files in {folder})")
+    return cpu_model_from_toml(path.read_text(), name)
+
+
+def cpu_for_profile(profile: DeviceProfile) -> CpuModel:
+    """The timing model for a device: its `cpu` (QEMU CPU model name, e.g. cortex-a72), or the
+    arch's default where the profile names none."""
+    name = profile.cpu or DEFAULT_CPU_MODEL.get(profile.target_arch, "")
+    return load_cpu_model(name)
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def timing_counts(
+    profile: DeviceProfile,
+    model_path: Path,
+    dataset: Path | None,
+    cpu: CpuModel,
+    *,
+    samples: int = 1,
+    warmup: int = 1,
+    input_shapes: dict[str, list[int]] | None = None,
+    timeout: float = 1800.0,
+) -> tuple[TimingCounts, bool]:
+    """The plugin's counts for `model_path` (cached); returns (counts, came from the cache)."""
+    import harness
+    from harness.timing._counting import harness_cache, installed_qemu
+    from harness.timing.build import source_hash
+    from harness.timing.run import TimingCounts, count_timing
+
+    key_parts = [
+        harness.__version__,
+        source_hash(),
+        installed_qemu().version,
+        profile.target_arch,
+        cpu.qemu_cpu,
+        cpu.l1d.spec,
+        cpu.l2.spec if cpu.l2 else "0",
+        f"{samples}/{warmup}",
+        json.dumps(input_shapes, sort_keys=True),
+        _file_hash(Path(model_path)),
+        _file_hash(Path(dataset)) if dataset else "-",
+    ]
+    key = hashlib.sha256("\0".join(key_parts).encode()).hexdigest()[:24]
+    path = harness_cache("timing") / "counts" / f"{key}.json"
+    if path.is_file():
+        return TimingCounts.from_json(json.loads(path.read_text())), True
+    counts = count_timing(
+        profile,
+        Path(model_path),
+        Path(dataset) if dataset else None,
+        cpu=cpu.qemu_cpu,
+        l1d=cpu.l1d,
+        l2=cpu.l2,
+        samples=samples,
+        warmup=warmup,
+        input_shapes=input_shapes,
+        timeout=timeout,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(counts.as_json(), indent=1) + "\n")
+    partial.rename(path)
+    return counts, False
+
+
+def estimate_from_counts(
+    counts: TimingCounts, cpu: CpuModel, device: str, cached: bool = False
+) -> TimingEstimate:
+    """The estimate for counts already taken (pure)."""
+    per_vcpu = tuple(estimate_cycles(v, cpu) for v in counts.per_vcpu)
+    return TimingEstimate(
+        ms=estimate_ms(counts.per_vcpu, cpu, counts.samples),
+        band_fraction=cpu.band_fraction,
+        model_description=cpu.describe(),
+        per_vcpu=per_vcpu,
+        instructions_per_inference=counts.total_instructions / counts.samples,
+        cached=cached,
+        device=device,
+        cpu=cpu.name,
+        qemu_cpu=counts.cpu,
+    )
+
+
+def estimate_latency(
+    profile: DeviceProfile,
+    model_path: Path,
+    dataset: Path | None = None,
+    *,
+    cpu: CpuModel | None = None,
+    samples: int = 1,
+    warmup: int = 1,
+    input_shapes: dict[str, list[int]] | None = None,
+    timeout: float = 1800.0,
+) -> TimingEstimate:
+    """Estimated milliseconds per inference of `model_path` on `profile` (one intra-op thread),
+    with the error band measured for its CPU. `cpu` overrides the profile's timing model."""
+    cpu = cpu or cpu_for_profile(profile)
+    counts, cached = timing_counts(
+        profile,
+        model_path,
+        dataset,
+        cpu,
+        samples=samples,
+        warmup=warmup,
+        input_shapes=input_shapes,
+        timeout=timeout,
+    )
+    return estimate_from_counts(counts, cpu, profile.name, cached)

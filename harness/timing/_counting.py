@@ -1,0 +1,50 @@
+"""Everything the timing model takes from counting mode, in one place (its modules are being
+moved: harness.counting builds, harness.backends.qemu runs). Only host-side code imports this."""
+
+from __future__ import annotations
+
+from harness.backends.base import BackendUnavailable, Target, WorkerClient
+from harness.backends.qemu import (
+    DEFAULT_CPU,
+    QemuChannel,
+    build_prefix,
+    find_interpreter,
+    qemu_binary,
+    qemu_command,
+    qemu_version,
+    worker_environment,
+)
+from harness.counting import MODEL_ID
+from harness.counting.build import (
+    CFLAGS,
+    PluginBuildError,
+    build_plugin,
+    fetch_header,
+    glib_flags,
+    installed_qemu,
+)
+from harness.images.common import harness_cache, locked, run_logged
+
+__all__ = [
+    "CFLAGS",
+    "DEFAULT_CPU",
+    "MODEL_ID",
+    "BackendUnavailable",
+    "PluginBuildError",
+    "QemuChannel",
+    "Target",
+    "WorkerClient",
+    "build_plugin",
+    "build_prefix",
+    "fetch_header",
+    "find_interpreter",
+    "glib_flags",
+    "harness_cache",
+    "installed_qemu",
+    "locked",
+    "qemu_binary",
+    "qemu_command",
+    "qemu_version",
+    "run_logged",
+    "worker_environment",
+]

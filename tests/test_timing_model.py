@@ -1,0 +1,251 @@
+"""The timing model (harness.timing.model), its CPU files and the validation statistics: pure,
+no QEMU."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import replace
+
+import pytest
+import scipy.stats
+from conftest import ROOT
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from harness.timing import CPU_FOLDER, TimingEstimate, estimate_from_counts, load_cpu_model
+from harness.timing.model import (
+    CLASSES,
+    CacheGeometry,
+    CpuModel,
+    VcpuCounts,
+    cpu_model_from_toml,
+    estimate_cycles,
+    estimate_ms,
+)
+from harness.timing.run import TimingCounts, parse_records
+from harness.timing.validation import (
+    fit_nonnegative,
+    fit_scale,
+    kendall_tau,
+    leave_one_out_predictions,
+    leave_one_out_scales,
+    relative_errors,
+    spearman_rho,
+    summarize,
+)
+
+PLUGIN_SOURCE = ROOT / "harness" / "timing" / "timing_plugin.c"
+
+
+def cpu(**changes: object) -> CpuModel:
+    base = CpuModel(
+        name="test",
+        description="a test core",
+        clock_mhz=1000.0,
+        issue_width=2.0,
+        cost={"int": 0.5, "load": 1.0, "store": 1.0, "simd128_fp": 0.5},
+        groups={"alu": ("int",), "mem": ("load", "store"), "vec": ("simd128_fp",)},
+        l1d=CacheGeometry(32768, 4, 64),
+        l2=CacheGeometry(524288, 16, 64),
+        l2_latency=10.0,
+        memory_latency=100.0,
+        prefetch_coverage=0.5,
+        overlap=0.0,
+        qemu_cpu="cortex-a53",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def counts(vcpu: int = 0, **classes: int) -> VcpuCounts:
+    memory = {
+        k: classes.pop(k, 0)
+        for k in ("l1d_misses", "l1d_misses_seq", "l2_misses", "l2_misses_seq")
+    }
+    return VcpuCounts(
+        vcpu=vcpu,
+        instructions=sum(classes.values()),
+        classes={c: classes.get(c, 0) for c in CLASSES},
+        memory=memory,
+    )
+
+
+# -- the model ---------------------------------------------------------------------------------
+def test_issue_width_bounds_a_mixed_stream() -> None:
+    # 600 int (300 cycles on the ALUs) + 200 loads (200) + 200 stores (200 with the loads on one
+    # pipe group: 400): 1000 instructions at 2 per cycle = 500 cycles, more than any pipe group.
+    result = estimate_cycles(counts(int=600, load=200, store=200), cpu())
+    assert result.compute == 500.0
+    assert result.bottleneck == "issue"
+    assert result.stall == 0.0 and result.cycles == 500.0
+
+
+def test_a_busy_pipe_group_bounds_compute() -> None:
+    result = estimate_cycles(counts(int=100, load=700, store=200), cpu())
+    assert result.compute == 900.0  # load + store share "mem": 900 cycles > 1000 / 2
+    assert result.bottleneck == "mem"
+
+
+def test_miss_penalties_prefetch_and_overlap() -> None:
+    c = counts(int=2, l1d_misses=100, l1d_misses_seq=50, l2_misses=40, l2_misses_seq=20)
+    # L2 hits: 60 x 10 x (1 - 0.5 x 50/100) = 450; L2 misses: 20 x 100 + 20 x 100 x 0.5 = 3000.
+    assert estimate_cycles(c, cpu()).stall == pytest.approx(3450.0)
+    assert estimate_cycles(c, cpu()).cycles == pytest.approx(1.0 + 3450.0)
+    hidden = estimate_cycles(c, cpu(overlap=0.75))
+    assert hidden.cycles == pytest.approx(1.0 + 3450.0 * 0.25)
+    assert estimate_cycles(c, cpu(calibration=2.0)).cycles == pytest.approx(2 * (1.0 + 3450.0))
+
+
+def test_without_l2_every_l1_miss_goes_to_memory() -> None:
+    c = counts(l1d_misses=10, l2_misses=3)
+    assert estimate_cycles(c, cpu(l2=None, prefetch_coverage=0.0)).stall == 1000.0
+
+
+def test_busiest_vcpu_decides_and_samples_divide() -> None:
+    model = cpu(issue_width=1.0)
+    threads = [counts(0, int=1000), counts(1, int=3000), counts(2, int=2000)]
+    # 3000 cycles (busiest) / 2 samples / 1 GHz = 1.5 us = 0.0015 ms
+    assert estimate_ms(threads, model, samples=2) == pytest.approx(0.0015)
+    with pytest.raises(ValueError, match="samples must be at least 1"):
+        estimate_ms(threads, model, samples=0)
+    with pytest.raises(ValueError, match="no vCPU ran between the markers"):
+        estimate_ms([], model, samples=1)
+
+
+@given(
+    st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**7), st.integers(0, 10**6)
+)
+def test_more_work_never_takes_fewer_cycles(ints: int, extra: int, misses: int, more: int) -> None:
+    model = cpu(overlap=0.5)
+    base = estimate_cycles(counts(int=ints, l1d_misses=misses), model).cycles
+    assert estimate_cycles(counts(int=ints + extra, l1d_misses=misses), model).cycles >= base
+    assert estimate_cycles(counts(int=ints, l1d_misses=misses + more), model).cycles >= base
+
+
+def test_cpu_model_rejects_what_it_cannot_use() -> None:
+    with pytest.raises(ValueError, match=r"unknown instruction classes simd(.|\n)*known: int"):
+        cpu(cost={"simd": 1.0}, groups={"v": ("simd",)})
+    with pytest.raises(ValueError, match="classes in no pipe group: load"):
+        cpu(cost={"load": 1.0}, groups={})
+    with pytest.raises(ValueError, match="overlap must be between 0 and 1"):
+        cpu(overlap=1.5)
+    with pytest.raises(ValueError, match="power-of-two number of sets"):
+        CacheGeometry(3 * 64 * 4, 4, 64)
+    assert CacheGeometry(32768, 2, 64).spec == "32768:2:64"
+
+
+def test_every_parameter_of_a_cpu_file_needs_its_source() -> None:
+    text = (CPU_FOLDER / "cortex-a72.toml").read_text()
+    unsourced = re.sub(r"issue_width = \{[^}]*\}", "issue_width = 3", text)
+    with pytest.raises(ValueError, match=r"issue_width must be a table \{ value = \.\.\., source"):
+        cpu_model_from_toml(unsourced, "cortex-a72")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CPU_FOLDER.glob("*.toml")))
+def test_shipped_cpu_files_load_with_a_source_for_every_number(name: str) -> None:
+    model = load_cpu_model(name)
+    numbers = ["clock_mhz", "issue_width", "l2_latency", "memory_latency"]
+    numbers += ["prefetch_coverage", "overlap"] + [f"cost.{c}" for c in model.cost]
+    assert all(model.sources.get(key, "").strip() for key in numbers), model.sources
+    assert model.sources.get("l1d")
+
+
+def test_unknown_cpu_lists_the_known_ones() -> None:
+    known = r"no timing model for cpu 'cortex-x9'; known: .*cortex-a53"
+    with pytest.raises(ValueError, match=known):
+        load_cpu_model("cortex-x9")
+
+
+def test_plugin_and_model_name_the_same_classes() -> None:
+    text = PLUGIN_SOURCE.read_text()
+    names = re.search(r"class_names\[N_CLASSES\] = \{(.*?)\};", text, re.S)
+    assert names is not None
+    assert tuple(re.findall(r'"(\w+)"', names.group(1))) == CLASSES
+
+
+def test_plugin_records_parse_per_end_marker() -> None:
+    text = (
+        '{"record":"vcpu","pair":1,"vcpu":0,"insns":30,"classes":{"int":20,"load":10},'
+        '"loads":10,"stores":0,"load_bytes":80,"store_bytes":0,"l1d_accesses":10,'
+        '"l1d_misses":2,"l1d_misses_seq":1,"l2_misses":1,"l2_misses_seq":0}\n'
+        '{"record":"total","pair":1,"insns":30,"vcpus":1}\n'
+        '{"record":"total","pair":2,"insns":0,"vcpus":0}\n'
+    )
+    loops = parse_records(text)
+    assert [total for _, total in loops] == [30, 0]
+    (first,) = loops[0][0]
+    assert first.classes["int"] == 20 and first.classes["simd128_fp"] == 0
+    assert first.memory["l1d_misses"] == 2
+    counts_ = TimingCounts(
+        per_vcpu=(first,), total_instructions=30, samples=1, warmup=0, arch="arm64",
+        cpu="cortex-a53", qemu_version="7.2", interpreter="rootfs x", run_s=1.0,
+    )  # fmt: skip
+    assert TimingCounts.from_json(counts_.as_json()) == counts_
+
+
+def test_estimate_carries_its_band_and_model() -> None:
+    model = cpu(issue_width=1.0, band_fraction=0.2, band_source="validated on 12 models")
+    taken = TimingCounts(
+        per_vcpu=(counts(int=2_000_000),), total_instructions=2_000_000, samples=1, warmup=1,
+        arch="arm64", cpu="cortex-a53", qemu_version="7.2", interpreter="rootfs x", run_s=1.0,
+    )  # fmt: skip
+    estimate = estimate_from_counts(taken, model, "rpi-zero-2w")
+    assert isinstance(estimate, TimingEstimate)
+    assert estimate.ms == pytest.approx(2.0)
+    assert (estimate.low_ms, estimate.high_ms) == pytest.approx((1.6, 2.4))
+    assert str(estimate) == (
+        "estimated 2.00 ms ±20% (test timing model at 1000 MHz, validated on 12 models)"
+    )
+    assert estimate.as_json()["per_vcpu"][0]["bottleneck"] == "issue"
+    assert str(replace(estimate, ms=136.05)).startswith("estimated 136 ms")
+    assert str(replace(estimate, ms=0.05234)).startswith("estimated 0.0523 ms")
+
+
+# -- validation statistics --------------------------------------------------------------------
+def test_errors_and_summary() -> None:
+    assert relative_errors([11.0, 9.0], [10.0, 10.0]) == pytest.approx([0.1, -0.1])
+    s = summarize([11.0, 18.0, 33.0], [10.0, 20.0, 30.0])
+    assert (s.median_abs, s.max_abs) == pytest.approx((0.1, 0.1))
+    assert s.discordant_pairs == 0 and s.meets(0.15, 0.30)
+    swapped = summarize([25.0, 18.0], [20.0, 21.0])
+    assert swapped.discordant_pairs == 1 and not swapped.meets(1.0, 1.0)
+
+
+def test_leave_one_out_never_sees_the_model_it_predicts() -> None:
+    raw, measured = [1.0, 2.0, 4.0], [2.0, 4.0, 80.0]
+    scales = leave_one_out_scales(raw, measured)
+    assert scales[2] == pytest.approx(2.0)  # fitted on the first two only
+    assert scales[0] == pytest.approx(fit_scale([2.0, 4.0], [4.0, 80.0]))
+    assert fit_scale([1.0, 4.0], [2.0, 2.0]) == pytest.approx(1.0)  # geometric mean of 2, 0.5
+
+
+@given(st.lists(st.floats(0.1, 1000.0), min_size=3, max_size=12))
+def test_rank_correlations_agree_with_scipy(a: list[float]) -> None:
+    b = [x * (0.5 + (i % 3)) for i, x in enumerate(a)]
+    assume(len(set(a)) > 1 and len(set(b)) > 1)  # constant input: no correlation is defined
+    rho = scipy.stats.spearmanr(a, b).statistic
+    tau = scipy.stats.kendalltau(a, b).statistic
+    if math.isnan(rho) or math.isnan(tau):
+        return
+    assert spearman_rho(a, b) == pytest.approx(rho, abs=1e-9)
+    assert kendall_tau(a, b) == pytest.approx(tau, abs=1e-9)
+
+
+def test_nonnegative_fit_recovers_weights_and_drops_negative_ones() -> None:
+    features = [[1.0, 0.0, 5.0], [0.0, 1.0, 1.0], [2.0, 1.0, 0.0], [1.0, 3.0, 2.0]]
+    truth = [2.0, 0.5, 0.0]
+    measured = [sum(f * w for f, w in zip(row, truth, strict=True)) for row in features]
+    assert fit_nonnegative(features, measured) == pytest.approx(truth, abs=1e-9)
+    # A third feature that would want a negative weight is dropped to zero.
+    skewed = [m * (1.2 if row[2] > 1 else 1.0) for row, m in zip(features, measured, strict=True)]
+    assert min(fit_nonnegative(features, skewed)) >= 0.0
+    held_out = leave_one_out_predictions(features, measured)
+    assert held_out == pytest.approx(measured, rel=1e-6)  # exact data: held out = measured
+
+
+def test_cli_names_the_known_devices(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.timing.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["estimate", "--device", "rpi5", "model.tflite"])
+    assert "unknown device 'rpi5'; known: " in capsys.readouterr().err
