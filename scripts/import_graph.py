@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.report",),  # rendering
     ("harness.verdict",),  # the one verdict over a document
     ("harness.registry",),  # the suites declared once
-    ("harness.runner", "harness.baseline"),  # worker lifecycle, the base to compare with
+    ("harness.runner", "harness.baseline", "harness.timing"),  # workers, the base, timing
     ("harness.plan", "harness.policy", "harness.progress"),  # pure: how much, gate changes
     ("harness.store",),
     ("harness.gates", "harness.github", "harness.operators", "harness.safety"),

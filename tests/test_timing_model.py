@@ -9,10 +9,10 @@ from dataclasses import replace
 
 import pytest
 import scipy.stats
-from conftest import ROOT
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from conftest import ROOT
 from harness.timing import CPU_FOLDER, TimingEstimate, estimate_from_counts, load_cpu_model
 from harness.timing.model import (
     CLASSES,

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, unavailable
 
+from conftest import ROOT, unavailable
 from harness.backends.base import BackendUnavailable
 from harness.counting import count_instructions
 from harness.devices import DeviceProfile, load_profiles

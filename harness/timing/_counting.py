@@ -1,11 +1,12 @@
-"""Everything the timing model takes from counting mode, in one place (its modules are being
-moved: harness.counting builds, harness.backends.qemu runs). Only host-side code imports this."""
+"""Everything the timing model takes from counting mode, in one place (harness.counting builds
+the plugins, harness.backends.qemu runs the counted worker). Only host-side code imports this."""
 
 from __future__ import annotations
 
-from harness.backends.base import BackendUnavailable, Target, WorkerClient
+from harness.backends.base import BackendUnavailable, Target, WorkerClient, greet, load
 from harness.backends.qemu import (
     DEFAULT_CPU,
+    MODEL_ID,
     QemuChannel,
     build_prefix,
     find_interpreter,
@@ -14,7 +15,6 @@ from harness.backends.qemu import (
     qemu_version,
     worker_environment,
 )
-from harness.counting import MODEL_ID
 from harness.counting.build import (
     CFLAGS,
     PluginBuildError,
@@ -26,6 +26,8 @@ from harness.counting.build import (
 from harness.images.common import harness_cache, locked, run_logged
 
 __all__ = [
+    "greet",
+    "load",
     "CFLAGS",
     "DEFAULT_CPU",
     "MODEL_ID",

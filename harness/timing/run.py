@@ -25,6 +25,8 @@ from harness.timing._counting import (
     WorkerClient,
     build_prefix,
     find_interpreter,
+    greet,
+    load,
     qemu_binary,
     qemu_command,
     qemu_version,
@@ -151,19 +153,17 @@ def count_timing(
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    from harness.runtimes import format_of
-
     target_paths = {p.resolve(): g for p, g in path_map.items()}
     client = WorkerClient(Target(channel, "emulated", path_map=target_paths), profile.name)
-    try:
-        client.request("hello", timeout, formats=[format_of(str(model_path))])
-        client.request(
-            "load",
+    try:  # the exchange every worker gets (harness.backends.base)
+        greet(client, [Path(model_path)], timeout)
+        load(
+            client,
+            MODEL_ID,
+            Path(model_path).resolve(),
+            Path(dataset).resolve() if dataset else None,
             timeout,
-            model_id=MODEL_ID,
-            path=target_paths[Path(model_path).resolve()],
             threads=1,
-            dataset=target_paths[Path(dataset).resolve()] if dataset else None,
             output=None,
             input_shapes=input_shapes,
             input_values=None,
