@@ -87,6 +87,9 @@ RULES = (
         ">",
         absolute_time=True,
         digits=3,
+        # On an emulated board: the timing model's estimate, decided on its error band.
+        emulated_figure="estimated_ms",
+        interval=True,
     ),
     Rule(
         "memory_peak_mb_max",
@@ -203,15 +206,20 @@ def decide(
         if rule.against_host and flags.get("is_reference"):
             continue  # the host is the reference of device parity
         figure, label, where = rule.figure, rule.label, _context(device, fidelity, n)
+        read_as = fidelity
         if fidelity == "emulated" and rule.emulated_figure in figures:
             figure, label = str(rule.emulated_figure), f"{rule.label} (board estimate)"
+            read_as = "estimated"
             where = _context(device, "estimated", n)
+            if "estimate_model" in figures:
+                where = f"({device}, estimated: {figures['estimate_model']})"
         value = figures.get(figure)
         shown = f"{threshold:.{rule.digits}f}{rule.unit}"
-        if rule.absolute_time and fidelity not in ABSOLUTE_TIME_FIDELITIES:
+        if rule.absolute_time and read_as not in ABSOLUTE_TIME_FIDELITIES:
+            why = figures.get("estimate_unavailable") or "relative gates still apply"
             message = (
                 f"{label} ≤ {shown} not applied: {fidelity} figures are not device "
-                "milliseconds (relative gates still apply)"
+                f"milliseconds ({why})"
             )
             checks.append(Check(rule.gate, figure, value, threshold, None, message))
             continue
@@ -225,7 +233,7 @@ def decide(
             continue
         text = f"{value:.{rule.digits}f}{rule.unit}"
         if rule.interval and f"{figure}_low" in figures:
-            check = _on_interval(rule, figures, value, threshold, text, shown, where)
+            check = _on_interval(rule, figure, figures, value, threshold, text, shown, where)
             checks.append(check)
             if check.passed is None:
                 straddling.append(check.message)
@@ -269,6 +277,7 @@ def decide(
 
 def _on_interval(
     rule: Rule,
+    figure: str,
     figures: Mapping[str, Any],
     value: float,
     threshold: float,
@@ -276,20 +285,23 @@ def _on_interval(
     shown: str,
     where: str,
 ) -> Check:
-    """A `*_min` gate on a sampled figure: its interval decides."""
-    low, high = figures[f"{rule.figure}_low"], figures[f"{rule.figure}_high"]
+    """A gate on an uncertain figure (a sample's agreement, an estimate with its error band):
+    PASS when the whole interval meets the gate, FAIL when none of it does, else undecided."""
+    low, high = figures[f"{figure}_low"], figures[f"{figure}_high"]
     bounds = f"[{low:.{rule.digits}f}, {high:.{rule.digits}f}]"
-    n = figures.get("agreement_n")
+    n = figures.get("agreement_n") if rule.symbol == "<" else None
     sampled = f" on {n} samples" if n is not None else ""
-    if low >= threshold:
-        passed: bool | None = True
-        relation = "≥"
-    elif high < threshold:
-        passed, relation = False, "<"
+    meets, misses = (low >= threshold, high < threshold)
+    if rule.symbol == ">":  # a most-allowed value
+        meets, misses = (high <= threshold, low > threshold)
+    passed: bool | None = True if meets else False if misses else None
+    if passed is None:
+        relation = "undecided against"
     else:
-        passed, relation = None, "undecided against"
-    message = f"{rule.label} {text} {bounds}{sampled} {relation} {shown} {where}"
-    return Check(rule.gate, rule.figure, value, threshold, passed, message)
+        relation = {">": "≤", "<": "≥"}[rule.symbol] if passed else rule.symbol
+    label = rule.label + (" (board estimate)" if figure == rule.emulated_figure else "")
+    message = f"{label} {text} {bounds}{sampled} {relation} {shown} {where}"
+    return Check(rule.gate, figure, value, threshold, passed, message)
 
 
 def _finite(check: Check, device: str, fidelity: str) -> Check:

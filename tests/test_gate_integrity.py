@@ -265,3 +265,31 @@ def test_an_item_that_breaks_unexpectedly_still_has_its_error_row(
     result.stdout.fnmatch_lines(["host *m *size *ERROR *KeyError: 'planted'*"])
     (record,) = json.loads((pytester.path / "out.json").read_text())["results"]
     assert record["verdict"]["status"] == "ERROR"
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "status"), [(60.0, 100.0, "PASS"), (600.0, 1000.0, "FAIL"), (300.0, 700.0,
+                                                                                  "INCONCLUSIVE")]
+)  # fmt: skip
+def test_an_emulated_latency_gate_reads_the_estimate_and_its_band(
+    low: float, high: float, status: str
+) -> None:
+    figures = {
+        "p90_ms": 9000.0,  # the emulated wall clock: never compared with device milliseconds
+        "estimated_ms": (low + high) / 2,
+        "estimated_ms_low": low,
+        "estimated_ms_high": high,
+        "estimate_model": "cortex-a72 timing model at 1500 MHz, 1 thread",
+    }
+    verdict = decide("latency", figures, GateSpec(latency_p90_ms_max=500), "rpi4", "emulated")
+    assert verdict.status == status
+    (check,) = verdict.checks
+    assert check.figure == "estimated_ms"
+    assert "(rpi4, estimated: cortex-a72 timing model at 1500 MHz, 1 thread)" in check.message
+
+
+def test_without_a_timing_model_the_emulated_gate_says_how_to_get_one() -> None:
+    figures = {"p90_ms": 9000.0, "estimate_unavailable": "no timing model here (...); run X"}
+    verdict = decide("latency", figures, GateSpec(latency_p90_ms_max=500), "rpi4", "emulated")
+    (check,) = verdict.checks
+    assert check.passed is None and "run X" in check.message

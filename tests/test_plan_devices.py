@@ -49,3 +49,24 @@ def test_an_expensive_dataset_is_scored_on_the_host_and_sampled_on_the_board(
             "host, agreement on 8 of 450 samples*",
         ]  # fmt: skip
     )
+
+
+@pytest.mark.parametrize(("gate", "status"), [("5.0", "PASS"), ("0.00001", "FAIL")])
+def test_an_emulated_latency_gate_is_decided_by_the_timing_model(
+    pytester: pytest.Pytester, docker_client: Any, arm64_binfmt: None, gate: str, status: str
+) -> None:
+    copy_example("digits", pytester.path)
+    config = pytester.path / "harness.toml"
+    text = config.read_text().replace('devices = ["host", "x86-64", "rpi4"]', 'devices = ["rpi4"]')
+    config.write_text(text.replace("latency_p90_ms_max = 5.0", f"latency_p90_ms_max = {gate}"))
+    out = pytester.path / "results.json"
+    pytester.runpytest(f"--harness-json={out}", "-k", "latency and digits-onnx")
+    (latency,) = json.loads(out.read_text())["results"]
+    assert latency["verdict"]["status"] == status, latency["verdict"]
+    (check,) = [c for c in latency["verdict"]["checks"] if c["gate"] == "latency_p90_ms_max"]
+    assert check["figure"] == "estimated_ms"
+    assert "latency p90 (board estimate)" in check["message"]
+    assert "(rpi4, estimated: cortex-a72 timing model" in check["message"]
+    figures = latency["figures"]
+    assert figures["estimated_ms_low"] < figures["estimated_ms"] < figures["estimated_ms_high"]
+    assert latency["fidelity"] == "emulated"  # the wall clock beside it stays emulated
