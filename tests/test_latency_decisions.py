@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from harness.baseline import BaselineContext
 from harness.config import GateSpec, HarnessConfig, LatencySettings, ModelSpec
 from harness.devices import load_profiles
 from harness.gates import FAIL, INCONCLUSIVE, PASS, decide
@@ -31,13 +32,19 @@ class ScriptedPair:
         self.profile = load_profiles()["host"]
         self.config = HarnessConfig(source=Path("harness.toml"), latency=settings)
         self.target = SimpleNamespace(fidelity="measured")
-        self.base = self.model if base is not None else None
-        self.stored: dict[str, Any] = {}
+        self.baseline = BaselineContext(base=self.model if base is not None else None)
         self.series = {False: new, True: base}
         self.requests = 0
 
-    def worker(self) -> None:
+    def start(self) -> None:
         return None
+
+    def planned(self) -> ScriptedPair:
+        return self  # the host: nothing is scaled
+
+    def stored(self, raw: dict[str, Any]) -> None:
+        """Stand in for a stored baseline's latency record."""
+        self.baseline = BaselineContext(label="base.json", stored={"latency": {"raw": raw}})  # type: ignore[typeddict-item]
 
     def request(self, op: str, base: bool = False, samples: int = 1, warmup: int = 0) -> Any:
         assert op == "bench"
@@ -50,8 +57,9 @@ class ScriptedPair:
 def _verdict(pair: ScriptedPair) -> tuple[str, dict[str, Any]]:
     measurement = latency.measure(pair)  # type: ignore[arg-type]
     gates = pair.model.gates_for("host")
-    verdict = decide("latency", measurement.figures, gates, "host", "measured")
-    return verdict.status, measurement.figures
+    verdict = decide("latency", measurement.figures, gates, "host", "measured", measurement.flags)
+    # The tests read the flags beside the figures, as the reports show them.
+    return verdict.status, {**measurement.figures, **measurement.flags}
 
 
 def test_two_paired_rounds_never_decide() -> None:
@@ -120,7 +128,7 @@ def test_a_stored_baseline_is_not_failed_by_drift_between_sessions() -> None:
     new, _ = _session([1.08 * level for level in wander[3:] + wander[:3]])
     settings = LatencySettings(warmup=0, samples=len(new) + 1, time_budget_s=600.0)
     pair = ScriptedPair(GateSpec(latency_max_regression=0.05), settings, iter([int(1.08e6)] + new))
-    pair.stored = {"latency": {"raw": {"samples_ns": base, "chunk_sizes": sizes}}}
+    pair.stored({"samples_ns": base, "chunk_sizes": sizes})
     status, figures = _verdict(pair)
     assert status == INCONCLUSIVE, figures
     assert figures["paired"] is False and figures["baseline_chunks"] == 10
@@ -134,7 +142,7 @@ def test_a_stored_baseline_still_fails_a_change_larger_than_its_drift() -> None:
     new, _ = _session([1.5 * level for level in wander])
     settings = LatencySettings(warmup=0, samples=len(new) + 1, time_budget_s=600.0)
     pair = ScriptedPair(GateSpec(latency_max_regression=0.05), settings, iter([int(1.5e6)] + new))
-    pair.stored = {"latency": {"raw": {"samples_ns": base}}}
+    pair.stored({"samples_ns": base})
     status, figures = _verdict(pair)
     assert figures["ratio_low"] > 1.4
     assert status == FAIL
