@@ -659,17 +659,22 @@ def _session_chunks(rng: np.random.Generator, chunks: int, drift_sd: float) -> n
     return np.exp(1.0 + level + rng.normal(0.0, drift_sd, chunks))
 
 
-def test_unpaired_ratio_keeps_false_alarms_within_its_error_under_session_drift() -> None:
-    """Two sessions of one identical model whose levels differ as much as their chunks vary:
-    an interval that treats samples (or chunk medians) as independent draws around one level
-    narrows with every sample and lets the drift decide; the unpaired interval must not."""
+def test_unpaired_ratio_keeps_false_alarms_within_5_percent_under_session_drift() -> None:
+    """Two sessions of one identical model whose levels differ as much as their chunks vary
+    (the worst case the interval is built for), with the latency item's 20 chunks a side: an
+    interval that treats samples (or chunk medians) as independent draws around one level
+    narrows with every sample and lets the drift decide (~23% here); this one stays within the
+    issue's 5% goal, simulation error included (it measures ~4%; with 10 chunks a side ~6%,
+    hence latency.MIN_CHUNKS = 20)."""
     rng = np.random.default_rng(6)
-    trials, false_alarms = 1000, 0
+    trials, false_alarms = 4000, 0
     for _ in range(trials):
-        base, new = _session_chunks(rng, 10, 0.05), _session_chunks(rng, 10, 0.05)
+        base, new = _session_chunks(rng, 20, 0.05), _session_chunks(rng, 20, 0.05)
         estimate = stats.unpaired_ratio(base, new, 0.95)
         false_alarms += decide_ratio(estimate, 0.0) == "fail"  # any slowdown at all fails
-    assert false_alarms / trials <= 0.05, f"{false_alarms}/{trials}"
+    rate = false_alarms / trials
+    upper = rate + 3 * math.sqrt(rate * (1 - rate) / trials)  # the simulation's own error
+    assert upper <= 0.05, f"{false_alarms}/{trials}: up to {upper:.1%}"
 
 
 def test_unpaired_ratio_finds_a_change_larger_than_the_drift() -> None:
