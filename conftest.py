@@ -84,10 +84,15 @@ def digits_mlps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _preload_harness() -> None:
-    """Import every harness module now: pytester's in-process runs drop modules first imported
-    inside a run, which would give later runs second copies of exception classes."""
+    """Import every harness module now, and the libraries harness imports lazily: pytester's
+    in-process runs drop modules first imported inside a run, which would give later runs second
+    copies of their classes (requests' cookie jar then breaks the docker SDK: "You can only merge
+    into CookieJar")."""
     import importlib
     import pkgutil
+
+    import docker  # noqa: F401
+    import requests  # noqa: F401
 
     import harness
 

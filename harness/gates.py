@@ -255,8 +255,6 @@ def decide(
         message = f"every operator is supported by {runtime} ({device})"
         checks.append(Check("operators", "errors", 0, 0, True, message))
     checks = [_finite(c, device, fidelity) for c in checks]
-    if flags.get("inconclusive"):  # too few samples to compare: that is the finding
-        checks = [c for c in checks if not _baseline_error(c)]
     failures = [c.message for c in checks if c.passed is False]
     if any(_baseline_error(c) for c in checks):
         return Verdict(ERROR, tuple(checks), tuple(failures))
@@ -374,6 +372,8 @@ def _not_applied(gate: str, figure: str, threshold: float, label: str, flags: Fl
     """A relative gate without its comparison. Without --baseline, or for a model the baseline
     does not have, it is not applied (the items say what that means); under a baseline that
     should have given the figure, it is an error, never a silent pass."""
+    if flags.get("inconclusive"):  # too few samples to compare: that is the finding
+        return Check(gate, figure, None, threshold, None, f"{label}: {flags['inconclusive']}")
     if flags.get("baseline_missing") or not flags.get("baseline"):
         why = flags.get("baseline_missing") or "no --baseline given"
         return Check(gate, figure, None, threshold, None, f"{label} not applied: {why}")

@@ -330,13 +330,15 @@ class Pair:
         """A worker of its own for another model on this device (the caller closes it)."""
         return Worker(model, self.profile, self.config)
 
-    def fresh_peak_kb(self, model: ModelSpec) -> tuple[int, int]:
-        """(empty peak, peak after load and one run) of `model` in a worker of its own: memory
-        figures of two models cannot be told apart inside one process."""
+    def fresh_peak_kb(self, model: ModelSpec) -> tuple[int, int, int]:
+        """(empty peak, peak after load and one run, RSS then) of `model` in a worker of its
+        own: memory figures of two models (or of a model and a dataset) cannot be told apart
+        inside one process."""
         worker = self.other(model)
         try:
             worker.start()
-            return int(worker.hello["empty_peak_kb"]), int(worker.loaded["peak_kb"])
+            loaded = worker.loaded
+            return int(worker.hello["empty_peak_kb"]), int(loaded["peak_kb"]), int(loaded["rss_kb"])
         finally:
             worker.close()
 

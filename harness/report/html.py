@@ -36,6 +36,7 @@ STATUS_CLASS = {
     "ERROR": "fail",
     "INCONCLUSIVE": "warn",
     "NO BASELINE": "warn",
+    "WARN": "warn",
 }
 # Grid cell backgrounds (GitHub's light palette); tests look for them in screenshots.
 CELL_COLOUR = {"pass": "#dafbe1", "fail": "#ffcecb", "warn": "#fff1b3", "note": "#eaeef2"}

@@ -35,6 +35,7 @@ ICON = {
     "ERROR": "💥",
     "INCONCLUSIVE": "⚠️",
     "NO BASELINE": "❔",
+    "WARN": "🔶",
     "NO GATE": "➖",
     "SKIPPED": "⏭️",
 }

@@ -37,6 +37,9 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
 
 
+QUANTIZE_BLOCK_BYTES = 16 << 20
+
+
 def to_dtype(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
     """Cast or quantize `array` to what `spec` takes."""
     target = np.dtype(spec.dtype)
@@ -45,8 +48,17 @@ def to_dtype(array: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
     quant = spec.quantization
     if quant is not None and array.dtype.kind == "f" and target.kind in "iu":
         info = np.iinfo(target)
-        scaled = np.round(array.astype(np.float64) / quant.scale) + quant.zero_point
-        return np.clip(scaled, info.min, info.max).astype(target)
+        out = np.empty(array.shape, dtype=target)
+        # Block by block: float64 temporaries of a whole image dataset would cost 8x its size.
+        rows = max(1, QUANTIZE_BLOCK_BYTES // max(1, array[:1].size * 8))
+        for begin in range(0, max(1, array.shape[0] if array.ndim else 1), rows):
+            block = array[begin : begin + rows] if array.ndim else array
+            scaled = np.round(block.astype(np.float64) / quant.scale) + quant.zero_point
+            if array.ndim:
+                out[begin : begin + rows] = np.clip(scaled, info.min, info.max)
+            else:
+                out[...] = np.clip(scaled, info.min, info.max)
+        return out
     if target.kind == "f" and array.dtype.kind in "fiub":
         return array.astype(target)
     if target.kind == "b" and array.dtype.kind in "iub":
