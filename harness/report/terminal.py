@@ -56,7 +56,7 @@ def rows(results: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
             # A gate change is listed even when accepted: reviewers see every one.
             shown_always = r["suite"] == "policy"
             note = check["message"] if check["passed"] is not True or shown_always else ""
-            table.append((*common, figure, limit, outcome, r["fidelity"], note))
+            table.append((*common, figure, limit, outcome, _fidelity(r, check), note))
         if checks and (status == "INCONCLUSIVE" or (r.get("flags") or {}).get("failure")):
             table.append((*common, "-", "-", status, r["fidelity"], "; ".join(verdict["reasons"])))
     return table
@@ -87,3 +87,12 @@ def gate_table(results: Iterable[Mapping[str, Any]], markup: bool) -> list[str]:
         file=buffer, width=width, force_terminal=markup, no_color=not markup, highlight=False
     ).print(table)
     return buffer.getvalue().rstrip("\n").splitlines()
+
+
+# Figures that stand for the board on an emulated device: estimated, not emulated.
+ESTIMATED_FIGURES = ("estimated_ms", "board_peak_mb")
+
+
+def _fidelity(record: Mapping[str, Any], check: Mapping[str, Any]) -> str:
+    """The fidelity of the figure a check read: a board estimate is `estimated`."""
+    return "estimated" if check["figure"] in ESTIMATED_FIGURES else str(record["fidelity"])
