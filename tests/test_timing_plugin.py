@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT, unavailable
 from harness.backends.base import BackendUnavailable
-from harness.counting import count_instructions
+from harness.backends.qemu import count_instructions
 from harness.devices import DeviceProfile, load_profiles
 from harness.timing import estimate_latency, load_cpu_model
 from harness.timing.model import CLASSES, CacheGeometry
