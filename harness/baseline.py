@@ -74,7 +74,7 @@ def _from_folder(folder: Path, config: HarnessConfig) -> Baseline:
     models, missing = {}, {}
     for model in config.models:
         path = folder / model.path.relative_to(config.root)
-        if path.is_file():
+        if path.is_file() or (path / "genai_config.json").is_file():  # a file, or a GenAI folder
             models[model.name] = replace(model, path=path, problems=())
         else:
             missing[model.name] = f"{path} does not exist in the baseline folder"

@@ -21,6 +21,11 @@ HEADLINE = {
     "robustness": "examples",
     "operators": "errors",
     "instructions": "instructions_per_inference",
+    "perplexity": "perplexity",
+    "answers": "answer_accuracy",
+    "generation": "tokens_per_s",
+    "token_parity": "token_agreement",
+    "prompt_robustness": "examples",
 }
 
 

@@ -14,14 +14,23 @@ if TYPE_CHECKING:
 def measure(suite: str, pair: Pair) -> Measurement:
     from harness.suites import (
         accuracy,
+        answers,
+        context_memory,
+        generation,
         instructions,
         latency,
         memory,
         operators,
         parity,
+        perplexity,
+        prompt_robustness,
         robustness,
         size,
+        token_parity,
     )
+
+    if pair.model.task == "generate" and suite == "memory":
+        return context_memory.measure(pair)  # language models: peak at the context length
 
     measures: dict[str, Callable[[Pair], Measurement]] = {
         "size": size.measure,
@@ -32,6 +41,11 @@ def measure(suite: str, pair: Pair) -> Measurement:
         "parity": parity.measure,
         "robustness": robustness.measure,
         "instructions": instructions.measure,
+        "perplexity": perplexity.measure,
+        "answers": answers.measure,
+        "generation": generation.measure,
+        "token_parity": token_parity.measure,
+        "prompt_robustness": prompt_robustness.measure,
     }
     return measures[suite](pair)
 
@@ -41,6 +55,8 @@ def suites_for(model: ModelSpec, robustness_examples: int = 0, counting: bool = 
     comparison, robustness a number of examples."""
     from harness.config import DEVICE_PARITY_GATES
 
+    if model.task == "generate":
+        return generative_suites(model, robustness_examples)
     names = ["size", "operators"]
     if model.dataset is not None:
         names.append("accuracy")
@@ -54,3 +70,18 @@ def suites_for(model: ModelSpec, robustness_examples: int = 0, counting: bool = 
         names.append("instructions")
     names.append("memory")
     return names + (["robustness"] if robustness_examples > 0 else [])
+
+
+def generative_suites(model: ModelSpec, robustness_examples: int = 0) -> list[str]:
+    """Language models: perplexity needs a text file, answers a prompt set, token parity a
+    configured comparison; generation latency and memory always apply."""
+    names = ["size"]
+    if model.text is not None:
+        names.append("perplexity")
+    if model.prompts:
+        names.append("answers")
+    if model.parity_with and model.text is not None:
+        names.append("token_parity")
+    if model.text is not None:
+        names += ["generation", "memory"]
+    return names + (["prompt_robustness"] if robustness_examples > 0 else [])

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from harness.runner import Pair
 from harness.suites.base import Measurement
+
+
+def size_bytes(path: Path) -> int:
+    """A model file's size, or the total of a model folder's files (language models)."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
 
 
 def measure(pair: Pair) -> Measurement:
     if pair.model.problems:
         pair.worker()  # raises the model's file problem as the item's failure
-    size = pair.model.path.stat().st_size
+    size = size_bytes(pair.model.path)
     figures: dict[str, float] = {"size_bytes": size, "size_kb": size / 1024}
     if pair.base is not None:
-        figures["baseline_size_kb"] = pair.base.path.stat().st_size / 1024
+        figures["baseline_size_kb"] = size_bytes(pair.base.path) / 1024
     elif "size" in pair.stored:
         figures["baseline_size_kb"] = pair.stored["size"]["figures"].get("size_kb")
     return Measurement(figures, "measured")
