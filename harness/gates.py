@@ -263,7 +263,7 @@ def decide(
         message = f"{label} {text} {relation} {shown} {where}"
         checks.append(Check(rule.gate, figure, value, threshold, not failed, message))
     checks.extend(_relative_checks(suite, figures, gates, device, fidelity))
-    if suite == "robustness" and not figures.get("failure"):
+    if suite in ("robustness", "prompt_robustness") and not figures.get("failure"):
         checks.append(_properties_held(figures, device, fidelity))
     if suite == "operators" and not figures.get("failure"):
         runtime = f"{figures.get('runtime')} {figures.get('runtime_version')}"

@@ -164,9 +164,7 @@ def recipe_for(profile: DeviceProfile) -> Recipe:
     kind = KINDS[profile.image]
     named = {entry.partition("==")[0].strip() for entry in profile.runtimes}
     companions = {c for name in named for c in COMPANIONS.get(name, ()) if c not in named}
-    packages = sorted(
-        {*profile.runtimes, *companions, *(() if "numpy" in named else ("numpy",))}
-    )
+    packages = sorted({*profile.runtimes, *companions, *(() if "numpy" in named else ("numpy",))})
     return Recipe(
         arch=arch,
         kind=profile.image,

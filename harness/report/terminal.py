@@ -21,6 +21,11 @@ SUITE_ORDER = {
     "memory": 5,
     "robustness": 6,
     "instructions": 7,
+    "perplexity": 2,  # language models
+    "answers": 2,
+    "token_parity": 3,
+    "generation": 4,
+    "prompt_robustness": 6,
 }
 STYLE = {
     "PASS": "green",
@@ -36,6 +41,8 @@ UNITS = {"size_kb": " kB", "p90_ms": " ms", "peak_mb": " MB", "board_peak_mb": "
 
 PERCENT_CHANGE = ("ratio",)  # shown as +x.x% change
 PERCENT = ("memory_growth", "latency_max_regression", "memory_max_growth")
+PERCENT += ("perplexity_growth", "perplexity_max_growth", "decode_max_regression")
+GROWTH = ("memory_growth", "perplexity_growth")  # signed changes
 FRACTIONS = ("accuracy", "mae", "accuracy_drop")  # four decimals, like the gate messages
 
 
@@ -45,7 +52,7 @@ def _number(value: Any, figure: str) -> str:
     if figure in PERCENT_CHANGE:
         return f"{value - 1:+.1%}"
     if figure in PERCENT:
-        return f"{value:+.1%}" if figure == "memory_growth" else f"{value:.0%}"
+        return f"{value:+.1%}" if figure in GROWTH else f"{value:.0%}"
     if figure not in UNITS and not figure.endswith("_ms") and figure not in FRACTIONS:
         return f"{value:.4g}"
     digits = 4 if figure in FRACTIONS else (3 if figure.endswith("_ms") else 1)

@@ -125,7 +125,6 @@ class TextModels:
                     "tokens": out.tokens,
                     "text": runtime.decode(out.tokens),
                     "finish": out.finish if room >= new_tokens else "context",
-                    "first_token_ns": out.first_token_ns,
                 }
             )
         return {"results": results, "context_length": runtime.context_length}
