@@ -40,7 +40,7 @@ UNITS = {"size_kb": " kB", "p90_ms": " ms", "peak_mb": " MB", "board_peak_mb": "
 
 
 PERCENT_CHANGE = ("ratio",)  # shown as +x.x% change
-PERCENT = ("memory_growth", "latency_max_regression", "memory_max_growth")
+PERCENT: tuple[str, ...] = ("memory_growth", "latency_max_regression", "memory_max_growth")
 PERCENT += ("perplexity_growth", "perplexity_max_growth", "decode_max_regression")
 GROWTH = ("memory_growth", "perplexity_growth")  # signed changes
 FRACTIONS = ("accuracy", "mae", "accuracy_drop")  # four decimals, like the gate messages
