@@ -245,8 +245,9 @@ def decide(
         value = figures.get(figure)
         shown = f"{threshold:.{rule.digits}f}{rule.unit}"
         if rule.absolute_time and fidelity not in ABSOLUTE_TIME_FIDELITIES:
+            bound = "≤" if rule.symbol == ">" else "≥"
             message = (
-                f"{label} ≤ {shown} not applied: {fidelity} figures are not device "
+                f"{label} {bound} {shown} not applied: {fidelity} figures are not device "
                 "milliseconds (relative gates still apply)"
             )
             checks.append(Check(rule.gate, figure, value, threshold, None, message))

@@ -116,14 +116,23 @@ def test_a_change_raising_perplexity_10_percent_fails_under_baseline(
     git(root, "commit", "-qam", "softer logits")
     out = root / "out.json"
     result = pytester.runpytest(
-        "--baseline=HEAD~1", "-k", "perplexity", f"--harness-json={out}", "-p", "no:cacheprovider"
+        "--baseline=HEAD~1",
+        "-k",
+        "perplexity or (generation and slm-int4)",
+        f"--harness-json={out}",
+        "-p",
+        "no:cacheprovider",
     )
-    result.assert_outcomes(passed=1, failed=1)  # slm-int4 is unchanged
+    result.assert_outcomes(passed=2, failed=1)  # slm-int4 is unchanged
     result.stdout.fnmatch_lines(["*perplexity +*% > 5% (* → *) (host, measured)*"])
     found = results(out)
     changed = found["perplexity", "slm-float", "host"]["figures"]
     assert changed["perplexity_growth"] == pytest.approx(growth, rel=1e-3)
     assert found["perplexity", "slm-int4", "host"]["figures"]["perplexity_growth"] == 0.0
+    # The same int4 folder as base and new: decode steps paired in rounds, within the 25% gate.
+    decode = found["generation", "slm-int4", "host"]["figures"]
+    assert decode["paired"] is True and decode["rounds"] >= 6
+    assert decode["ratio_high"] <= 1.25
 
 
 def test_the_int4_model_on_an_emulated_raspberry_pi(
@@ -131,10 +140,17 @@ def test_the_int4_model_on_an_emulated_raspberry_pi(
 ) -> None:
     example(pytester.path, slm_models, robustness=3)
     out = pytester.path / "out.json"
+    # What can differ on the board: its kernels' perplexity, emulated timings, memory under its
+    # RAM, robustness. Answers and token parity repeat the host's (minutes under QEMU).
     result = pytester.runpytest(
-        "--device=rpi4", "-k", "slm-int4", f"--harness-json={out}", "-p", "no:cacheprovider"
+        "--device=rpi4",
+        "-k",
+        "slm-int4 and not answers and not token_parity",
+        f"--harness-json={out}",
+        "-p",
+        "no:cacheprovider",
     )
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=5)
     found = results(out)
     generation = found["generation", "slm-int4", "rpi4"]
     assert generation["fidelity"] == "emulated"

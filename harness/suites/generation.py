@@ -109,23 +109,16 @@ def _single(pair: Pair, emulated: bool) -> Measurement:
     looks = stats.look_schedule(wanted)
     first, steps = [], []
     started = time.monotonic()
-    open_gates: list[str] = []
+    per_run = 0.0  # wall seconds of one run, request included: what the budget pays
     while True:
         elapsed = time.monotonic() - started
         if elapsed >= settings.time_budget_s or len(first) >= settings.samples:
             break
-        per_run = (
-            max(float(np.median(first)) * 1e-9 * (1 + len(steps) / len(first)), 1e-4)
-            if (first)
-            else None
-        )
         left = min(settings.time_budget_s - elapsed, CHUNK_SECONDS)
-        runs = (
-            1
-            if per_run is None
-            else int(max(1, min(settings.samples - len(first), left / per_run)))
-        )
+        runs = int(max(1, min(settings.samples - len(first), left / per_run))) if per_run else 1
+        requested = time.monotonic()
         more_first, more_steps = _bench(pair, runs)
+        per_run = (time.monotonic() - requested) / runs
         first += more_first
         steps += more_steps
         if looks and len(first) >= looks[0]:
