@@ -1,5 +1,5 @@
 """Build the small language model of this example: a generated corpus, a BPE tokenizer trained on
-it, a llama-style decoder (0.87 M parameters) trained for a few minutes on the CPU, exported
+it, a llama-style decoder (0.86 M parameters) trained for a few minutes on the CPU, exported
 to ONNX Runtime GenAI model folders in float32, int8 and int4, plus the same network with random
 weights (the reference a trained model's perplexity must be far below).
 
@@ -249,9 +249,12 @@ def build(target: Path) -> None:
 
 def ensure_venv() -> Path:
     python = VENV / "bin" / "python"
-    if not python.exists():
+    complete = VENV / "requirements.txt"  # written last: a failed install is redone
+    wanted = "\n".join(REQUIREMENTS) + "\n"
+    if not complete.is_file() or complete.read_text() != wanted:
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *REQUIREMENTS], check=True)
+        complete.write_text(wanted)
     return python
 
 
