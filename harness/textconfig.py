@@ -43,6 +43,11 @@ def parse_generate(table: Any, where: str) -> GenerateSettings:
         if value < 1:
             raise ConfigError(f"{where}: generate.{key} = {value} must be a positive integer")
     settings = GenerateSettings(**table)
+    if settings.new_tokens < 2:
+        raise ConfigError(
+            f"{where}: generate.new_tokens = {settings.new_tokens}: need at least 2 (the first "
+            "token's time is the time to first token; decode steps come after it)"
+        )
     if settings.stride >= settings.window or settings.window < 2:
         raise ConfigError(
             f"{where}: generate.window = {settings.window}, stride = {settings.stride}: need "

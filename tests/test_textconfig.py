@@ -73,6 +73,7 @@ def test_a_malformed_prompt_line_is_named(tmp_path: Path, line: str, message: st
         ("window = 32\nstride = 32\n", "stride < window"),
         ("prompt_tokens = 100\nnew_tokens = 40\n", "exceeds context_tokens = 128"),
         ("new_tokens = 0\n", "must be a positive integer"),
+        ("new_tokens = 1\n", "need at least 2"),
         ("windows = 3\n", "did you mean 'window'"),
     ],
 )
