@@ -94,7 +94,9 @@ def make_world(rng: random.Random) -> list[tuple[str, str]]:
         if city not in names:
             cities.add(city)
     facts = []
-    for country, city in zip(countries, sorted(cities, key=lambda _: rng.random()), strict=True):
+    capitals = sorted(cities)  # a set's order changes with PYTHONHASHSEED: sort, then shuffle
+    rng.shuffle(capitals)
+    for country, city in zip(countries, capitals, strict=True):
         facts.append((f"The capital of {country} is", city))
         facts.append((f"In {country} people speak", rng.choice(LANGUAGES)))
     for a in range(10):
