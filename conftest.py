@@ -83,6 +83,23 @@ def digits_mlps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return base, wide
 
 
+@pytest.fixture(scope="session")
+def slm_models() -> Path:
+    """The example's language models and data (examples/slm/build_model.py): trained and exported
+    once, then cached under ~/.cache/harness/slm/<hash of the script>. Holds models/slm-float,
+    slm-int8, slm-int4, slm-random and data/valid.txt, data/prompts.jsonl."""
+    import subprocess
+    import sys
+
+    script = ROOT / "examples" / "slm" / "build_model.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--venv", "--cache-only"], capture_output=True, text=True
+    )
+    if done.returncode:
+        unavailable(f"cannot build the example language models: {done.stderr[-3000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
 def _preload_harness() -> None:
     """Import every harness module now, and the libraries harness imports lazily: pytester's
     in-process runs drop modules first imported inside a run, which would give later runs second

@@ -106,14 +106,19 @@ def _from_git(ref: str, config: HarnessConfig) -> Baseline | None:
         except ValueError:
             missing[model.name] = f"{model.path} is outside the git repository {repo}"
             continue
-        shown = _git(repo, "show", f"{commit}:{relative}")
-        if shown.returncode != 0:
+        # A language model is a folder: every file under it, as it was at the commit.
+        listed = _git(repo, "ls-tree", "-r", "--name-only", commit, "--", relative)
+        names = listed.stdout.decode().splitlines() if listed.returncode == 0 else []
+        if not names or names == [relative] or model.task != "generate":
+            names = [relative]
+        shown_all = [(name, _git(repo, "show", f"{commit}:{name}")) for name in names]
+        if any(shown.returncode != 0 for _, shown in shown_all):
             missing[model.name] = f"{relative} does not exist at {label}"
             continue
-        path = target / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(shown.stdout)
-        models[model.name] = replace(model, path=path, problems=())
+        for name, shown in shown_all:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).write_bytes(shown.stdout)
+        models[model.name] = replace(model, path=target / relative, problems=())
     base_config, problem, absent = None, None, None
     relative = config.source.relative_to(repo).as_posix()
     shown = _git(repo, "show", f"{commit}:{relative}")
@@ -140,7 +145,7 @@ def _from_folder(folder: Path, config: HarnessConfig) -> Baseline:
     models, missing = {}, {}
     for model in config.models:
         path = folder / model.path.relative_to(config.root)
-        if path.is_file():
+        if path.is_file() or (path / "genai_config.json").is_file():  # a file, or a GenAI folder
             models[model.name] = replace(model, path=path, problems=())
         else:
             missing[model.name] = f"{path} does not exist in the baseline folder"

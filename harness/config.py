@@ -17,10 +17,11 @@ from typing import Any
 
 from harness.devices import DeviceProfile, load_profiles
 from harness.errors import ConfigError, check_keys, expect_type
+from harness.textconfig import GenerateSettings, Prompt, load_prompts, parse_generate
 
 CONFIG_NAMES = ("harness.toml", "pyproject.toml")
 SUITES = ("size", "accuracy", "latency", "memory")
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "generate")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
@@ -47,6 +48,16 @@ class GateSpec:
     device_top1_min: float | None = None
     device_max_abs_error: float | None = None
     device_cosine_min: float | None = None
+    # language models (task = "generate"); see docs/language-models.md
+    perplexity_max: float | None = None  # token-level perplexity of the text file
+    perplexity_max_growth: float | None = None  # vs baseline, fraction (0.10 = +10%)
+    answer_accuracy_min: float | None = None  # fraction of prompts answered as expected
+    ttft_p90_ms_max: float | None = None  # time to first token, measured/estimated only
+    decode_p90_ms_max: float | None = None  # per generated token, measured/estimated only
+    tokens_per_s_min: float | None = None  # generated tokens per second (1 / median step)
+    decode_max_regression: float | None = None  # vs baseline: paired ratio of decode steps
+    perplexity_ratio_max: float | None = None  # vs parity_with: this perplexity / the other's
+    token_agreement_min: float | None = None  # vs parity_with: same greedy next token
 
     def overridden_by(self, other: GateSpec) -> GateSpec:
         changes = {f.name: getattr(other, f.name) for f in fields(other)}
@@ -59,6 +70,8 @@ RELATIVE_GATES = (
     "latency_max_regression",
     "memory_max_growth",
     "instructions_max_regression",
+    "perplexity_max_growth",
+    "decode_max_regression",
 )
 FRACTION_GATES = (
     "accuracy_min",
@@ -67,6 +80,8 @@ FRACTION_GATES = (
     "parity_cosine_min",
     "device_top1_min",
     "device_cosine_min",
+    "answer_accuracy_min",
+    "token_agreement_min",
 )
 PARITY_GATES = ("parity_top1_min", "parity_max_abs_error", "parity_cosine_min")
 DEVICE_PARITY_GATES = ("device_top1_min", "device_max_abs_error", "device_cosine_min")
@@ -112,6 +127,9 @@ class ModelSpec:
     device_gates: Mapping[str, GateSpec] = field(default_factory=dict)
     problems: tuple[str, ...] = ()  # file problems: the model's items fail with these
     parity_with: str | None = None  # another model of this config to compare outputs with
+    text: Path | None = None  # language models: the text perplexity is measured on
+    prompts: tuple[Prompt, ...] = ()  # language models: the prompt set (from `prompts`)
+    generate: GenerateSettings | None = None  # set for task = "generate" (defaults filled in)
 
     @property
     def relative_gates(self) -> tuple[str, ...]:
@@ -178,6 +196,9 @@ _MODEL_KEYS = [
     "gates",
     "devices",
     "parity_with",
+    "text",
+    "prompts",
+    "generate",
 ]
 
 
@@ -281,9 +302,20 @@ def _model(
     here = f"{where}: model {name!r}"
     problems = []
     path = (base / expect_type(table["path"], str, here, "path")).resolve()
-    if path.suffix.lower() not in (".onnx", ".tflite"):
+    generative = table.get("task") == "generate"
+    if generative:
+        if not (path / "genai_config.json").is_file():
+            problems.append(
+                f"model folder {path} has no genai_config.json (path = {table['path']!r} in "
+                f"{where}; a language model is an ONNX Runtime GenAI folder)"
+            )
+    elif "generate" in table or "text" in table or "prompts" in table:
+        raise ConfigError(
+            f'{here}: text, prompts and generate are for language models; add task = "generate"'
+        )
+    elif path.suffix.lower() not in (".onnx", ".tflite"):
         raise ConfigError(f"{here}: path {table['path']!r} is not an .onnx or .tflite file")
-    if not path.is_file():
+    if not generative and not path.is_file():
         problems.append(f"model file {path} does not exist (path = {table['path']!r} in {where})")
     dataset = None
     if "dataset" in table:
@@ -295,6 +327,23 @@ def _model(
     task = table.get("task")
     if task is not None and task not in TASKS:
         raise ConfigError(f"{here}: task {task!r} is not one of {', '.join(TASKS)}")
+    text, generate = None, None
+    prompts: tuple[Prompt, ...] = ()
+    if generative:
+        generate = parse_generate(table.get("generate", {}), here)
+        if "text" in table:
+            text = (base / expect_type(table["text"], str, here, "text")).resolve()
+            if not text.is_file():
+                problems.append(f"text {text} does not exist (text = {table['text']!r} in {where})")
+        if "prompts" in table:
+            prompts_file = (base / expect_type(table["prompts"], str, here, "prompts")).resolve()
+            if prompts_file.is_file():
+                prompts = load_prompts(prompts_file)
+            else:
+                problems.append(
+                    f"prompts {prompts_file} does not exist (prompts = {table['prompts']!r} in "
+                    f"{where})"
+                )
     values = table.get("input_values", {})
     expect_type(values, dict, here, "input_values")
     for key, value in values.items():
@@ -327,6 +376,9 @@ def _model(
         parity_with=None
         if "parity_with" not in table
         else expect_type(table["parity_with"], str, here, "parity_with"),
+        text=text,
+        prompts=prompts,
+        generate=generate,
     )
 
 

@@ -179,6 +179,73 @@ RULES = (
         digits=6,
         against_host=True,
     ),
+    # language models (task = "generate")
+    Rule(
+        "perplexity_max", "perplexity", "perplexity", "perplexity", "", operator.gt, ">", digits=3
+    ),
+    Rule(
+        "answer_accuracy_min",
+        "answers",
+        "answer_accuracy",
+        "answer accuracy",
+        "",
+        operator.lt,
+        "<",
+        digits=4,
+    ),
+    Rule(
+        "ttft_p90_ms_max",
+        "generation",
+        "ttft_p90_ms",
+        "time to first token p90",
+        " ms",
+        operator.gt,
+        ">",
+        absolute_time=True,
+        digits=3,
+    ),
+    Rule(
+        "decode_p90_ms_max",
+        "generation",
+        "decode_p90_ms",
+        "decode p90 per token",
+        " ms",
+        operator.gt,
+        ">",
+        absolute_time=True,
+        digits=3,
+    ),
+    Rule(
+        "tokens_per_s_min",
+        "generation",
+        "tokens_per_s",
+        "tokens/s",
+        "",
+        operator.lt,
+        "<",
+        absolute_time=True,
+        digits=1,
+    ),
+    Rule(
+        "perplexity_ratio_max",
+        "token_parity",
+        "perplexity_ratio",
+        "perplexity ratio",
+        "",
+        operator.gt,
+        ">",
+        digits=4,
+    ),
+    Rule(
+        "token_agreement_min",
+        "token_parity",
+        "token_agreement",
+        "greedy token agreement",
+        "",
+        operator.lt,
+        "<",
+        digits=4,
+    ),
 )
 
 
@@ -217,8 +284,9 @@ def decide(
         shown = f"{threshold:.{rule.digits}f}{rule.unit}"
         if rule.absolute_time and read_as not in ABSOLUTE_TIME_FIDELITIES:
             why = figures.get("estimate_unavailable") or "relative gates still apply"
+            bound = "≤" if rule.symbol == ">" else "≥"
             message = (
-                f"{label} ≤ {shown} not applied: {fidelity} figures are not device "
+                f"{label} {bound} {shown} not applied: {fidelity} figures are not device "
                 f"milliseconds ({why})"
             )
             checks.append(Check(rule.gate, figure, value, threshold, None, message))
@@ -243,7 +311,7 @@ def decide(
         message = f"{label} {text} {relation} {shown} {where}"
         checks.append(Check(rule.gate, figure, value, threshold, not failed, message))
     checks.extend(_relative_checks(suite, figures, flags, gates, device, fidelity))
-    if suite == "robustness" and not flags.get("failure"):
+    if suite in ("robustness", "prompt_robustness") and not flags.get("failure"):
         checks.append(_properties_held(figures, device, fidelity))
     if suite == "operators" and not flags.get("failure"):
         runtime = f"{figures.get('runtime')} {figures.get('runtime_version')}"
@@ -337,6 +405,8 @@ RELATIVE = {
     "latency_max_regression": "latency",
     "memory_max_growth": "memory",
     "instructions_max_regression": "instructions",
+    "perplexity_max_growth": "perplexity",
+    "decode_max_regression": "generation",
 }
 
 
@@ -360,6 +430,12 @@ def _relative_checks(
             checks.append(_latency_ratio(figures, flags, threshold, device, fidelity))
         elif gate == "instructions_max_regression":
             checks.append(_instructions_ratio(figures, flags, threshold, device))
+        elif gate == "perplexity_max_growth":
+            checks.append(_perplexity_growth(figures, flags, threshold, device, fidelity))
+        elif gate == "decode_max_regression":
+            checks.append(
+                _latency_ratio(figures, flags, threshold, device, fidelity, gate, "decode")
+            )
         else:
             checks.append(_memory_growth(figures, flags, threshold, device, fidelity))
     if flags.get("baseline_other_machine"):
@@ -399,16 +475,22 @@ def _accuracy_drop(
 
 
 def _latency_ratio(
-    figures: Mapping[str, Any], flags: Flags, threshold: float, device: str, fidelity: str
+    figures: Mapping[str, Any],
+    flags: Flags,
+    threshold: float,
+    device: str,
+    fidelity: str,
+    gate: str = "latency_max_regression",
+    what: str = "latency",
 ) -> Check:
-    gate, label = "latency_max_regression", f"latency regression ≤ {threshold:.0%}"
+    label = f"{what} regression ≤ {threshold:.0%}"
     ratio = figures.get("ratio")
     if ratio is None:
         return _not_applied(gate, "ratio", threshold, label, flags)
     low, high = figures["ratio_low"], figures["ratio_high"]
     paired = figures.get("paired")
     n = f"paired n={figures.get('rounds')}" if paired else f"unpaired n={figures.get('n')}"
-    shown = f"latency {ratio - 1:+.1%} [{low - 1:+.1%}, {high - 1:+.1%}]"
+    shown = f"{what} {ratio - 1:+.1%} [{low - 1:+.1%}, {high - 1:+.1%}]"
     where = f"({device}, {fidelity}, {n})"
     limit = 1.0 + threshold
     if low > limit:
@@ -455,3 +537,20 @@ def _memory_growth(
         f"({device}, {fidelity})"
     )
     return Check(gate, "memory_growth", growth, threshold, not failed, message)
+
+
+def _perplexity_growth(
+    figures: Mapping[str, Any], flags: Flags, threshold: float, device: str, fidelity: str
+) -> Check:
+    """Perplexity is deterministic for a model and a text: the ratio itself decides."""
+    gate, label = "perplexity_max_growth", f"perplexity growth ≤ {threshold:.0%}"
+    growth = figures.get("perplexity_growth")
+    if growth is None:
+        return _not_applied(gate, "perplexity_growth", threshold, label, flags)
+    failed = growth > threshold
+    change = f"({figures['baseline_perplexity']:.3f} → {figures['perplexity']:.3f})"
+    message = (
+        f"perplexity {growth:+.1%} {'>' if failed else '≤'} {threshold:.0%} {change} "
+        f"({device}, {fidelity})"
+    )
+    return Check(gate, "perplexity_growth", growth, threshold, not failed, message)

@@ -26,7 +26,10 @@ class Suite:
     static: bool = False  # reads the model file only; nothing runs on the device
 
     def measure(self, pair: Pair) -> Measurement:
-        module = importlib.import_module(f"harness.suites.{self.name}")
+        name = self.name
+        if name == "memory" and pair.model.task == "generate":
+            name = "context_memory"  # a language model's peak after filling its context
+        module = importlib.import_module(f"harness.suites.{name}")
         measurement: Measurement = module.measure(pair)
         return measurement
 
@@ -58,7 +61,41 @@ def _counts(model: ModelSpec, config: HarnessConfig) -> bool:
 
 
 def _generates_inputs(model: ModelSpec, config: HarnessConfig) -> bool:
-    return config.robustness.examples > 0
+    return config.robustness.examples > 0 and not _generative(model, config)
+
+
+def _generative(model: ModelSpec, config: HarnessConfig) -> bool:
+    return model.task == "generate"
+
+
+def _classifier(applies: Callable[[ModelSpec, HarnessConfig], bool]) -> Any:
+    """A suite of one-pass models (classifiers, regressors): not for language models."""
+
+    def check(model: ModelSpec, config: HarnessConfig) -> bool:
+        return not _generative(model, config) and applies(model, config)
+
+    return check
+
+
+def _has_text(model: ModelSpec, config: HarnessConfig) -> bool:
+    return _generative(model, config) and model.text is not None
+
+
+def _has_prompts(model: ModelSpec, config: HarnessConfig) -> bool:
+    return _generative(model, config) and bool(model.prompts)
+
+
+def _compares_tokens(model: ModelSpec, config: HarnessConfig) -> bool:
+    return _has_text(model, config) and model.parity_with is not None
+
+
+def _generates_prompts(model: ModelSpec, config: HarnessConfig) -> bool:
+    return _generative(model, config) and config.robustness.examples > 0
+
+
+def _memory(model: ModelSpec, config: HarnessConfig) -> bool:
+    """Every one-pass model; a language model with a text to fill its context from."""
+    return not _generative(model, config) or model.text is not None
 
 
 def _collected_apart(model: ModelSpec, config: HarnessConfig) -> bool:
@@ -68,14 +105,25 @@ def _collected_apart(model: ModelSpec, config: HarnessConfig) -> bool:
 SUITES: tuple[Suite, ...] = (
     Suite("policy", ("loosened",), _collected_apart, static=True),
     Suite("size", ("size_kb",), _always, static=True),
-    Suite("operators", ("errors",), _always, static=True),
-    Suite("accuracy", ("accuracy", "mae"), _has_dataset),
-    Suite("parity", ("parity_top1", "device_top1", "parity_max_abs_error"), _compares_outputs),
-    Suite("latency", ("p90_ms",), _always),
-    # Under emulation the gated figure is the board estimate: show that one everywhere.
-    Suite("memory", ("board_peak_mb", "peak_mb"), _always),
-    Suite("robustness", ("examples",), _generates_inputs),
-    Suite("instructions", ("instructions_per_inference",), _counts),
+    Suite("operators", ("errors",), _classifier(_always), static=True),
+    Suite("accuracy", ("accuracy", "mae"), _classifier(_has_dataset)),
+    # Language models (harness.suites.perplexity ... prompt_robustness; docs/language-models.md)
+    Suite("perplexity", ("perplexity",), _has_text),
+    Suite("answers", ("answer_accuracy",), _has_prompts),
+    Suite(
+        "parity",
+        ("parity_top1", "device_top1", "parity_max_abs_error"),
+        _classifier(_compares_outputs),
+    ),  # fmt: skip
+    Suite("token_parity", ("token_agreement",), _compares_tokens),
+    Suite("latency", ("estimated_ms", "p90_ms"), _classifier(_always)),
+    Suite("generation", ("tokens_per_s",), _has_text),
+    # Under emulation the gated figure is the board estimate: show that one everywhere. A
+    # language model's memory is its peak at the context length (harness.suites.context_memory).
+    Suite("memory", ("board_peak_mb", "peak_mb"), _memory),
+    Suite("robustness", ("examples",), _classifier(_generates_inputs)),
+    Suite("prompt_robustness", ("examples",), _generates_prompts),
+    Suite("instructions", ("instructions_per_inference",), _classifier(_counts)),
 )
 BY_NAME: Mapping[str, Suite] = {s.name: s for s in SUITES}
 ORDER: Mapping[str, int] = {s.name: i for i, s in enumerate(SUITES)}

@@ -326,6 +326,12 @@ class Pair:
         planned._plan, planned.progress = plan, self.progress
         return planned
 
+    def sibling(self, model: ModelSpec) -> Pair:
+        """Another model on this device, as a pair of its own (no baseline); the caller closes
+        its worker."""
+        return Pair(model, self.profile, self.config, self.other(model), BaselineContext(),
+                    self.shared)  # fmt: skip
+
     def other(self, model: ModelSpec) -> Worker:
         """A worker of its own for another model on this device (the caller closes it)."""
         return Worker(model, self.profile, self.config)

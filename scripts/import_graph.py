@@ -36,7 +36,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.counting",),  # the plugin build; counts and the estimate model
     ("harness.images",),
     ("harness.config",),
-    ("harness.stats", "harness.operator_tables", "harness.modelgen"),
+    ("harness.stats", "harness.operator_tables", "harness.modelgen", "harness.textscore"),
+    ("harness.textconfig",),
     ("harness.devices",),
     ("harness.results", "harness.identity", "harness.errors"),  # ground floor
     ("harness.worker",),  # in the target: standard library, numpy and the runtime only

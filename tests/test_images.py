@@ -48,7 +48,7 @@ def test_boards_of_one_arch_share_an_image() -> None:
 
 def test_wheels_are_pinned_to_the_host_versions() -> None:
     wheels = recipe_for(PROFILES["rpi4"]).wheels
-    for package in ("numpy", "onnxruntime", "ai-edge-litert"):
+    for package in ("numpy", "onnxruntime", "ai-edge-litert", "onnxruntime-genai"):
         assert f"{package}=={importlib.metadata.version(package)}" in wheels
     gpu = recipe_for(PROFILES["cuda-gpu"]).wheels
     try:
@@ -59,7 +59,12 @@ def test_wheels_are_pinned_to_the_host_versions() -> None:
     pinned = dataclasses.replace(
         PROFILES["rpi4"], runtimes=("onnxruntime==1.20.0", "numpy==1.26.4")
     )
-    assert recipe_for(pinned).wheels == ("numpy==1.26.4", "onnxruntime==1.20.0")
+    genai = importlib.metadata.version("onnxruntime-genai")  # onnxruntime's companion
+    assert recipe_for(pinned).wheels == (
+        "numpy==1.26.4",
+        f"onnxruntime-genai=={genai}",
+        "onnxruntime==1.20.0",
+    )
 
 
 def test_a_changed_recipe_input_changes_the_tag(monkeypatch: pytest.MonkeyPatch) -> None:

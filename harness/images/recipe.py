@@ -67,7 +67,10 @@ def manylinux_platforms(arch: str) -> tuple[str, ...]:
 # Versions for runtimes the host usually lacks. onnxruntime-gpu releases trail onnxruntime's (1.32.0
 # has no -gpu release yet), so it cannot follow the host's onnxruntime. Override per profile with
 # runtimes = ["onnxruntime-gpu==X.Y.Z"], or by installing onnxruntime-gpu on the host.
-DEFAULT_PINS = {"onnxruntime-gpu": "1.31.1"}
+DEFAULT_PINS = {"onnxruntime-gpu": "1.31.1", "onnxruntime-genai": "0.18.0"}
+# Language models (task = "generate") run with ONNX Runtime GenAI beside onnxruntime: its wheels
+# exist for x86-64 and aarch64 (manylinux_2_28), so CPU images that carry onnxruntime carry it too.
+COMPANIONS = {"onnxruntime": ("onnxruntime-genai",)}
 
 
 def host_version(package: str) -> str:
@@ -159,7 +162,8 @@ def recipe_for(profile: DeviceProfile) -> Recipe:
         raise ConfigError(f"{where}: no image recipe for arch {arch!r} (amd64 and arm64 only)")
     kind = KINDS[profile.image]
     named = {entry.partition("==")[0].strip() for entry in profile.runtimes}
-    packages = sorted({*profile.runtimes, *(() if "numpy" in named else ("numpy",))})
+    companions = {c for name in named for c in COMPANIONS.get(name, ()) if c not in named}
+    packages = sorted({*profile.runtimes, *companions, *(() if "numpy" in named else ("numpy",))})
     return Recipe(
         arch=arch,
         kind=profile.image,

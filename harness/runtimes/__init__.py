@@ -12,10 +12,15 @@ FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 
 
 def format_of(path: str | Path) -> str:
+    from harness.runtimes.genai import is_model_folder
+
+    if is_model_folder(path):
+        return "genai"  # a language model folder: genai_config.json, model.onnx, tokenizer
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(
-            f"{path}: unknown model format {suffix!r}; harness runs .onnx and .tflite files"
+            f"{path}: unknown model format {suffix!r}; harness runs .onnx and .tflite files "
+            "and ONNX Runtime GenAI model folders (with genai_config.json)"
         )
     return FORMATS[suffix]
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.runtimes import format_of, open_runtime
 from harness.runtimes.base import ModelLoadError, Runtime
+from harness.worker import generate
 from harness.worker.feeds import DataError, Feeds, build_feeds, dequantize, load_npz
 from harness.worker.protocol import decode, encode
 
@@ -52,6 +53,10 @@ def _runtime_versions(formats: list[str]) -> dict[str, str]:
 
             _, name, version = _interpreter_class()
             versions[name] = version
+        elif fmt == "genai":
+            import onnxruntime_genai
+
+            versions["onnxruntime-genai"] = onnxruntime_genai.__version__
     return versions
 
 
@@ -65,6 +70,7 @@ class LoadedModel:
 class Worker:
     def __init__(self) -> None:
         self.models: dict[str, LoadedModel] = {}
+        self.text = generate.TextModels(self.status_kb)  # language models: worker/generate.py
 
     def status_kb(self, field: str) -> int:
         """A memory reading of this process (a counting worker reads none: see counting)."""
@@ -95,7 +101,8 @@ class Worker:
         accelerator: str = "none",
         config_file: str = "the harness config",
     ) -> dict[str, Any]:
-        format_of(path)  # unknown extension -> ValueError with the supported list
+        if format_of(path) == "genai":
+            return self.text.load(model_id, path, threads, accelerator)
         started = time.perf_counter()
         runtime = open_runtime(path, threads, accelerator)
         load_s = time.perf_counter() - started
@@ -243,9 +250,11 @@ def serve(requests: IO[str], replies: IO[bytes], worker: Worker | None = None) -
             if op == "shutdown":
                 replies.write(encode({"id": request_id, "ok": True, "result": {}}))
                 return
-            if op not in OPERATIONS:
-                raise RequestError(f"unknown operation {op!r}; known: {', '.join(OPERATIONS)}")
-            reply = {"id": request_id, "ok": True, "result": getattr(worker, op)(**message)}
+            if op not in OPERATIONS + generate.OPERATIONS:
+                known = ", ".join(OPERATIONS + generate.OPERATIONS)
+                raise RequestError(f"unknown operation {op!r}; known: {known}")
+            handler = worker.text if op in generate.OPERATIONS else worker
+            reply = {"id": request_id, "ok": True, "result": getattr(handler, op)(**message)}
         except (ModelLoadError, DataError, RequestError, ValueError, TypeError) as exc:
             reply = {"id": request_id, "ok": False, "kind": type(exc).__name__, "error": str(exc)}
         except Exception as exc:  # a runtime failing mid-inference: report it, keep serving

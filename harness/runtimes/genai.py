@@ -1,0 +1,128 @@
+"""ONNX Runtime GenAI: a decoder-only language model folder (genai_config.json, model.onnx, the
+tokenizer files) loaded with its tokenizer; greedy generation with GenAI's KV cache.
+
+Full-sequence logits for perplexity come from GenAI too: after `append_tokens` of a window, the
+model's `logits` output holds every position of that window (GenAI keeps the whole tensor; its
+own search reads only the last row).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.runtimes.base import ModelLoadError
+
+CONFIG_FILE = "genai_config.json"
+
+
+@dataclass
+class Generated:
+    tokens: list[int]  # the generated tokens only (not the prompt)
+    first_token_ns: int  # prompt processing (prefill) + choosing the first token
+    step_ns: list[int]  # each further token: one decode step with the KV cache
+    finish: str  # "eos" | "length"
+
+
+def is_model_folder(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / CONFIG_FILE).is_file()
+
+
+class GenaiRuntime:
+    name = "onnxruntime-genai"
+    provider = "CPUExecutionProvider"
+
+    def __init__(self, folder: str, threads: int, accelerator: str = "none") -> None:
+        try:
+            import onnxruntime_genai as og
+        except ImportError as exc:
+            raise ModelLoadError(
+                f"onnxruntime-genai is not installed here ({exc}); pip install onnxruntime-genai "
+                "(the device images carry it)"
+            ) from None
+        self._og = og
+        self.version = str(og.__version__)
+        if not is_model_folder(folder):
+            raise ModelLoadError(
+                f"{folder} is not an ONNX Runtime GenAI model folder: it has no {CONFIG_FILE} "
+                "(make one with python -m onnxruntime_genai.models.builder)"
+            )
+        document = json.loads((Path(folder) / CONFIG_FILE).read_text())
+        model_table = document.get("model", {})
+        self.context_length = int(
+            model_table.get("context_length") or document.get("search", {}).get("max_length", 0)
+        )
+        self.vocab_size = int(model_table.get("vocab_size", 0))
+        try:
+            config = og.Config(folder)
+            config.clear_providers()
+            if accelerator == "cuda":
+                config.append_provider("cuda")
+                self.provider = "CUDAExecutionProvider"
+            options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+            self.model = og.Model(config)
+            self.tokenizer = og.Tokenizer(self.model)
+        except Exception as exc:  # GenAI raises plain RuntimeError with its own text
+            raise ModelLoadError(f"onnxruntime-genai cannot load {folder}: {exc}") from None
+        self.eos = {int(t) for t in np.asarray(self.tokenizer.eos_token_ids).reshape(-1)}
+
+    def encode(self, text: str) -> list[int]:
+        return [int(t) for t in self.tokenizer.encode(text)]
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(np.asarray(tokens, dtype=np.int32)))
+
+    def _generator(self, max_length: int) -> Any:
+        params = self._og.GeneratorParams(self.model)
+        params.set_search_options(max_length=max_length, do_sample=False)  # greedy
+        return self._og.Generator(self.model, params)
+
+    def generate(
+        self, prompt: Sequence[int], new_tokens: int, stop_at_eos: bool = True
+    ) -> Generated:
+        """Greedy decoding of up to `new_tokens` tokens after `prompt` (at least one token, and
+        prompt + new tokens within the context: the caller checks)."""
+        clock = time.perf_counter_ns
+        generator = self._generator(len(prompt) + new_tokens)
+        tokens: list[int] = []
+        steps: list[int] = []
+        started = clock()
+        generator.append_tokens(np.asarray(prompt, dtype=np.int32))
+        generator.generate_next_token()
+        first_ns = clock() - started
+        token = int(generator.get_next_tokens()[0])
+        tokens.append(token)
+        finish = "length"
+        while len(tokens) < new_tokens:
+            if stop_at_eos and token in self.eos:
+                finish = "eos"
+                break
+            started = clock()
+            generator.generate_next_token()
+            steps.append(clock() - started)
+            token = int(generator.get_next_tokens()[0])
+            tokens.append(token)
+        if token in self.eos and stop_at_eos:
+            finish = "eos"
+        return Generated(tokens, first_ns, steps, finish)
+
+    def window_logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Logits [len(tokens), vocab] for every position of one window, in one forward pass."""
+        generator = self._generator(len(tokens) + 1)
+        generator.append_tokens(np.asarray(tokens, dtype=np.int32))
+        logits = np.asarray(generator.get_output("logits"), dtype=np.float32)
+        rows = logits.reshape(-1, logits.shape[-1])
+        if rows.shape[0] != len(tokens):
+            raise ModelLoadError(
+                f"the model's logits output holds {rows.shape[0]} positions for a window of "
+                f"{len(tokens)} tokens; perplexity needs every position (export the model with "
+                "full logits, the GenAI model builder's default)"
+            )
+        return rows

@@ -1,0 +1,202 @@
+"""Generation latency: time to first token for a prompt of `generate.prompt_tokens` tokens, then
+the time of each of the next `generate.new_tokens - 1` decode steps (KV cache), timed inside the
+worker. Figures: ttft p50/p90, decode p50/p90 per token, tokens per second (1 / decode p50).
+
+Runs go on, in chunks, until every set gate (ttft_p90_ms_max, decode_p90_ms_max, tokens_per_s_min)
+is decided by its distribution-free interval at the configured confidence (looks at doubling
+counts, Bonferroni-spent, as the latency suite), or the latency time budget ends (INCONCLUSIVE).
+With --baseline, base and new runs alternate in ABBA rounds in one worker and the per-round median
+decode step gives a paired ratio with its interval (decode_max_regression).
+
+On emulated boards only `generate.emulated_runs` runs are made (a few decode steps, seconds under
+QEMU) and the figures are labelled emulated: absolute millisecond gates do not apply to them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from harness import stats, textscore
+from harness.gates import ABSOLUTE_TIME_FIDELITIES
+from harness.results import Flags, Measurement
+from harness.runner import Pair
+
+CHUNK_SECONDS = 0.5  # timed runs per worker request
+
+
+def _bench(pair: Pair, runs: int, base: bool = False) -> tuple[list[int], list[int]]:
+    settings = pair.model.generate
+    assert settings is not None and pair.model.text is not None
+    reply = pair.request(
+        "decode_bench",
+        base=base,
+        text=pair.model.text.read_text(encoding="utf-8"),
+        prompt_tokens=settings.prompt_tokens,
+        new_tokens=settings.new_tokens,
+        repeats=runs,
+    )
+    steps = [ns for run in reply["step_ns"] for ns in run]
+    return list(reply["first_token_ns"]), steps
+
+
+def _figures(first_ns: list[int], step_ns: list[int], confidence: float) -> dict[str, Any]:
+    first = np.asarray(first_ns, dtype=np.float64) / 1e6
+    steps = np.asarray(step_ns, dtype=np.float64) / 1e6
+    figures: dict[str, Any] = {"runs": len(first), "n": len(steps)}
+    for name, ms in (("ttft", first), ("decode", steps)):
+        if ms.size == 0:
+            continue
+        summary = stats.summary(ms)
+        figures.update({f"{name}_p50_ms": summary.p50, f"{name}_p90_ms": summary.p90})
+        figures[f"{name}_mean_ms"] = summary.mean
+        if ms.size >= 2:
+            interval = stats.percentile_ci(ms, 90, confidence)
+            figures.update(
+                {f"{name}_p90_low_ms": interval.low, f"{name}_p90_high_ms": interval.high}
+            )
+    if steps.size:
+        figures["tokens_per_s"] = textscore.tokens_per_second(figures["decode_p50_ms"])
+        if steps.size >= 2:
+            median = stats.percentile_ci(steps, 50, confidence)
+            figures["tokens_per_s_low"] = textscore.tokens_per_second(median.high)
+            figures["tokens_per_s_high"] = textscore.tokens_per_second(median.low)
+    return figures
+
+
+def _undecided(pair: Pair, first_ns: list[int], step_ns: list[int], confidence: float) -> list[str]:
+    """The set absolute gates whose interval still contains their threshold."""
+    gates = pair.model.gates_for(pair.profile.name)
+    first = np.asarray(first_ns, dtype=np.float64) / 1e6
+    steps = np.asarray(step_ns, dtype=np.float64) / 1e6
+    checks = (
+        ("ttft_p90_ms_max", first, 90, gates.ttft_p90_ms_max),
+        ("decode_p90_ms_max", steps, 90, gates.decode_p90_ms_max),
+        (
+            "tokens_per_s_min",
+            steps,
+            50,
+            None if not gates.tokens_per_s_min else 1000.0 / gates.tokens_per_s_min,
+        ),
+    )
+    open_gates = []
+    for gate, ms, q, threshold in checks:
+        if threshold is None:
+            continue
+        if ms.size < 2:
+            open_gates.append(gate)
+            continue
+        interval = stats.percentile_ci(ms, q, confidence)
+        if stats.decide_threshold(interval, threshold) == "undecided":
+            open_gates.append(gate)
+    return open_gates
+
+
+def _single(pair: Pair, emulated: bool) -> Measurement:
+    assert pair.target is not None and pair.model.generate is not None
+    settings = pair.config.latency
+    confidence = stats.per_look_confidence(settings.confidence)
+    _bench(pair, 1)  # warm-up: first-run allocations are not a token's latency
+    if emulated:
+        first, steps = _bench(pair, pair.model.generate.emulated_runs)
+        figures = _figures(first, steps, confidence)
+        figures["interval_confidence"] = confidence
+        return Measurement(figures, pair.target.fidelity, {"ttft_ns": first, "step_ns": steps})
+    gated = bool(_undecided(pair, [], [], confidence))
+    wanted = max(settings.min_samples, stats.min_samples_for_percentile(90, confidence))
+    looks = stats.look_schedule(wanted)
+    first, steps = [], []
+    started = time.monotonic()
+    per_run = 0.0  # wall seconds of one run, request included: what the budget pays
+    while True:
+        elapsed = time.monotonic() - started
+        if elapsed >= settings.time_budget_s or len(first) >= settings.samples:
+            break
+        left = min(settings.time_budget_s - elapsed, CHUNK_SECONDS)
+        runs = int(max(1, min(settings.samples - len(first), left / per_run))) if per_run else 1
+        requested = time.monotonic()
+        more_first, more_steps = _bench(pair, runs)
+        per_run = (time.monotonic() - requested) / runs
+        first += more_first
+        steps += more_steps
+        if looks and len(first) >= looks[0]:
+            while looks and len(first) >= looks[0]:
+                looks.pop(0)
+            open_gates = _undecided(pair, first, steps, confidence)
+            if not open_gates:
+                break  # every set gate decided (or, without gates, enough runs for the report)
+    figures = _figures(first, steps, confidence)
+    figures["interval_confidence"] = confidence
+    open_gates = _undecided(pair, first, steps, confidence)
+    flags = Flags()
+    if gated and len(first) < settings.min_samples:
+        flags["inconclusive"] = (
+            f"generation: only {len(first)} runs within the {settings.time_budget_s:g} s budget; "
+            f"{settings.min_samples} needed (raise latency.time_budget_s)"
+        )
+    elif open_gates:
+        flags["inconclusive"] = (
+            f"generation: {', '.join(open_gates)} undecided after {len(first)} runs "
+            f"({len(steps)} decode steps): the interval still holds the threshold (raise "
+            "latency.samples and latency.time_budget_s)"
+        )
+    return Measurement(figures, pair.target.fidelity, {"ttft_ns": first, "step_ns": steps}, flags)
+
+
+def _paired(pair: Pair, measurement: Measurement) -> Measurement:
+    """Base and new alternate (ABBA) in one worker; per-round median decode steps are paired."""
+    settings = pair.config.latency
+    confidence = stats.per_look_confidence(settings.confidence)
+    max_regression = pair.model.gates_for(pair.profile.name).decode_max_regression
+    _bench(pair, 1, base=True)
+    minimum = max(stats.min_rounds_for_ratio(confidence), 6)
+    looks = stats.look_schedule(minimum)
+    new_medians: list[float] = []
+    base_medians: list[float] = []
+    started = time.monotonic()
+    estimate = None
+    while time.monotonic() - started < settings.time_budget_s or len(new_medians) < 2:
+        order = (False, True) if len(new_medians) % 2 else (True, False)
+        for is_base in order:
+            _, steps = _bench(pair, 1, base=is_base)
+            (base_medians if is_base else new_medians).append(float(np.median(steps)))
+        if looks and len(new_medians) >= looks[0]:
+            looks.pop(0)
+            estimate = stats.paired_ratio(base_medians, new_medians, confidence)
+            if max_regression is None or stats.decide_ratio(estimate, max_regression) != (
+                "undecided"
+            ):
+                break
+    estimate = stats.paired_ratio(base_medians, new_medians, confidence)
+    figures = measurement.figures | {
+        "ratio": estimate.ratio,
+        "ratio_low": estimate.low,
+        "ratio_high": estimate.high,
+        "rounds": len(new_medians),
+        "paired": True,
+        "baseline_decode_p50_ms": float(np.median(base_medians)) / 1e6,
+    }
+    flags = Flags(**measurement.flags)
+    if max_regression is not None and stats.decide_ratio(estimate, max_regression) == "undecided":
+        flags["inconclusive"] = (
+            f"decode latency {estimate.ratio - 1:+.1%} [{estimate.low - 1:+.1%}, "
+            f"{estimate.high - 1:+.1%}] straddles the {max_regression:.0%} gate after "
+            f"{len(new_medians)} paired rounds (raise latency.time_budget_s)"
+        )
+    raw = measurement.raw | {
+        "round_medians_ns": new_medians,
+        "baseline_round_medians_ns": base_medians,
+    }
+    return Measurement(figures, measurement.fidelity, raw, flags)
+
+
+def measure(pair: Pair) -> Measurement:
+    pair.start()
+    assert pair.target is not None
+    emulated = pair.target.fidelity not in ABSOLUTE_TIME_FIDELITIES
+    measured = _single(pair, emulated)
+    if pair.baseline.base is not None and not emulated:
+        return _paired(pair, measured)
+    return measured

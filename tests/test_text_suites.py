@@ -1,0 +1,100 @@
+"""Language-model suites around a stub worker: the prompt properties catch what they promise, and an
+OOM at the context length is a failing memory figure. The real worker runs them in
+test_slm_example.py; what is tested here is the checking around it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+
+from harness.backends.base import WorkerCrashed
+from harness.suites.prompt_robustness import PropertyFailure, check_prompt, prompts_strategy
+
+CONTEXT = 16
+
+
+class StubPair:
+    """Answers `generate` like a worker would, with one fault switched on."""
+
+    def __init__(self, fault: str = "") -> None:
+        self.fault = fault
+        self.calls = 0
+
+    def request(self, op: str, **arguments: Any) -> dict[str, Any]:
+        self.calls += 1
+        if self.fault == "crash":
+            raise WorkerCrashed("worker on host: killed by SIGSEGV")
+        results = []
+        for index, prompt in enumerate(arguments["prompts"]):
+            tokens = len(prompt.split()) or 1
+            if tokens >= CONTEXT:
+                error = "too long" if self.fault == "vague" else f"no room in {CONTEXT} tokens"
+                results.append({"prompt_tokens": tokens, "error": error})
+                continue
+            out = [1] * arguments["new_tokens"]
+            if self.fault == "random" and index == 1:
+                out = [2] * arguments["new_tokens"]
+            if self.fault == "overrun":
+                out = [1] * (CONTEXT + 1)
+            results.append({"prompt_tokens": tokens, "tokens": out, "text": "x"})
+        return {"results": results}
+
+
+@pytest.mark.parametrize(
+    ("fault", "prompt", "name"),
+    [
+        ("crash", "hello", "answers"),
+        ("random", "hello", "deterministic"),
+        ("overrun", "hello", "context"),
+        ("vague", "w " * 40, "context"),
+    ],
+)
+def test_each_property_catches_its_fault(fault: str, prompt: str, name: str) -> None:
+    with pytest.raises(PropertyFailure) as caught:
+        check_prompt(StubPair(fault), prompt, 4, CONTEXT)  # type: ignore[arg-type]
+    assert caught.value.name == name
+
+
+@settings(max_examples=50, database=None)
+@given(prompts_strategy(CONTEXT))
+def test_a_well_behaved_worker_passes_every_generated_prompt(prompt: str) -> None:
+    check_prompt(StubPair(), prompt, 4, CONTEXT)  # type: ignore[arg-type]
+
+
+def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
+    """A worker killed for memory at the context length fails the memory gate with the reason
+    (the pair around the worker is a stub; the decision is the real one)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from harness.config import GateSpec, ModelSpec
+    from harness.devices import load_profiles
+    from harness.gates import FAIL, decide
+    from harness.suites import context_memory
+    from harness.textconfig import GenerateSettings
+
+    profile = load_profiles()["rpi-zero-2w"]
+
+    class OomPair:
+        model = ModelSpec(
+            "lm", Path("lm"), task="generate", text=Path(__file__), generate=GenerateSettings()
+        )
+        target = object()
+
+        def __init__(self) -> None:
+            self.profile = profile
+
+        def worker(self) -> None:
+            return None
+
+        def request(self, op: str, **arguments: Any) -> dict[str, Any]:
+            raise WorkerCrashed("worker on rpi-zero-2w OOM-killed at 512 MB (rpi-zero-2w)")
+
+    measured = context_memory.measure(OomPair())  # type: ignore[arg-type]
+    assert measured.figures["oom"] is True
+    assert "at a context of 128 tokens" in measured.figures["failure"]
+    gates = replace(GateSpec(), memory_peak_mb_max=300.0)
+    verdict = decide("memory", measured.figures, gates, profile.name, measured.fidelity)
+    assert verdict.status == FAIL and "OOM-killed at 512 MB" in verdict.reasons[0]
