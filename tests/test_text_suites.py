@@ -86,15 +86,17 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
         def __init__(self) -> None:
             self.profile = profile
 
-        def worker(self) -> None:
+        def start(self) -> None:
             return None
 
         def request(self, op: str, **arguments: Any) -> dict[str, Any]:
             raise WorkerCrashed("worker on rpi-zero-2w OOM-killed at 512 MB (rpi-zero-2w)")
 
     measured = context_memory.measure(OomPair())  # type: ignore[arg-type]
-    assert measured.figures["oom"] is True
-    assert "at a context of 128 tokens" in measured.figures["failure"]
+    assert measured.flags["oom"] is True
+    assert "at a context of 128 tokens" in measured.flags["failure"]
     gates = replace(GateSpec(), memory_peak_mb_max=300.0)
-    verdict = decide("memory", measured.figures, gates, profile.name, measured.fidelity)
+    verdict = decide(
+        "memory", measured.figures, gates, profile.name, measured.fidelity, measured.flags
+    )
     assert verdict.status == FAIL and "OOM-killed at 512 MB" in verdict.reasons[0]

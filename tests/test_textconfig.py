@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from harness.config import GenerateSettings, load_config
+from harness.config import GenerateSettings, RobustnessSettings, load_config
 from harness.errors import ConfigError
-from harness.suites import suites_for
+from harness.registry import suites_for
 
 MODEL = """
 [[models]]
@@ -42,7 +43,8 @@ def test_a_language_model_gets_its_text_prompts_settings_and_suites(tmp_path: Pa
     assert model.text == (tmp_path / "valid.txt").resolve()
     assert model.prompts[0].prompt == "1 plus 1 is" and model.prompts[0].match == "exact"
     assert model.generate == GenerateSettings(window=32, stride=16)
-    assert suites_for(model, robustness_examples=5) == [
+    with_examples = replace(config, robustness=RobustnessSettings(examples=5))
+    assert [s.name for s in suites_for(model, with_examples)] == [
         "size",
         "perplexity",
         "answers",
