@@ -5,6 +5,7 @@ them. Heavy imports wait inside the fixtures: pytest also loads this file for ru
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,16 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # pytester gives each run its own HOME; the device images' cache (debootstrap trees, wheels,
 # the counting plugin) is the real one.
 os.environ.setdefault("HARNESS_CACHE", str(Path.home() / ".cache" / "harness"))
+
+
+def git(root: Path, *arguments: str) -> None:
+    """git in a test's own repository, with an identity for its commits."""
+    subprocess.run(
+        ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", *arguments],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
 
 
 def unavailable(reason: str) -> None:

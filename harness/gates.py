@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from harness import stats
 from harness.config import GateSpec
 from harness.results import (
     ERROR,
@@ -367,6 +368,14 @@ def _on_interval(
         relation = {">": "≤", "<": "≥"}[rule.symbol] if passed else rule.symbol
     label = rule.label + (" (board estimate)" if figure == rule.emulated_figure else "")
     message = f"{label} {text} {bounds}{sampled} {relation} {shown} {where}"
+    confidence = figures.get("agreement_confidence")
+    if passed is None and n is not None and confidence is not None:
+        # A sample's interval narrows with more samples (an estimate's band does not).
+        needed = stats.samples_needed_for_agreement(threshold, confidence)
+        message += (
+            f"; at {confidence:.0%}, about {needed} samples decide it (raise "
+            "plan.agreement_samples and plan.budget_s)"
+        )
     return Check(rule.gate, figure, value, threshold, passed, message)
 
 
@@ -522,35 +531,47 @@ def _instructions_ratio(
     return Check(gate, "instructions_ratio", ratio, threshold, not failed, message)
 
 
+def _growth(
+    gate: str,
+    figure: str,
+    what: str,
+    change: str,
+    figures: Mapping[str, Any],
+    flags: Flags,
+    threshold: float,
+    where: str,
+) -> Check:
+    """A growth against the base that decides by itself (memory share, perplexity): no
+    interval, the figure is the same on every run of the same model."""
+    growth = figures.get(figure)
+    if growth is None:
+        label = f"{figure.replace('_', ' ')} ≤ {threshold:.0%}"
+        return _not_applied(gate, figure, threshold, label, flags)
+    failed = growth > threshold
+    relation = ">" if failed else "≤"
+    message = f"{what} {growth:+.1%} {relation} {threshold:.0%} {change}{where}"
+    return Check(gate, figure, growth, threshold, not failed, message)
+
+
+def _before_after(figures: Mapping[str, Any], figure: str, digits: int, unit: str = "") -> str:
+    """`(50.0 → 55.0 MB) ` from `baseline_<figure>` and `<figure>`, or nothing without them."""
+    before, after = figures.get(f"baseline_{figure}"), figures.get(figure)
+    if before is None or after is None:
+        return ""
+    return f"({before:.{digits}f} → {after:.{digits}f}{unit}) "
+
+
 def _memory_growth(
     figures: Mapping[str, Any], flags: Flags, threshold: float, device: str, fidelity: str
 ) -> Check:
-    gate, label = "memory_max_growth", f"memory growth ≤ {threshold:.0%}"
-    growth = figures.get("memory_growth")
-    if growth is None:
-        return _not_applied(gate, "memory_growth", threshold, label, flags)
-    failed = growth > threshold
-    before, after = figures.get("baseline_model_share_mb"), figures.get("model_share_mb")
-    change = f"({before:.1f} → {after:.1f} MB)" if before is not None and after is not None else ""
-    message = (
-        f"memory (model share) {growth:+.1%} {'>' if failed else '≤'} {threshold:.0%} {change} "
-        f"({device}, {fidelity})"
-    )
-    return Check(gate, "memory_growth", growth, threshold, not failed, message)
+    change = _before_after(figures, "model_share_mb", 1, " MB")
+    return _growth("memory_max_growth", "memory_growth", "memory (model share)", change,
+                   figures, flags, threshold, f"({device}, {fidelity})")  # fmt: skip
 
 
 def _perplexity_growth(
     figures: Mapping[str, Any], flags: Flags, threshold: float, device: str, fidelity: str
 ) -> Check:
-    """Perplexity is deterministic for a model and a text: the ratio itself decides."""
-    gate, label = "perplexity_max_growth", f"perplexity growth ≤ {threshold:.0%}"
-    growth = figures.get("perplexity_growth")
-    if growth is None:
-        return _not_applied(gate, "perplexity_growth", threshold, label, flags)
-    failed = growth > threshold
-    change = f"({figures['baseline_perplexity']:.3f} → {figures['perplexity']:.3f})"
-    message = (
-        f"perplexity {growth:+.1%} {'>' if failed else '≤'} {threshold:.0%} {change} "
-        f"({device}, {fidelity})"
-    )
-    return Check(gate, "perplexity_growth", growth, threshold, not failed, message)
+    change = _before_after(figures, "perplexity", 3)
+    return _growth("perplexity_max_growth", "perplexity_growth", "perplexity", change,
+                   figures, flags, threshold, f"({device}, {fidelity})")  # fmt: skip

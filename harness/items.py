@@ -25,6 +25,7 @@ from harness.results import (
     USER_PROPERTY,
     Check,
     Measurement,
+    Record,
     Verdict,
     record,
 )
@@ -61,7 +62,30 @@ class HarnessConfigFile(pytest.File):
                     )
 
 
-class HarnessItem(pytest.Item):
+class _ConfigItem(pytest.Item):
+    """What every item collected from the harness config shares: its file, how its record
+    rides on the report, and how a gate's failure reads."""
+
+    @property
+    def harness_file(self) -> HarnessConfigFile:
+        assert isinstance(self.parent, HarnessConfigFile)
+        return self.parent
+
+    def _attach(self, rec: Record) -> None:
+        """Attach the result record to the report (xdist carries it to the controller)."""
+        self.user_properties.extend(junit_properties(rec))
+        self.user_properties.append((USER_PROPERTY, json.dumps(rec, default=str)))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, GateFailure):
+            return f"{self.name}: {excinfo.value}"
+        return str(super().repr_failure(excinfo, style))
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, self.name
+
+
+class HarnessItem(_ConfigItem):
     def __init__(
         self, *, suite: Suite, model: ModelSpec, profile: DeviceProfile, **kwargs: Any
     ) -> None:
@@ -75,11 +99,6 @@ class HarnessItem(pytest.Item):
         # With `-n N --dist loadgroup`, one xdist worker gets all suites of a pair.
         self.add_marker(pytest.mark.xdist_group(f"{model.name}@{profile.name}"))
 
-    @property
-    def harness_file(self) -> HarnessConfigFile:
-        assert isinstance(self.parent, HarnessConfigFile)
-        return self.parent
-
     def _publish(
         self,
         verdict: Verdict,
@@ -88,7 +107,6 @@ class HarnessItem(pytest.Item):
         error: str | None = None,
         plan: dict[str, Any] | None = None,
     ) -> None:
-        """Attach the result record to the report (xdist carries it to the controller)."""
         rec = record(
             self.nodeid,
             self.suite.name,
@@ -102,8 +120,7 @@ class HarnessItem(pytest.Item):
             model_path=self.model.path,
             plan=plan,
         )
-        self.user_properties.extend(junit_properties(rec))
-        self.user_properties.append((USER_PROPERTY, json.dumps(rec, default=str)))
+        self._attach(rec)
 
     def runtest(self) -> None:
         config = self.harness_file.config_data
@@ -172,16 +189,8 @@ class HarnessItem(pytest.Item):
             pytest.skip(message)
         raise GateFailure(message)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, GateFailure):
-            return f"{self.name}: {excinfo.value}"
-        return str(super().repr_failure(excinfo, style))
 
-    def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, self.name
-
-
-class PolicyItem(pytest.Item):
+class PolicyItem(_ConfigItem):
     """`policy[<model>]`: the model's gates against the base checkout's (harness.policy)."""
 
     DEVICE = "any"  # the gates of every device
@@ -191,11 +200,6 @@ class PolicyItem(pytest.Item):
         self.model = model
         for keyword in ("policy", model.name, "harness"):
             self.keywords[keyword] = True
-
-    @property
-    def harness_file(self) -> HarnessConfigFile:
-        assert isinstance(self.parent, HarnessConfigFile)
-        return self.parent
 
     def runtest(self) -> None:
         from harness.policy import changes_for, decide_policy
@@ -228,18 +232,9 @@ class PolicyItem(pytest.Item):
             fidelity="measured",
             model_path=self.model.path,
         )
-        self.user_properties.extend(junit_properties(rec))
-        self.user_properties.append((USER_PROPERTY, json.dumps(rec, default=str)))
+        self._attach(rec)
         if verdict.status in (FAIL, ERROR):
             raise GateFailure("\n".join(verdict.reasons))
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, GateFailure):
-            return f"{self.name}: {excinfo.value}"
-        return str(super().repr_failure(excinfo, style))
-
-    def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, self.name
 
 
 def pair_info(pair: Pair) -> dict[str, Any]:

@@ -18,11 +18,14 @@ if TYPE_CHECKING:
     from harness.runner import Pair
 
 
+Applies = Callable[["ModelSpec", "HarnessConfig"], bool]  # does the suite apply to the model
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
     headline: tuple[str, ...]  # the figure shown for it: the first of these a record holds
-    applies: Callable[[ModelSpec, HarnessConfig], bool]
+    applies: Applies
     static: bool = False  # reads the model file only; nothing runs on the device
 
     def measure(self, pair: Pair) -> Measurement:
@@ -68,7 +71,7 @@ def _generative(model: ModelSpec, config: HarnessConfig) -> bool:
     return model.task == "generate"
 
 
-def _classifier(applies: Callable[[ModelSpec, HarnessConfig], bool]) -> Any:
+def _classifier(applies: Applies) -> Applies:
     """A suite of one-pass models (classifiers, regressors): not for language models."""
 
     def check(model: ModelSpec, config: HarnessConfig) -> bool:

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import git
 from harness.modelgen import onnx as onnx_models
 
 pytest_plugins = ["pytester"]
-
-
-def git(root: Path, *arguments: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", *arguments],
-        cwd=root,
-        check=True,
-        capture_output=True,
-    )
 
 
 def config(gates: str, extra: str = "") -> str:

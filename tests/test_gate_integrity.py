@@ -159,19 +159,13 @@ def test_a_gpu_only_session_without_a_gpu_fails(pytester: pytest.Pytester) -> No
 
 
 def _repo_with_gates(root: Path, base_gates: str) -> None:
-    import subprocess
+    from conftest import git
 
-    def git(*arguments: str) -> None:
-        subprocess.run(
-            ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", *arguments],
-            cwd=root, check=True, capture_output=True,
-        )  # fmt: skip
-
-    git("init", "-q")
+    git(root, "init", "-q")
     onnx_models.mlp(root / "m.onnx")
     (root / "harness.toml").write_text(_policy_config(base_gates))
-    git("add", "-A")
-    git("commit", "-qm", "base")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "base")
 
 
 def _policy_config(gates: str, extra: str = "") -> str:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import git
 from harness import textscore
 from harness.worker.generate import TextModels
 from harness.worker.server import proc_status_kb
@@ -78,15 +78,6 @@ def scale_logits(folder: Path, factor: float) -> None:
 def perplexity(folder: Path, text: str, models: TextModels) -> float:
     models.load(str(folder), str(folder), 1, "none")
     return textscore.perplexity(models.perplexity(str(folder), text, 64, 32)["nll"])
-
-
-def git(root: Path, *arguments: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", *arguments],
-        cwd=root,
-        check=True,
-        capture_output=True,
-    )
 
 
 def test_a_change_raising_perplexity_10_percent_fails_under_baseline(

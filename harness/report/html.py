@@ -102,6 +102,23 @@ def _by_device(results: Sequence[Mapping[str, Any]], suite: str) -> dict[str, li
     return grouped
 
 
+def _boxes(
+    axes: Axes, series: Sequence[Any], positions: Sequence[float], width: float, colour: str
+) -> Any:
+    """Horizontal box plots of `series` at `positions`, filled with `colour`."""
+    drawn = axes.boxplot(
+        series,
+        positions=positions,
+        widths=width,
+        orientation="horizontal",
+        showfliers=False,
+        patch_artist=True,
+    )
+    for box in drawn["boxes"]:
+        box.set_facecolor(colour)
+    return drawn
+
+
 def latency_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
     """One box plot per device: every model's latency distribution from its raw samples, the
     base's beside the head's where the comparison kept them (`raw.baseline_samples_ns`)."""
@@ -119,31 +136,15 @@ def latency_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
         figure, axes = _figure(6.4, 1.2 + (0.75 if paired else 0.5) * len(data))
         rows = range(1, len(data) + 1)
         offset, width = (0.2, 0.35) if paired else (0.0, 0.6)
-        head = axes.boxplot(
-            [d[1] for d in data],
-            positions=[r - offset for r in rows],
-            widths=width,
-            orientation="horizontal",
-            showfliers=False,
-            patch_artist=True,
-        )
-        for box in head["boxes"]:
-            box.set_facecolor(HEAD_COLOUR)
+        head = _boxes(axes, [d[1] for d in data], [r - offset for r in rows], width, HEAD_COLOUR)
         values = [v for d in data for v in d[1]]
         if paired:
             based = [
                 (row, [b / 1e6 for b in d[2]]) for row, d in zip(rows, data, strict=True) if d[2]
             ]
-            base = axes.boxplot(
-                [b for _, b in based],
-                positions=[row + offset for row, _ in based],
-                widths=width,
-                orientation="horizontal",
-                showfliers=False,
-                patch_artist=True,
+            base = _boxes(
+                axes, [b for _, b in based], [row + offset for row, _ in based], width, BASE_COLOUR
             )
-            for box in base["boxes"]:
-                box.set_facecolor(BASE_COLOUR)
             values += [v for _, b in based for v in b]
             axes.legend([head["boxes"][0], base["boxes"][0]], ["head", "base"], fontsize=8)
         ticks = [

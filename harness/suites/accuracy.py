@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from harness.plan import sample_indices
-from harness.results import Flags, Measurement
+from harness.results import Measurement
 from harness.runner import Pair
 from harness.worker.feeds import DataError, load_npz
 
@@ -79,6 +79,15 @@ def _scored(
     return figures, raw
 
 
+def _against_base(figures: dict[str, Any], base_figures: dict[str, Any]) -> None:
+    """The base's score beside this one's, and the accuracy drop the relative gate reads."""
+    for key in ("accuracy", "mae"):
+        if key in base_figures and key in figures:
+            figures[f"baseline_{key}"] = base_figures[key]
+    if "baseline_accuracy" in figures:
+        figures["accuracy_drop"] = figures["baseline_accuracy"] - figures["accuracy"]
+
+
 def _against_host(reference: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     """How the device's outputs differ from the same model's on this host, natively."""
     differences: dict[str, Any] = {}
@@ -105,7 +114,7 @@ def measure(pair: Pair) -> Measurement:
     if pair.plan.accuracy_on == "host":
         return _on_host_with_agreement(pair, labels, task)
     figures, raw = _score(pair, labels, task, base=False)
-    base_figures: dict[str, Any] = {}
+    base_figures: dict[str, Any]
     if pair.baseline.base is not None:
         base_figures, base_raw = _score(pair, labels, task, base=True)
         if "predictions" in base_raw:
@@ -113,13 +122,9 @@ def measure(pair: Pair) -> Measurement:
             figures["baseline_agreement"] = float(agree)
         if "per_class" in base_raw:
             raw["baseline_per_class"] = base_raw["per_class"]  # the report draws both
-    elif "accuracy" in pair.baseline.stored:
-        base_figures = pair.baseline.stored["accuracy"]["figures"]
-    for key in ("accuracy", "mae"):
-        if key in base_figures and key in figures:
-            figures[f"baseline_{key}"] = base_figures[key]
-    if "baseline_accuracy" in figures:
-        figures["accuracy_drop"] = figures["baseline_accuracy"] - figures["accuracy"]
+    else:
+        base_figures = pair.baseline.stored_figures("accuracy")
+    _against_base(figures, base_figures)
     if pair.profile.backend != "local":
         figures.update(_against_host(pair.shared.host_reference(pair.model, task), raw))
         if "host_agreement" in figures:  # every sample: the agreement is exact
@@ -161,39 +166,15 @@ def _on_host_with_agreement(pair: Pair, labels: np.ndarray, task: str) -> Measur
     if "values" in device and "values" in host:
         delta = np.abs(np.asarray(host["values"])[indices] - device["values"])
         figures["host_max_abs_diff"] = float(delta.max()) if delta.size else 0.0
-    base_figures: dict[str, Any] = {}
+    base_figures: dict[str, Any]
     if pair.baseline.base is not None:
         base_figures, _ = _scored(
             pair, labels, task, pair.shared.host_reference(pair.baseline.base, task)
         )
     else:
         base_figures = pair.baseline.stored_figures("accuracy")
-    for key in ("accuracy", "mae"):
-        if key in base_figures and key in figures:
-            figures[f"baseline_{key}"] = base_figures[key]
-    if "baseline_accuracy" in figures:
-        figures["accuracy_drop"] = figures["baseline_accuracy"] - figures["accuracy"]
+    _against_base(figures, base_figures)
     raw.pop("values", None)
     raw["agreement_indices"] = indices
     assert pair.target is not None
-    return Measurement(figures, pair.target.fidelity, raw, _undecided(pair, figures))
-
-
-def _undecided(pair: Pair, figures: dict[str, Any]) -> Flags:
-    """INCONCLUSIVE when the agreement's interval straddles device_top1_min."""
-    from harness import stats
-
-    threshold = pair.model.gates_for(pair.profile.name).device_top1_min
-    low, high = figures.get("host_agreement_low"), figures.get("host_agreement_high")
-    if threshold is None or low is None or high is None or not low < threshold <= high:
-        return Flags()
-    confidence = pair.config.plan.confidence
-    needed = stats.samples_needed_for_agreement(threshold, confidence)
-    return Flags(
-        inconclusive=(
-            f"top-1 agreement with the host {figures['host_agreement']:.2%} on "
-            f"{figures['agreement_n']} sampled inputs, [{low:.1%}, {high:.1%}] at "
-            f"{confidence:.0%}, straddles device_top1_min {threshold:g}; about {needed} samples "
-            "decide it (raise plan.agreement_samples and plan.budget_s)"
-        )
-    )
+    return Measurement(figures, pair.target.fidelity, raw)

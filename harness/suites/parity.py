@@ -93,8 +93,9 @@ def measure(pair: Pair) -> Measurement:
         figures["parity_with"] = other_spec.name
     try:
         indices = _compared(pair, mine_worker, other)
-        if len(indices) < _count(mine_worker):
-            figures["compared"] = f"{len(indices)} sampled of {_count(mine_worker)} (plan)"
+        total = _count(mine_worker)
+        if len(indices) < total:
+            figures["compared"] = f"{len(indices)} sampled of {total} (plan)"
         mine = mine_worker.evaluate("classification", indices, pair.progress)
         if other is not None:
             theirs = other.evaluate("classification", indices, pair.progress)
@@ -107,7 +108,7 @@ def measure(pair: Pair) -> Measurement:
     finally:
         for helper in helpers:
             helper.close()
-    if len(indices) < _count(mine_worker):
+    if len(indices) < total:
         _with_intervals(figures, len(indices), pair.config.plan.confidence)
     return Measurement(figures, pair.target.fidelity, flags=flags)
 
@@ -116,7 +117,7 @@ def _with_intervals(figures: dict[str, Any], n: int, confidence: float) -> None:
     """On a sample, top-1 agreements are estimates: their exact intervals decide the gates."""
     from harness import stats
 
-    figures["agreement_n"] = n
+    figures["agreement_n"], figures["agreement_confidence"] = n, confidence
     for prefix in ("parity_", "device_"):
         share = figures.get(f"{prefix}top1")
         if share is not None:

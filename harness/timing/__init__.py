@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.identity import file_sha256
 from harness.timing.model import (
     CpuModel,
     VcpuCycles,
@@ -126,14 +127,6 @@ def cpu_for_profile(profile: DeviceProfile) -> CpuModel:
     return load_cpu_model(name)
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def timing_counts(
     profile: DeviceProfile,
     model_path: Path,
@@ -161,8 +154,8 @@ def timing_counts(
         cpu.l2.spec if cpu.l2 else "0",
         f"{samples}/{warmup}",
         json.dumps(input_shapes, sort_keys=True),
-        _file_hash(Path(model_path)),
-        _file_hash(Path(dataset)) if dataset else "-",
+        file_sha256(Path(model_path)),
+        file_sha256(Path(dataset)) if dataset else "-",
     ]
     key = hashlib.sha256("\0".join(key_parts).encode()).hexdigest()[:24]
     path = harness_cache("timing") / "counts" / f"{key}.json"
