@@ -44,6 +44,8 @@ class DeviceProfile:
     runtimes: tuple[str, ...] = ("onnxruntime", "ai-edge-litert")
     clock_mhz: float | None = None
     cpi: float | None = None  # cycles per instruction, for `estimated` figures
+    emulates: str = ""  # a real board: the built-in (emulated) profile it is the counterpart of
+    timing_model: Path | None = None  # a calibrated timing-model CPU file (harness calibrate)
     source: Path | None = None
 
     @property
@@ -79,6 +81,8 @@ class DeviceProfile:
             "runtimes": list(self.runtimes),
             "clock_mhz": self.clock_mhz,
             "cpi": self.cpi,
+            "emulates": self.emulates,
+            "timing_model": str(self.timing_model) if self.timing_model else None,
         }
 
 
@@ -96,6 +100,8 @@ _FIELDS = [
     "runtimes",
     "clock_mhz",
     "cpi",
+    "emulates",
+    "timing_model",
 ]
 
 
@@ -134,6 +140,13 @@ def load_profile(path: Path) -> DeviceProfile:
     cpuinfo_path = (path.parent / cpuinfo).resolve() if cpuinfo else None
     if cpuinfo_path is not None and not cpuinfo_path.is_file():
         raise ConfigError(f"{where}: cpuinfo file {cpuinfo_path} does not exist")
+    timing_model = data.get("timing_model")
+    timing_model_path = (path.parent / timing_model).resolve() if timing_model else None
+    if timing_model_path is not None and not timing_model_path.is_file():
+        raise ConfigError(
+            f"{where}: timing_model file {timing_model_path} does not exist "
+            "(`harness calibrate --device <board>` writes one)"
+        )
     return DeviceProfile(
         name=path.stem,
         description=str(data.get("description", "")),
@@ -149,6 +162,8 @@ def load_profile(path: Path) -> DeviceProfile:
         runtimes=tuple(data.get("runtimes", ("onnxruntime", "ai-edge-litert"))),
         clock_mhz=data.get("clock_mhz"),
         cpi=data.get("cpi"),
+        emulates=str(data.get("emulates", "")),
+        timing_model=timing_model_path,
         source=path,
     )
 

@@ -81,3 +81,29 @@ def test_rpi_zero_2w_oom_kill_fails_the_memory_gate(
             "(rpi-zero-2w) during 'load'*",
         ]
     )
+
+
+def test_a_profile_names_its_real_counterpart_and_calibrated_timing_model(tmp_path: Path) -> None:
+    from harness.devices import load_profile
+    from harness.errors import ConfigError
+    from harness.timing import CPU_FOLDER, cpu_for_profile
+
+    (tmp_path / "timing").mkdir()
+    calibrated = (
+        (CPU_FOLDER / "cortex-a72.toml")
+        .read_text()
+        .replace("clock_mhz = { value = 1500", "clock_mhz = { value = 1800")
+    )
+    (tmp_path / "timing" / "my-pi4.toml").write_text(calibrated)
+    (tmp_path / "rpi4.toml").write_text(
+        'arch = "arm64"\ncpu = "cortex-a72"\ntiming_model = "timing/my-pi4.toml"\n'
+    )
+    profile = load_profile(tmp_path / "rpi4.toml")
+    assert cpu_for_profile(profile).clock_mhz == 1800
+
+    (tmp_path / "board.toml").write_text('backend = "docker"\nemulates = "rpi4"\n')
+    assert load_profile(tmp_path / "board.toml").emulates == "rpi4"
+
+    (tmp_path / "lost.toml").write_text('timing_model = "timing/none.toml"\n')
+    with pytest.raises(ConfigError, match="harness calibrate"):
+        load_profile(tmp_path / "lost.toml")

@@ -121,8 +121,10 @@ def load_cpu_model(name: str, folder: Path | None = None) -> CpuModel:
 
 
 def cpu_for_profile(profile: DeviceProfile) -> CpuModel:
-    """The timing model for a device: its `cpu` (QEMU CPU model name, e.g. cortex-a72), or the
-    arch's default where the profile names none."""
+    """The timing model for a device: its calibrated `timing_model` file where it names one, else
+    its `cpu` (QEMU CPU model name, e.g. cortex-a72), else the arch's default."""
+    if profile.timing_model is not None:
+        return cpu_model_from_toml(profile.timing_model.read_text(), profile.timing_model.stem)
     name = profile.cpu or DEFAULT_CPU_MODEL.get(profile.target_arch, "")
     return load_cpu_model(name)
 
