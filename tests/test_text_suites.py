@@ -71,6 +71,7 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
     from dataclasses import replace
     from pathlib import Path
 
+    from harness.baseline import BaselineContext
     from harness.config import GateSpec, ModelSpec
     from harness.devices import load_profiles
     from harness.gates import FAIL, decide
@@ -84,9 +85,11 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
             "lm", Path("lm"), task="generate", text=Path(__file__), generate=GenerateSettings()
         )
         target = object()
+        baseline = BaselineContext()
 
         def __init__(self) -> None:
             self.profile = profile
+            self.worker = self  # the pair's worker: this stub answers for both
 
         def start(self) -> None:
             return None
