@@ -115,3 +115,27 @@ def test_without_counting_the_row_says_how_to_set_it_up() -> None:
     assert verdict.status == NO_GATE
     (check,) = verdict.checks
     assert check.passed is None and "scripts/setup-counting.sh" in check.message
+
+
+def test_a_board_cpu_without_a_timing_model_is_named(tmp_path: Path) -> None:
+    """The suite's estimate step on a board whose CPU has no timing model: the gates are not
+    applied and the row names the CPU models that exist (the pair is a stub around it)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from harness.config import ModelSpec
+    from harness.results import Measurement
+    from harness.suites import generation
+    from harness.textconfig import GenerateSettings
+
+    text = tmp_path / "valid.txt"
+    text.write_text("a b c\n")
+    model = ModelSpec("lm", tmp_path, task="generate", text=text, generate=GenerateSettings())
+    profile = replace(load_profiles()["rpi4"], cpu="cortex-x925", timing_model=None)
+    pair = SimpleNamespace(model=model, profile=profile, config=SimpleNamespace(timeout_s=10.0))
+    measured = generation._estimated(pair, Measurement({}, "emulated"))  # type: ignore[arg-type]
+    why = measured.figures["estimate_unavailable"]
+    assert "no timing model for rpi4" in why and "'cortex-x925'" in why and "cortex-a72" in why
+    verdict = decide("generation", measured.figures, GateSpec(ttft_p90_ms_max=50.0), "rpi4",
+                     "emulated")  # fmt: skip
+    assert verdict.status == NO_GATE and why in verdict.checks[0].message
