@@ -230,6 +230,8 @@ RULES = (
         "<",
         absolute_time=True,
         digits=1,
+        # Measured: decided on the interval of the median step (tokens_per_s_low/high, the
+        # suite's stopping rule); emulated: on the timing model's band.
         emulated_figure="estimated_tokens_per_s",
         interval=True,
     ),

@@ -65,8 +65,8 @@ def _figures(first_ns: list[int], step_ns: list[int], confidence: float) -> dict
         figures["tokens_per_s"] = textscore.tokens_per_second(figures["decode_p50_ms"])
         if steps.size >= 2:
             median = stats.percentile_ci(steps, 50, confidence)
-            figures["tokens_per_s_ci_low"] = textscore.tokens_per_second(median.high)
-            figures["tokens_per_s_ci_high"] = textscore.tokens_per_second(median.low)
+            figures["tokens_per_s_low"] = textscore.tokens_per_second(median.high)
+            figures["tokens_per_s_high"] = textscore.tokens_per_second(median.low)
     return figures
 
 
