@@ -389,6 +389,13 @@ def _ort_registry() -> tuple[dict[tuple[str, str], list[tuple[int, int]]], set[t
     return kernels, functions
 
 
+def _ort_kernel(use: OperatorUse) -> bool:
+    """The installed onnxruntime has a CPU kernel for `use` at its version (an operator that
+    onnxruntime defines itself, e.g. SimplifiedLayerNormalization in the default domain)."""
+    kernels, _ = _ort_registry()
+    return any(low <= use.version <= high for low, high in kernels.get((use.domain, use.name), ()))
+
+
 @cache
 def _first_opset(domain: str, name: str) -> int | None:
     import onnx.defs
@@ -503,6 +510,8 @@ def _check_onnx_op(use: OperatorUse, runtime: str, installed: bool) -> OperatorP
         try:
             schema = onnx.defs.get_schema(use.name, use.version, use.domain)
         except onnx.defs.SchemaError:
+            if installed and _ort_kernel(use):
+                return None  # onnxruntime's own operator in the standard domain (GenAI models)
             first = _first_opset(use.domain, use.name)
             why = (
                 f"it first appears in opset {first}"

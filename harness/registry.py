@@ -108,7 +108,7 @@ def _collected_apart(model: ModelSpec, config: HarnessConfig) -> bool:
 SUITES: tuple[Suite, ...] = (
     Suite("policy", ("loosened",), _collected_apart, static=True),
     Suite("size", ("size_kb",), _always, static=True),
-    Suite("operators", ("errors",), _classifier(_always), static=True),
+    Suite("operators", ("errors",), _always, static=True),
     Suite("accuracy", ("accuracy", "mae"), _classifier(_has_dataset)),
     # Language models (harness.suites.perplexity ... prompt_robustness; docs/language-models.md)
     Suite("perplexity", ("perplexity",), _has_text),

@@ -1,9 +1,11 @@
 """Language-model suites around a stub worker: the prompt properties catch what they promise, and an
-OOM at the context length is a failing memory figure. The real worker runs them in
-test_slm_example.py; what is tested here is the checking around it."""
+OOM at the context length is a failing memory figure; a GenAI folder's operators are read from its
+decoder graph. The real worker runs them in test_slm_example.py; what is tested here is the
+checking around it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,6 +71,7 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
     from dataclasses import replace
     from pathlib import Path
 
+    from harness.baseline import BaselineContext
     from harness.config import GateSpec, ModelSpec
     from harness.devices import load_profiles
     from harness.gates import FAIL, decide
@@ -82,9 +85,11 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
             "lm", Path("lm"), task="generate", text=Path(__file__), generate=GenerateSettings()
         )
         target = object()
+        baseline = BaselineContext()
 
         def __init__(self) -> None:
             self.profile = profile
+            self.worker = self  # the pair's worker: this stub answers for both
 
         def start(self) -> None:
             return None
@@ -100,3 +105,17 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
         "memory", measured.figures, gates, profile.name, measured.fidelity, measured.flags
     )
     assert verdict.status == FAIL and "OOM-killed at 512 MB" in verdict.reasons[0]
+
+
+def test_a_genai_folder_is_checked_through_its_decoder_graph(slm_models: Path) -> None:
+    import onnxruntime
+
+    from harness.operators import check, read_operators
+    from harness.suites.operators import _graph
+
+    folder = slm_models / "models" / "slm-int4"
+    model = read_operators(_graph(folder))
+    used = {(use.domain, use.name) for use in model.operators}
+    # onnxruntime's own operators: contrib ones and one it defines in the standard domain.
+    assert {("com.microsoft", "MatMulNBits"), ("", "SimplifiedLayerNormalization")} <= used
+    assert check(model, "onnxruntime", onnxruntime.__version__) == []

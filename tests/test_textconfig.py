@@ -46,6 +46,7 @@ def test_a_language_model_gets_its_text_prompts_settings_and_suites(tmp_path: Pa
     with_examples = replace(config, robustness=RobustnessSettings(examples=5))
     assert [s.name for s in suites_for(model, with_examples)] == [
         "size",
+        "operators",
         "perplexity",
         "answers",
         "generation",

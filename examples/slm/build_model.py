@@ -1,5 +1,5 @@
 """Build the small language model of this example: a generated corpus, a BPE tokenizer trained on
-it, a llama-style decoder (0.86 M parameters) trained for a few minutes on the CPU, exported
+it, a llama-style decoder (3.2 M parameters) trained for a few minutes on the CPU, exported
 to ONNX Runtime GenAI model folders in float32, int8 and int4, plus the same network with random
 weights (the reference a trained model's perplexity must be far below).
 
@@ -168,11 +168,11 @@ def build_hf(folder: Path, text_file: Path | None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=352,
+        hidden_size=256,
+        intermediate_size=704,
         num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=8,
+        num_key_value_heads=4,
         max_position_embeddings=CONTEXT,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -90,7 +90,13 @@ def gate_table(results: Iterable[Mapping[str, Any]], markup: bool) -> list[str]:
 
 
 # Figures that stand for the board on an emulated device: estimated, not emulated.
-ESTIMATED_FIGURES = ("estimated_ms", "board_peak_mb")
+ESTIMATED_FIGURES = (
+    "estimated_ms",
+    "board_peak_mb",
+    "estimated_ttft_ms",
+    "estimated_decode_ms",
+    "estimated_tokens_per_s",
+)
 
 
 def _fidelity(record: Mapping[str, Any], check: Mapping[str, Any]) -> str:

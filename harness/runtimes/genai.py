@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,20 @@ from harness.runtimes.base import ModelLoadError
 CONFIG_FILE = "genai_config.json"
 
 
+# Called at the start and at the end of a counted region (harness.worker.markers.begin / end).
+Regions = tuple[Callable[[], None], Callable[[], None]]
+
+
 @dataclass
 class Generated:
     tokens: list[int]  # the generated tokens only (not the prompt)
     first_token_ns: int  # prompt processing (prefill) + choosing the first token
     step_ns: list[int]  # each further token: one decode step with the KV cache
     finish: str  # "eos" | "length"
+
+
+def _nothing() -> None:
+    pass
 
 
 def is_model_folder(path: str | Path) -> bool:
@@ -85,21 +93,31 @@ class GenaiRuntime:
         return self._og.Generator(self.model, params)
 
     def generate(
-        self, prompt: Sequence[int], new_tokens: int, stop_at_eos: bool = True
+        self,
+        prompt: Sequence[int],
+        new_tokens: int,
+        stop_at_eos: bool = True,
+        regions: Regions | None = None,
     ) -> Generated:
         """Greedy decoding of up to `new_tokens` tokens after `prompt` (at least one token, and
-        prompt + new tokens within the context: the caller checks)."""
+        prompt + new tokens within the context: the caller checks). With `regions` (begin, end),
+        the prefill (to the first token) and the decode steps after it are two counted regions."""
         clock = time.perf_counter_ns
+        begin, end = regions or (_nothing, _nothing)
         generator = self._generator(len(prompt) + new_tokens)
         tokens: list[int] = []
         steps: list[int] = []
+        begin()
         started = clock()
         generator.append_tokens(np.asarray(prompt, dtype=np.int32))
         generator.generate_next_token()
         first_ns = clock() - started
         token = int(generator.get_next_tokens()[0])
+        end()
         tokens.append(token)
         finish = "length"
+        if regions is not None and new_tokens > 1:
+            begin()
         while len(tokens) < new_tokens:
             if stop_at_eos and token in self.eos:
                 finish = "eos"
@@ -109,6 +127,8 @@ class GenaiRuntime:
             steps.append(clock() - started)
             token = int(generator.get_next_tokens()[0])
             tokens.append(token)
+        if regions is not None and new_tokens > 1:
+            end()
         if token in self.eos and stop_at_eos:
             finish = "eos"
         return Generated(tokens, first_ns, steps, finish)

@@ -41,14 +41,17 @@ from harness.timing.model import (
 
 if TYPE_CHECKING:
     from harness.devices import DeviceProfile
-    from harness.timing.run import TimingCounts
+    from harness.timing.run import GenerationCounts, TimingCounts
 
 __all__ = [
     "CPU_FOLDER",
+    "GenerationEstimate",
     "TimingEstimate",
     "cpu_for_profile",
     "estimate_from_counts",
+    "estimate_generation",
     "estimate_latency",
+    "generation_counts",
     "load_cpu_model",
     "timing_counts",
 ]
@@ -225,3 +228,111 @@ def estimate_latency(
         timeout=timeout,
     )
     return estimate_from_counts(counts, cpu, profile.name, cached)
+
+
+@dataclass(frozen=True)
+class GenerationEstimate:
+    """A language model's generation latency on a device: time to first token (prefill of the
+    prompt) and milliseconds per decode step, each with the CPU's error band."""
+
+    ttft: TimingEstimate  # ms = the prefill
+    decode: TimingEstimate  # ms = per decode step
+    prompt_tokens: int
+    decode_steps: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return 1000.0 / self.decode.ms
+
+    @property
+    def tokens_per_s_low(self) -> float:
+        return 1000.0 / self.decode.high_ms
+
+    @property
+    def tokens_per_s_high(self) -> float:
+        return 1000.0 / self.decode.low_ms if self.decode.low_ms > 0 else math.inf
+
+
+def _folder_sha256(folder: Path) -> str:
+    """Every file of a model folder, by relative path and content."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder)}\0{file_sha256(path)}\0".encode())
+    return digest.hexdigest()
+
+
+def generation_counts(
+    profile: DeviceProfile,
+    folder: Path,
+    text: str,
+    prompt_tokens: int,
+    new_tokens: int,
+    cpu: CpuModel,
+    *,
+    timeout: float = 1800.0,
+) -> tuple[GenerationCounts, bool]:
+    """The plugin's counts for one greedy run of the GenAI model `folder` (cached, keyed like
+    timing_counts with the folder's files, the text and the lengths); returns (counts, cached)."""
+    import harness
+    from harness.timing._counting import harness_cache, installed_qemu
+    from harness.timing.build import source_hash
+    from harness.timing.run import GenerationCounts, count_generation
+
+    key_parts = [
+        "generation",
+        harness.__version__,
+        source_hash(),
+        installed_qemu().version,
+        profile.target_arch,
+        cpu.qemu_cpu,
+        cpu.l1d.spec,
+        cpu.l2.spec if cpu.l2 else "0",
+        f"{prompt_tokens}/{new_tokens}",
+        _folder_sha256(Path(folder)),
+        hashlib.sha256(text.encode()).hexdigest(),
+    ]
+    key = hashlib.sha256("\0".join(key_parts).encode()).hexdigest()[:24]
+    path = harness_cache("timing") / "counts" / f"{key}.json"
+    if path.is_file():
+        return GenerationCounts.from_json(json.loads(path.read_text())), True
+    counts = count_generation(
+        profile,
+        Path(folder),
+        text,
+        prompt_tokens,
+        new_tokens,
+        cpu=cpu.qemu_cpu,
+        l1d=cpu.l1d,
+        l2=cpu.l2,
+        timeout=timeout,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(counts.as_json(), indent=1) + "\n")
+    partial.rename(path)
+    return counts, False
+
+
+def estimate_generation(
+    profile: DeviceProfile,
+    folder: Path,
+    text: str,
+    prompt_tokens: int,
+    new_tokens: int,
+    *,
+    cpu: CpuModel | None = None,
+    timeout: float = 1800.0,
+) -> GenerationEstimate:
+    """Estimated time to first token (a prompt of `prompt_tokens` tokens of `text`) and
+    milliseconds per decode step (the `new_tokens - 1` steps after it) of a GenAI model folder
+    on `profile`, one intra-op thread, each with the CPU's error band."""
+    cpu = cpu or cpu_for_profile(profile)
+    counts, cached = generation_counts(
+        profile, folder, text, prompt_tokens, new_tokens, cpu, timeout=timeout
+    )
+    return GenerationEstimate(
+        ttft=estimate_from_counts(counts.prefill, cpu, profile.name, cached),
+        decode=estimate_from_counts(counts.decode, cpu, profile.name, cached),
+        prompt_tokens=prompt_tokens,
+        decode_steps=counts.decode.samples,
+    )

@@ -193,3 +193,96 @@ def count_timing(
         interpreter=interpreter.describe(),
         run_s=time.monotonic() - started,
     )
+
+
+@dataclass(frozen=True)
+class GenerationCounts:
+    """What the plugin counted for one greedy run of a language model: the prefill of the
+    prompt to the first token (time to first token) and the decode steps after it."""
+
+    prefill: TimingCounts  # samples = 1
+    decode: TimingCounts  # samples = decode steps
+
+    def as_json(self) -> dict[str, Any]:
+        return {"prefill": self.prefill.as_json(), "decode": self.decode.as_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GenerationCounts:
+        return cls(TimingCounts.from_json(data["prefill"]), TimingCounts.from_json(data["decode"]))
+
+
+def count_generation(
+    profile: DeviceProfile,
+    folder: Path,
+    text: str,
+    prompt_tokens: int,
+    new_tokens: int,
+    *,
+    cpu: str | None,
+    l1d: CacheGeometry,
+    l2: CacheGeometry | None,
+    timeout: float = 1800.0,
+) -> GenerationCounts:
+    """Counts for one greedy run of the GenAI model `folder` on `profile`'s arch: a prompt of
+    `prompt_tokens` tokens of `text`, then `new_tokens - 1` decode steps (the worker's
+    `count_decode`: one warm-up run, then the counted one), one intra-op thread."""
+    if new_tokens < 2:
+        raise ValueError(f"new_tokens = {new_tokens}: a decode step needs at least 2 tokens")
+    started = time.monotonic()
+    arch = profile.target_arch
+    qemu = qemu_binary(arch)
+    if shutil.which("setarch") is None:
+        raise BackendUnavailable("setarch (util-linux) is missing: it turns off ASLR")
+    try:
+        plugin = build_timing_plugin()
+    except PluginBuildError as exc:
+        raise BackendUnavailable(f"the timing plugin cannot be built: {exc}") from exc
+    interpreter = find_interpreter(profile)
+    qemu_cpu = cpu or profile.cpu or DEFAULT_CPU
+    workdir = Path(tempfile.mkdtemp(prefix="harness-timing-"))
+    try:
+        prefix = workdir / "root"
+        path_map = build_prefix(prefix, interpreter, [Path(folder)], profile.cpuinfo)
+        outfile = workdir / "timing.jsonl"
+        command = qemu_command(
+            qemu, qemu_cpu, prefix, plugin.path, outfile, "callback", interpreter
+        )
+        command[command.index("-plugin") + 1] = plugin_argument(plugin.path, outfile, l1d, l2)
+        env = {**worker_environment(1, interpreter), "LD_PRELOAD": str(plugin.vclock)}
+        channel = QemuChannel(command, env, workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    target_paths = {p.resolve(): g for p, g in path_map.items()}
+    client = WorkerClient(Target(channel, "emulated", path_map=target_paths), profile.name)
+    try:
+        greet(client, [Path(folder)], timeout)
+        load(client, MODEL_ID, Path(folder).resolve(), None, timeout, threads=1)
+        client.request(
+            "count_decode",
+            timeout,
+            model_id=MODEL_ID,
+            text=text,
+            prompt_tokens=prompt_tokens,
+            new_tokens=new_tokens,
+        )
+        loops = parse_records(outfile.read_text() if outfile.exists() else "")
+        if len(loops) != 2:
+            tail = channel.stderr_tail().strip()
+            raise TimingRunError(
+                f"the timing plugin wrote {len(loops)} records for a counted generation "
+                "(expected 2: prefill, decode steps): the worker's marker system calls did not "
+                "reach it" + (f"; worker output:\n{tail}" if tail else "")
+            )
+    finally:
+        client.close()
+    run_s = time.monotonic() - started
+    version, described = qemu_version(qemu), interpreter.describe()
+
+    def counts(region: tuple[list[VcpuCounts], int], samples: int) -> TimingCounts:
+        per_vcpu, total = region
+        return TimingCounts(
+            tuple(per_vcpu), total, samples, 1, arch, qemu_cpu, version, described, run_s
+        )
+
+    return GenerationCounts(counts(loops[0], 1), counts(loops[1], new_tokens - 1))

@@ -166,12 +166,9 @@ class TextModels:
         repeats = -(-count // len(source))
         return (source * repeats)[:count]
 
-    def decode_bench(
-        self, model_id: str, text: str, prompt_tokens: int, new_tokens: int, repeats: int
-    ) -> dict[str, Any]:
-        """Time to first token for a prompt of `prompt_tokens` tokens (taken from `text`) and the
-        time of each further decode step, `repeats` times; EOS does not stop the run."""
-        runtime = self._model(model_id)
+    def _decode_prompt(
+        self, runtime: GenaiRuntime, text: str, prompt_tokens: int, new_tokens: int
+    ) -> list[int]:
         if prompt_tokens < 1 or new_tokens < 1:
             raise TextRequestError("prompt_tokens and new_tokens must be at least 1")
         if prompt_tokens + new_tokens > runtime.context_length:
@@ -179,7 +176,15 @@ class TextModels:
                 f"prompt_tokens + new_tokens = {prompt_tokens + new_tokens} exceeds the model's "
                 f"context of {runtime.context_length} tokens; lower them in [models.generate]"
             )
-        prompt = self._bench_prompt(runtime, text, prompt_tokens)
+        return self._bench_prompt(runtime, text, prompt_tokens)
+
+    def decode_bench(
+        self, model_id: str, text: str, prompt_tokens: int, new_tokens: int, repeats: int
+    ) -> dict[str, Any]:
+        """Time to first token for a prompt of `prompt_tokens` tokens (taken from `text`) and the
+        time of each further decode step, `repeats` times; EOS does not stop the run."""
+        runtime = self._model(model_id)
+        prompt = self._decode_prompt(runtime, text, prompt_tokens, new_tokens)
         first: list[int] = []
         steps: list[list[int]] = []
         for _ in range(repeats):
@@ -187,6 +192,20 @@ class TextModels:
             first.append(out.first_token_ns)
             steps.append(out.step_ns)
         return {"first_token_ns": first, "step_ns": steps}
+
+    def count_decode(
+        self, model_id: str, text: str, prompt_tokens: int, new_tokens: int
+    ) -> dict[str, Any]:
+        """One warm-up run, then one run whose prefill (to the first token) and whose
+        `new_tokens - 1` decode steps are two regions between marker system calls, for a counting
+        emulator (harness.timing): the same prompt and steps as decode_bench."""
+        from harness.worker import markers
+
+        runtime = self._model(model_id)
+        prompt = self._decode_prompt(runtime, text, prompt_tokens, new_tokens)
+        runtime.generate(prompt, new_tokens, stop_at_eos=False)
+        runtime.generate(prompt, new_tokens, False, (markers.begin, markers.end))
+        return {"prompt_tokens": len(prompt), "decode_steps": new_tokens - 1}
 
     def fill_context(
         self, model_id: str, text: str, context_tokens: int, new_tokens: int
@@ -211,4 +230,4 @@ class TextModels:
         }
 
 
-OPERATIONS = ("generate", "perplexity", "decode_bench", "fill_context")
+OPERATIONS = ("generate", "perplexity", "decode_bench", "count_decode", "fill_context")

@@ -1,0 +1,141 @@
+"""Generation latency of a language model on an emulated board, from the timing model: the
+runtime marks the prefill and the decode steps as two regions, the timing plugin counts them
+under QEMU (cortex-a72 for rpi4), and the gates decide ttft, decode and tokens/s on the CPU
+model's error band.
+
+Counting needs qemu-user, the timing plugin's header (scripts/setup-counting.sh) and the rpi4
+device trees (`python -m harness.counting prepare --device rpi4`); missing pieces skip here and
+fail under CI=true."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import unavailable
+from harness.backends.base import BackendUnavailable
+from harness.config import GateSpec
+from harness.devices import load_profiles
+from harness.gates import FAIL, INCONCLUSIVE, NO_GATE, PASS, decide
+from harness.runtimes.genai import GenaiRuntime
+from harness.timing import estimate_generation, load_cpu_model
+from harness.timing.run import count_generation
+
+PROMPT, NEW = 32, 6
+
+
+def test_the_prefill_and_the_decode_steps_are_two_regions(slm_models: Path) -> None:
+    runtime = GenaiRuntime(str(slm_models / "models" / "slm-int4"), 1)
+    prompt = runtime.encode((slm_models / "data" / "valid.txt").read_text())[:PROMPT]
+    events: list[str] = []
+    out = runtime.generate(
+        prompt, NEW, False, (lambda: events.append("begin"), lambda: events.append("end"))
+    )
+    assert events == ["begin", "end", "begin", "end"]
+    assert len(out.tokens) == NEW and len(out.step_ns) == NEW - 1
+    assert runtime.generate(prompt, NEW, False).tokens == out.tokens  # marks change nothing
+
+
+def test_rpi4_counts_and_estimate(slm_models: Path, tmp_path: Path) -> None:
+    if shutil.which("qemu-aarch64") is None:
+        unavailable("qemu-user is not installed: run scripts/setup-counting.sh as root")
+    rpi4 = load_profiles()["rpi4"]
+    folder = slm_models / "models" / "slm-int4"
+    text = (slm_models / "data" / "valid.txt").read_text()
+    cpu = load_cpu_model("cortex-a72")
+    try:
+        counts = count_generation(
+            rpi4, folder, text, PROMPT, NEW, cpu=cpu.qemu_cpu, l1d=cpu.l1d, l2=cpu.l2
+        )
+    except BackendUnavailable as exc:
+        unavailable(f"timing counts on rpi4: {exc}")
+        raise
+    assert counts.decode.samples == NEW - 1 and counts.prefill.samples == 1
+    per_step = counts.decode.total_instructions / counts.decode.samples
+    # A prompt of 32 tokens through every layer costs more than one token with the KV cache.
+    assert counts.prefill.total_instructions > 2 * per_step > 0
+    estimate = estimate_generation(rpi4, folder, text, PROMPT, NEW)
+    assert estimate.decode_steps == NEW - 1
+    assert estimate.ttft.ms > estimate.decode.ms > 0
+    band = estimate.decode.band_fraction
+    assert band is not None and "cortex-a72" in str(estimate.decode)
+    assert estimate.tokens_per_s_low < estimate.tokens_per_s < estimate.tokens_per_s_high
+    assert estimate.tokens_per_s == pytest.approx(1000.0 / estimate.decode.ms)
+    again = estimate_generation(rpi4, folder, text, PROMPT, NEW)
+    assert again.decode.cached and again.decode.ms == estimate.decode.ms
+
+
+def estimated(ttft: float, decode: float, band: float = 0.25) -> dict[str, object]:
+    """Figures as the generation suite writes them from an estimate (pure)."""
+    tokens = 1000.0 / decode
+    return {
+        "decode_p90_ms": 400.0,  # the emulated wall clock beside the estimate
+        "estimated_ttft_ms": ttft,
+        "estimated_ttft_ms_low": ttft * (1 - band),
+        "estimated_ttft_ms_high": ttft * (1 + band),
+        "estimated_decode_ms": decode,
+        "estimated_decode_ms_low": decode * (1 - band),
+        "estimated_decode_ms_high": decode * (1 + band),
+        "estimated_tokens_per_s": tokens,
+        "estimated_tokens_per_s_low": 1000.0 / (decode * (1 + band)),
+        "estimated_tokens_per_s_high": 1000.0 / (decode * (1 - band)),
+        "estimate_model": "cortex-a72 timing model at 1500 MHz; for one intra-op thread",
+    }
+
+
+@pytest.mark.parametrize(
+    ("gates", "decode", "status"),
+    [
+        (GateSpec(ttft_p90_ms_max=10.0, decode_p90_ms_max=2.0, tokens_per_s_min=500), 1.0, PASS),
+        (GateSpec(decode_p90_ms_max=0.9), 1.3, FAIL),  # 1.3 ms -25% = 0.975 > 0.9
+        (GateSpec(decode_p90_ms_max=1.1), 1.0, INCONCLUSIVE),  # [0.75, 1.25] holds 1.1
+        (GateSpec(ttft_p90_ms_max=4.0), 1.0, FAIL),  # ttft 6 ms -25% = 4.5 > 4
+        (GateSpec(tokens_per_s_min=900), 1.0, INCONCLUSIVE),  # [800, 1333] tokens/s
+        (GateSpec(tokens_per_s_min=1400), 1.0, FAIL),
+    ],
+)
+def test_the_gates_decide_on_the_estimate_band(gates: GateSpec, decode: float, status: str) -> None:
+    verdict = decide("generation", estimated(6.0, decode), gates, "rpi4", "emulated")
+    assert verdict.status == status, verdict.reasons
+    for check in verdict.checks:
+        assert check.figure.startswith("estimated_")
+        assert "(board estimate)" in check.message
+        assert "(rpi4, estimated: cortex-a72 timing model" in check.message
+
+
+def test_without_counting_the_row_says_how_to_set_it_up() -> None:
+    figures = {
+        "decode_p90_ms": 400.0,
+        "estimate_unavailable": "no timing model here (qemu-aarch64 is missing); `bash "
+        "scripts/setup-counting.sh` as root sets it up",
+    }
+    verdict = decide("generation", figures, GateSpec(decode_p90_ms_max=2.0), "rpi4", "emulated")
+    assert verdict.status == NO_GATE
+    (check,) = verdict.checks
+    assert check.passed is None and "scripts/setup-counting.sh" in check.message
+
+
+def test_a_board_cpu_without_a_timing_model_is_named(tmp_path: Path) -> None:
+    """The suite's estimate step on a board whose CPU has no timing model: the gates are not
+    applied and the row names the CPU models that exist (the pair is a stub around it)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from harness.config import ModelSpec
+    from harness.results import Measurement
+    from harness.suites import generation
+    from harness.textconfig import GenerateSettings
+
+    text = tmp_path / "valid.txt"
+    text.write_text("a b c\n")
+    model = ModelSpec("lm", tmp_path, task="generate", text=text, generate=GenerateSettings())
+    profile = replace(load_profiles()["rpi4"], cpu="cortex-x925", timing_model=None)
+    pair = SimpleNamespace(model=model, profile=profile, config=SimpleNamespace(timeout_s=10.0))
+    measured = generation._estimated(pair, Measurement({}, "emulated"))  # type: ignore[arg-type]
+    why = measured.figures["estimate_unavailable"]
+    assert "no timing model for rpi4" in why and "'cortex-x925'" in why and "cortex-a72" in why
+    verdict = decide("generation", measured.figures, GateSpec(ttft_p90_ms_max=50.0), "rpi4",
+                     "emulated")  # fmt: skip
+    assert verdict.status == NO_GATE and why in verdict.checks[0].message
