@@ -139,6 +139,7 @@ def timing_counts(
     warmup: int = 1,
     input_shapes: dict[str, list[int]] | None = None,
     timeout: float = 1800.0,
+    threads: int = 1,
 ) -> tuple[TimingCounts, bool]:
     """The plugin's counts for `model_path` (cached); returns (counts, came from the cache)."""
     import harness
@@ -154,7 +155,7 @@ def timing_counts(
         cpu.qemu_cpu,
         cpu.l1d.spec,
         cpu.l2.spec if cpu.l2 else "0",
-        f"{samples}/{warmup}",
+        f"{samples}/{warmup}" + (f"/{threads}t" if threads != 1 else ""),
         json.dumps(input_shapes, sort_keys=True),
         file_sha256(Path(model_path)),
         file_sha256(Path(dataset)) if dataset else "-",
@@ -174,6 +175,7 @@ def timing_counts(
         warmup=warmup,
         input_shapes=input_shapes,
         timeout=timeout,
+        threads=threads,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
@@ -210,9 +212,11 @@ def estimate_latency(
     warmup: int = 1,
     input_shapes: dict[str, list[int]] | None = None,
     timeout: float = 1800.0,
+    threads: int = 1,
 ) -> TimingEstimate:
-    """Estimated milliseconds per inference of `model_path` on `profile` (one intra-op thread),
-    with the error band measured for its CPU. `cpu` overrides the profile's timing model."""
+    """Estimated milliseconds per inference of `model_path` on `profile` with `threads` intra-op
+    threads (the busiest vCPU decides), with the error band measured for its CPU (measured with
+    one thread). `cpu` overrides the profile's timing model."""
     cpu = cpu or cpu_for_profile(profile)
     counts, cached = timing_counts(
         profile,
@@ -223,5 +227,6 @@ def estimate_latency(
         warmup=warmup,
         input_shapes=input_shapes,
         timeout=timeout,
+        threads=threads,
     )
     return estimate_from_counts(counts, cpu, profile.name, cached)
