@@ -46,7 +46,8 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -455,7 +456,7 @@ def count_instructions(
     profile: DeviceProfile,
     model_path: Path,
     dataset: Path | None = None,
-    samples: int = 200,
+    samples: int | Callable[[float], tuple[int, int]] = 200,
     warmup: int = 20,
     *,
     output: str | None = None,
@@ -467,6 +468,8 @@ def count_instructions(
     """Instructions per inference of `model_path` on `profile`'s arch and CPU model, counted in a
     fresh worker under QEMU (one intra-op thread). Raises BackendUnavailable where counting is not
     set up here (the reason says what to run), WorkerError/WorkerFailure as any worker does.
+    `samples` may be a function of the seconds the worker's `load` took (its first inference
+    under QEMU) that gives (samples, warmup): sized from this run, no other worker is started.
 
     Counts depend on everything the worker did before (heap layout): compare models counted in
     fresh workers that made the same requests, as this does."""
@@ -477,6 +480,7 @@ def count_instructions(
     client = WorkerClient(chosen.start(profile, files, threads=1), profile.name)
     try:
         greet(client, [model_path], timeout)
+        started = time.monotonic()
         load(
             client,
             MODEL_ID,
@@ -488,6 +492,8 @@ def count_instructions(
             input_shapes=input_shapes,
             input_values=input_values,
         )
+        if callable(samples):
+            samples, warmup = samples(time.monotonic() - started)
         return counted_bench(client, MODEL_ID, samples, warmup, timeout)
     finally:
         client.close()
