@@ -170,3 +170,33 @@ def test_calibrate_never_overwrites_the_users_profile(
     assert mine.read_text() == '# my host\nbackend = "local"\nthreads = 2\n'
     assert 'timing_model = "timing/host.toml"' in out.splitlines()
     assert (tmp_path / "timing" / "host.toml").is_file()
+
+
+def test_a_board_calibrates_the_profile_it_emulates(
+    counting: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A measured device naming `emulates = "rpi4"` (this machine stands in for the board): the
+    counts are rpi4's (qemu-aarch64, cortex-a72), the rpi4 profile written beside it carries the
+    calibrated model and its cpuinfo, and rpi4's estimates state where their band comes from."""
+    from harness.cli import main
+    from harness.devices import load_profiles
+    from harness.timing import estimate_latency
+
+    if shutil.which("qemu-aarch64") is None:
+        unavailable("qemu-user is not installed: run scripts/setup-counting.sh as root")
+    (tmp_path / "myboard.toml").write_text('backend = "local"\nemulates = "rpi4"\n')
+    models = [str(m) for m in MODELS[1:]]
+    code = main(["calibrate", "--device", "myboard", "--models", *models, "--matrix",
+                 str(tmp_path), "--seconds", "0.3"])  # fmt: skip
+    out = capsys.readouterr()
+    if code != 0 and "setup-counting" in out.err:
+        unavailable(f"counting on rpi4: {out.err.strip()}")
+    assert code == 0, out.err
+    assert "calibrating rpi4's timing model (cortex-a72" in out.out
+    rpi4 = load_profiles(tmp_path)["rpi4"]
+    assert rpi4.cpuinfo == (tmp_path / "cpuinfo" / "cortex-a72.txt").resolve()
+    assert rpi4.timing_model == (tmp_path / "timing" / "myboard.toml").resolve()
+    assert rpi4.cpu == "cortex-a72" and rpi4.emulated
+    estimate = estimate_latency(rpi4, MODELS[1])
+    assert "validated on 2 models on myboard" in str(estimate)
+    assert estimate.band_fraction == cpu_for_profile(rpi4).band_fraction
