@@ -16,9 +16,9 @@ error band measured for that CPU by benchmarks/bench_fidelity.py (docs/timing-mo
 
 Counts are deterministic, so one counted inference (after one warm-up) is enough; results are
 cached under $HARNESS_CACHE/timing/counts by model hash, dataset hash, harness version, plugin
-source, QEMU version, CPU model and cache geometry. `estimate_latency` raises
-harness.backends.base.BackendUnavailable where counting is not set up (the message says what to
-run), like harness.counting.count_instructions.
+source, QEMU version, interpreter (device image), CPU model, cache geometry and thread count.
+`estimate_latency` raises harness.backends.base.BackendUnavailable where counting is not set up
+(the message says what to run), like harness.counting.count_instructions.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def timing_counts(
 ) -> tuple[TimingCounts, bool]:
     """The plugin's counts for `model_path` (cached); returns (counts, came from the cache)."""
     import harness
-    from harness.timing._counting import harness_cache, installed_qemu
+    from harness.timing._counting import find_interpreter, harness_cache, installed_qemu
     from harness.timing.build import source_hash
     from harness.timing.run import TimingCounts, count_timing
 
@@ -151,6 +151,7 @@ def timing_counts(
         harness.__version__,
         source_hash(),
         installed_qemu().version,
+        find_interpreter(profile).describe(),  # the guest's Python and runtimes (the image)
         profile.target_arch,
         cpu.qemu_cpu,
         cpu.l1d.spec,
