@@ -207,7 +207,11 @@ def _run(args: argparse.Namespace) -> int:
             flush=True,
         )
     date = datetime.datetime.now(datetime.UTC).date().isoformat()
-    fit = calibrate(points, base, device.name, device.name, date)
+    try:
+        fit = calibrate(points, base, device.name, device.name, date)
+    except ValueError as exc:
+        print(f"harness calibrate: no fit: {exc}", file=sys.stderr)
+        return 1
     print_table(names, measured, fit)
     if fit.weights:
         print(
