@@ -12,7 +12,8 @@ largest |error| and whether the estimates order the models as the measurements d
 figure is held out: each model's estimate comes from parameters fitted on the others.
 
 Pi boards (no silicon here): estimates for the MobileNets on rpi4 (Cortex-A72) and rpi-zero-2w
-(Cortex-A53), beside the published figures, with their runtime and threads.
+(Cortex-A53), beside the published figures, with their runtime and threads; then the estimates at
+4 intra-op threads (per-vCPU counts, the busiest decides) beside the multi-threaded figures.
 
     benchmarks/realscale/generate.sh                     # the models, once (~5 min)
     python benchmarks/bench_fidelity.py [--models DIR] [--only mobilenet_v2] [--skip-pi]
@@ -36,6 +37,7 @@ from typing import Any
 from harness.devices import load_profiles
 from harness.timing import estimate_from_counts, load_cpu_model, timing_counts
 from harness.timing._counting import harness_cache
+from harness.timing.calibration import FEATURE_GROUPS
 from harness.timing.model import VcpuCounts, estimate_cycles
 from harness.timing.validation import (
     fit_nonnegative,
@@ -46,15 +48,8 @@ from harness.timing.validation import (
 
 VARIANTS = (("fp32", "{arch}_fp32.tflite"), ("int8", "{arch}_int8.tflite"), ("onnx", "{arch}.onnx"))
 MEDIAN_GOAL, MAX_GOAL = 0.15, 0.30
-# The linear fit's features: instructions of each class group, and the stall cycles of the
-# x86-64-host cache model (its cited latencies, before overlap).
-FEATURE_GROUPS = {
-    "scalar": ("int", "int_mul", "branch", "fp", "other"),
-    "memory": ("load", "store"),
-    "simd_fp": ("simd64_fp", "simd128_fp", "simd256_fp", "simd512_fp"),
-    "simd_int": ("simd64_int", "simd128_int", "simd256_int", "simd512_int"),
-    "simd_int_mul": ("simd_int_mul",),
-}
+# The linear fit's features: instructions of each class group (harness.timing.calibration, which
+# `harness calibrate` fits the same way), and the stall cycles of the x86-64-host cache model.
 
 # One inference natively, in its own process: the runtime as the harness opens it, one thread.
 NATIVE = textwrap.dedent(
@@ -87,7 +82,7 @@ NATIVE = textwrap.dedent(
 )
 
 # Published board figures, batch 1 (docs/timing-model.md gives the sources and conditions).
-XNNPACK = "XNNPACK README (end2end_bench, Feb 2020), multi-threaded (4 cores)"
+XNNPACK = "XNNPACK README (end2end_bench, Feb 2020), multi-threaded (count not stated; 4 cores)"
 NCNN = "ncnn benchmark/README.md (benchncnn)"
 PUBLISHED = [
     # device, model file key, MHz, published ms, runtime and threads, source
@@ -107,6 +102,19 @@ PUBLISHED = [
     ("rpi-zero-2w", "mobilenet_v3_large_fp32", 1000, 234.2, "ncnn fp32, 1 thread", NCNN),
 ]
 PI_EXTRA = ("mobilenet_v1_int8", "mobilenet_v2_int8")  # rpi4 estimates with no figure to match
+# Multi-threaded figures, for the estimates at PI_THREADS intra-op threads (the busiest vCPU).
+# XNNPACK's README calls its Pi table "multi-threaded" without the count; the boards have 4 cores.
+PI_THREADS = 4
+MULTI = [
+    (board, key, mhz, ms, conditions, source)
+    for board, key, mhz, ms, conditions, source in PUBLISHED
+    if "4 threads" in conditions
+]
+MULTI += [
+    ("rpi4", "mobilenet_v1_fp32", 1500, 72.1, "ncnn fp32, 4 threads", NCNN),
+    ("rpi4", "mobilenet_v2_fp32", 1500, 72.6, "ncnn fp32, 4 threads", NCNN),
+    ("rpi4", "mobilenet_v3_large_fp32", 1500, 56.3, "ncnn fp32, 4 threads", NCNN),
+]  # fmt: skip
 # Which counts each published board uses: (device profile for the counts, CPU model).
 BOARDS = {"rpi4": ("rpi4", "cortex-a72"), "rpi-3+": ("rpi-zero-2w", "cortex-a53"),
           "rpi-zero-2w": ("rpi-zero-2w", "cortex-a53")}  # fmt: skip
@@ -279,6 +287,37 @@ def pi_rows(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def pi_multi_rows(folder: Path, threads: int = PI_THREADS) -> list[dict[str, Any]]:
+    """Estimates at `threads` intra-op threads (counted so: one record per guest thread, the
+    busiest decides) beside the multi-threaded published figures."""
+    profiles = load_profiles()
+    estimates: dict[tuple[str, str], Any] = {}
+    rows = []
+    print(f"\n{'board':<12} {'model':<24} {'1 thread':>9} {f'{threads} threads':>10} "
+          f"{'published':>9} {'ratio':>6}  per-vCPU Mcycles; runtime, threads; source")  # fmt: skip
+    for board, key, mhz, published, conditions, source in MULTI:
+        device, cpu_name = BOARDS[board]
+        cpu = load_cpu_model(cpu_name)
+        path = folder / f"{key}.tflite"
+        if (cpu_name, key) not in estimates:
+            single = timing_counts(profiles[device], path, None, cpu)[0]
+            multi = timing_counts(profiles[device], path, None, cpu, threads=threads)[0]
+            estimates[(cpu_name, key)] = (
+                estimate_from_counts(single, cpu, device),
+                estimate_from_counts(multi, cpu, device),
+            )
+        one, many = estimates[(cpu_name, key)]
+        at = cpu.clock_mhz / mhz  # the published board's clock
+        cycles = " ".join(f"{v.cycles / 1e6:.0f}" for v in many.per_vcpu)
+        rows.append({"board": board, "model": key, "threads": threads, "single_ms": one.ms * at,
+                     "estimate_ms": many.ms * at, "published_ms": published,
+                     "per_vcpu_mcycles": [v.cycles / 1e6 for v in many.per_vcpu],
+                     "conditions": conditions, "source": source, "mhz": mhz})  # fmt: skip
+        print(f"{board:<12} {key:<24} {one.ms * at:9.1f} {many.ms * at:10.1f} {published:9.1f} "
+              f"{many.ms * at / published:6.2f}  [{cycles}]; {conditions}; {source}")  # fmt: skip
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=None)
@@ -297,6 +336,8 @@ def main() -> int:
     if not args.skip_pi:
         print("\nPi boards: counting under qemu-aarch64 (cortex-a72, cortex-a53), 1 thread")
         results["pi"] = pi_rows(folder)
+        print(f"\nPi boards at {PI_THREADS} intra-op threads (per-vCPU counts)")
+        results["pi_multi"] = pi_multi_rows(folder)
     out = harness_cache("timing") / "fidelity.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():  # keep the part this run skipped

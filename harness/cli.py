@@ -1,5 +1,5 @@
-"""The `harness` command: devices, images, counting (harness.commands), merge, report, nightly,
-comment, history."""
+"""The `harness` command: devices, images, counting, calibrate (harness.commands), merge, report,
+nightly, comment, history."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.commands import counting, devices, images
+from harness.commands import calibrate, counting, devices, images
 from harness.errors import ConfigError
 
 # -- merge, report, comment, history: CI reports and the results history -------------------
@@ -428,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    for group in (devices, images, counting):
+    for group in (devices, images, counting, calibrate):
         group.add_parser(commands)
     _add_report_commands(commands)
     return parser

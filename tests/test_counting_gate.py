@@ -1,6 +1,6 @@
-"""The instructions item on an emulated Raspberry Pi 4: counts per inference, an estimate in
-device milliseconds with its model stated, and `instructions_max_regression` deciding without
-statistics against `--baseline`."""
+"""The instructions item on an emulated Raspberry Pi 4: counts per inference, the timing model's
+estimate in device milliseconds with its band and model stated, and
+`instructions_max_regression` deciding without statistics against `--baseline`."""
 
 from __future__ import annotations
 
@@ -58,10 +58,15 @@ def test_identical_models_count_identically_and_pass(
     assert figures["instructions_per_inference"] == figures["baseline_instructions_per_inference"]
     assert figures["instructions_ratio"] == 1.0
     assert figures["cpu"] == "cortex-a72" and figures["arch"] == "arm64"
-    assert figures["estimate_model"] == "1.1 cycles/instruction at 1500 MHz"
-    assert figures["estimated_ms"] == pytest.approx(
-        figures["instructions_per_inference"] * 1.1 / 1.5e6
-    )
+    # The timing model's estimate (harness.timing), with the band its CPU file states.
+    from harness.timing import load_cpu_model
+
+    band = load_cpu_model("cortex-a72").band_fraction
+    assert figures["estimate_model"].startswith("cortex-a72 timing model at 1500 MHz")
+    assert figures["estimate_band"] == band
+    assert figures["estimated_ms_low"] == pytest.approx(figures["estimated_ms"] * (1 - band))
+    assert figures["estimated_ms_high"] == pytest.approx(figures["estimated_ms"] * (1 + band))
+    assert figures["n"] >= 1
 
 
 def test_half_a_percent_more_work_fails_the_counted_gate(

@@ -46,7 +46,7 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -455,7 +455,7 @@ def count_instructions(
     profile: DeviceProfile,
     model_path: Path,
     dataset: Path | None = None,
-    samples: int = 200,
+    samples: int | Callable[[CountResult], tuple[int, int]] = 200,
     warmup: int = 20,
     *,
     output: str | None = None,
@@ -467,6 +467,9 @@ def count_instructions(
     """Instructions per inference of `model_path` on `profile`'s arch and CPU model, counted in a
     fresh worker under QEMU (one intra-op thread). Raises BackendUnavailable where counting is not
     set up here (the reason says what to run), WorkerError/WorkerFailure as any worker does.
+    `samples` may be a function that gives (samples, warmup) from a first counted loop of one
+    inference after one warm-up (a probe, deterministic like every count): the count is sized
+    from the model's own instructions, and the same model always counts as many inferences.
 
     Counts depend on everything the worker did before (heap layout): compare models counted in
     fresh workers that made the same requests, as this does."""
@@ -488,6 +491,8 @@ def count_instructions(
             input_shapes=input_shapes,
             input_values=input_values,
         )
+        if callable(samples):
+            samples, warmup = samples(counted_bench(client, MODEL_ID, 1, 1, timeout))
         return counted_bench(client, MODEL_ID, samples, warmup, timeout)
     finally:
         client.close()

@@ -38,6 +38,7 @@ from harness.images.apt import APT_SOURCES, deb_src_sources, read_sources
 from harness.images.common import BuildError, harness_cache, locked, run_logged
 
 SOURCE = Path(__file__).with_name("insn_count.c")
+MARKERS = Path(__file__).with_name("markers.h")  # the marker handler, shared with the timing plugin
 PLUGIN_NAME = "libinsn_count.so"
 VCLOCK_SOURCE = Path(__file__).with_name("vclock.c")  # the virtual clock QEMU is run with
 VCLOCK_NAME = "libvclock.so"
@@ -119,6 +120,7 @@ def qemu_banner(binary: str) -> str:
 
 def source_hash(header_override: bytes = b"") -> str:
     digest = hashlib.sha256(SOURCE.read_bytes())
+    digest.update(MARKERS.read_bytes())
     digest.update(VCLOCK_SOURCE.read_bytes())
     digest.update("\0".join(CFLAGS).encode())
     digest.update(header_override)
@@ -342,6 +344,7 @@ def compile_plugin(header: Path, out: Path, log: Path, compiler: str = "gcc") ->
         *CFLAGS,
         *cflags,
         f"-I{include}",
+        f"-I{MARKERS.parent}",
         str(SOURCE),
         "-o",
         str(partial),

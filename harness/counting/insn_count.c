@@ -2,11 +2,9 @@
  * insn_count: a QEMU TCG plugin that counts the guest instructions executed between two marker
  * system calls, for harness's `counted` figures.
  *
- * The worker (harness/worker/markers.py) brackets its timed loop with
- *     lseek(-1, MARKER_BEGIN, SEEK_SET)   ...   lseek(-1, MARKER_END, SEEK_SET)
- * Both fail with EBADF on any system (fd -1), so they are harmless without this plugin; with it,
- * the syscall callback sees the syscall number, fd -1 and the 64-bit magic offset, which no
- * other program passes. The count is of every vCPU (every guest thread), between the markers.
+ * The worker (harness/worker/markers.py) brackets its timed loop with two marker system calls
+ * (markers.h, shared with the timing plugin). The count is of every vCPU (every guest thread),
+ * between the markers.
  *
  * Counting: every translation block adds its instruction count when it starts executing. With
  * plugin API 2 (QEMU >= 9) that is an inline add into a per-vCPU scoreboard. API 1 (QEMU 7.2, 8.x)
@@ -36,12 +34,9 @@
 
 #include <qemu-plugin.h>
 
-QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
+#include "markers.h"
 
-/* Keep in step with harness/worker/markers.py (a test compares them). */
-#define MARKER_FD 0xffffffffu
-#define MARKER_BEGIN UINT64_C(0x68726e734245474e) /* "hrnsBEGN" */
-#define MARKER_END UINT64_C(0x68726e73454e442e)   /* "hrnsEND." */
+QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
 #define MAX_VCPUS 1024
 
@@ -178,13 +173,13 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
                        uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6,
                        uint64_t a7, uint64_t a8)
 {
-    if (num != lseek_number || (uint32_t)a1 != MARKER_FD ||
-        (a2 != MARKER_BEGIN && a2 != MARKER_END)) {
+    enum marker marker = marker_of(lseek_number, num, a1, a2);
+    if (marker == NOT_A_MARKER) {
         return;
     }
     g_mutex_lock(&lock);
     uint64_t now = total_count();
-    if (a2 == MARKER_BEGIN) {
+    if (marker == BEGIN_MARKER) {
         pair++;
         active = true;
         begin_total = now;
@@ -239,15 +234,12 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         return -1;
     }
     if (lseek_number < 0) {
-        if (strcmp(info->target_name, "aarch64") == 0) {
-            lseek_number = 62;
-        } else if (strcmp(info->target_name, "x86_64") == 0) {
-            lseek_number = 8;
-        } else {
-            fprintf(stderr, "insn_count: no lseek syscall number known for %s: pass syscall=N\n",
-                    info->target_name);
-            return -1;
-        }
+        lseek_number = marker_syscall_number(info->target_name);
+    }
+    if (lseek_number < 0) {
+        fprintf(stderr, "insn_count: no lseek syscall number known for %s: pass syscall=N\n",
+                info->target_name);
+        return -1;
     }
 #if QEMU_PLUGIN_VERSION >= 2
     if (strcmp(mode, "callback") != 0 && strcmp(mode, "scoreboard") != 0) {

@@ -16,9 +16,9 @@ error band measured for that CPU by benchmarks/bench_fidelity.py (docs/timing-mo
 
 Counts are deterministic, so one counted inference (after one warm-up) is enough; results are
 cached under $HARNESS_CACHE/timing/counts by model hash, dataset hash, harness version, plugin
-source, QEMU version, CPU model and cache geometry. `estimate_latency` raises
-harness.backends.base.BackendUnavailable where counting is not set up (the message says what to
-run), like harness.counting.count_instructions.
+source, QEMU version, interpreter (device image), CPU model, cache geometry and thread count.
+`estimate_latency` raises harness.backends.base.BackendUnavailable where counting is not set up
+(the message says what to run), like harness.counting.count_instructions.
 """
 
 from __future__ import annotations
@@ -142,10 +142,11 @@ def timing_counts(
     warmup: int = 1,
     input_shapes: dict[str, list[int]] | None = None,
     timeout: float = 1800.0,
+    threads: int = 1,
 ) -> tuple[TimingCounts, bool]:
     """The plugin's counts for `model_path` (cached); returns (counts, came from the cache)."""
     import harness
-    from harness.timing._counting import harness_cache, installed_qemu
+    from harness.timing._counting import find_interpreter, harness_cache, installed_qemu
     from harness.timing.build import source_hash
     from harness.timing.run import TimingCounts, count_timing
 
@@ -153,11 +154,12 @@ def timing_counts(
         harness.__version__,
         source_hash(),
         installed_qemu().version,
+        find_interpreter(profile).describe(),  # the guest's Python and runtimes (the image)
         profile.target_arch,
         cpu.qemu_cpu,
         cpu.l1d.spec,
         cpu.l2.spec if cpu.l2 else "0",
-        f"{samples}/{warmup}",
+        f"{samples}/{warmup}" + (f"/{threads}t" if threads != 1 else ""),
         json.dumps(input_shapes, sort_keys=True),
         file_sha256(Path(model_path)),
         file_sha256(Path(dataset)) if dataset else "-",
@@ -177,6 +179,7 @@ def timing_counts(
         warmup=warmup,
         input_shapes=input_shapes,
         timeout=timeout,
+        threads=threads,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
@@ -213,9 +216,11 @@ def estimate_latency(
     warmup: int = 1,
     input_shapes: dict[str, list[int]] | None = None,
     timeout: float = 1800.0,
+    threads: int = 1,
 ) -> TimingEstimate:
-    """Estimated milliseconds per inference of `model_path` on `profile` (one intra-op thread),
-    with the error band measured for its CPU. `cpu` overrides the profile's timing model."""
+    """Estimated milliseconds per inference of `model_path` on `profile` with `threads` intra-op
+    threads (the busiest vCPU decides), with the error band measured for its CPU (measured with
+    one thread). `cpu` overrides the profile's timing model."""
     cpu = cpu or cpu_for_profile(profile)
     counts, cached = timing_counts(
         profile,
@@ -226,6 +231,7 @@ def estimate_latency(
         warmup=warmup,
         input_shapes=input_shapes,
         timeout=timeout,
+        threads=threads,
     )
     return estimate_from_counts(counts, cpu, profile.name, cached)
 

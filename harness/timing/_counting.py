@@ -17,6 +17,7 @@ from harness.backends.qemu import (
 )
 from harness.counting.build import (
     CFLAGS,
+    MARKERS,
     PluginBuildError,
     build_plugin,
     fetch_header,
@@ -29,6 +30,7 @@ __all__ = [
     "greet",
     "load",
     "CFLAGS",
+    "MARKERS",
     "DEFAULT_CPU",
     "MODEL_ID",
     "BackendUnavailable",

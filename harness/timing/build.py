@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness.timing._counting import (
     CFLAGS,
+    MARKERS,
     PluginBuildError,
     build_plugin,
     fetch_header,
@@ -39,6 +40,7 @@ class TimingPlugin:
 
 def source_hash() -> str:
     digest = hashlib.sha256(SOURCE.read_bytes())
+    digest.update(MARKERS.read_bytes())
     digest.update("\0".join(CFLAGS).encode())
     return digest.hexdigest()[:12]
 
@@ -63,7 +65,8 @@ def build_timing_plugin(force: bool = False) -> TimingPlugin:
         cflags, libs = glib_flags()
         partial = path.with_suffix(".partial")
         started = time.monotonic()
-        command = ["gcc", *CFLAGS, *cflags, f"-I{include}", str(SOURCE), "-o", str(partial), *libs]
+        command = ["gcc", *CFLAGS, *cflags, f"-I{include}", f"-I{MARKERS.parent}", str(SOURCE)]
+        command += ["-o", str(partial), *libs]
         run_logged(command, log, f"compiling {SOURCE.name}")
         partial.rename(path)
         return TimingPlugin(

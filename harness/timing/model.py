@@ -20,6 +20,7 @@ thread decides the latency, not the sum.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ __all__ = [
     "VcpuCounts",
     "VcpuCycles",
     "cpu_model_from_toml",
+    "cpu_model_toml",
     "estimate_cycles",
     "estimate_ms",
 ]
@@ -265,3 +267,33 @@ def cpu_model_from_toml(text: str, name: str) -> CpuModel:
         band_source=str(band["source"]) if band else "not validated",
         sources=sources,
     )
+
+
+def cpu_model_toml(cpu: CpuModel, header: str = "") -> str:
+    """`cpu` as a cpus/*.toml text that cpu_model_from_toml reads back: every number with its
+    source (cpu.sources; a number without one is refused). `header`: comment lines on top."""
+
+    def entry(key: str, value: float) -> str:
+        if key not in cpu.sources:
+            raise ValueError(f"cpu {cpu.name}: {key} has no source")
+        return f"{{ value = {value!r}, source = {json.dumps(cpu.sources[key])} }}"
+
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    lines += [f"description = {json.dumps(cpu.description)}"]
+    lines += [f"qemu_cpu = {json.dumps(cpu.qemu_cpu)}"]
+    for key in ("clock_mhz", "issue_width", "l2_latency", "memory_latency", "prefetch_coverage"):
+        lines.append(f"{key} = {entry(key, float(getattr(cpu, key)))}")
+    lines += [f"overlap = {entry('overlap', cpu.overlap)}"]
+    if cpu.calibration != 1.0 or "calibration" in cpu.sources:
+        lines.append(f"calibration = {entry('calibration', cpu.calibration)}")
+    for key, cache in (("l1d", cpu.l1d), ("l2", cpu.l2)):
+        if cache is not None:
+            lines += ["", f"[{key}]", f"size = {cache.size}", f"ways = {cache.ways}"]
+            lines += [f"line = {cache.line}", f"source = {json.dumps(cpu.sources.get(key, ''))}"]
+    lines += ["", "[cost]"] + [f"{c} = {entry(f'cost.{c}', v)}" for c, v in cpu.cost.items()]
+    lines += ["", "[groups]"]
+    lines += [f"{g} = {json.dumps(list(classes))}" for g, classes in cpu.groups.items()]
+    if cpu.band_fraction is not None:
+        lines += ["", "[band]", f"fraction = {cpu.band_fraction!r}"]
+        lines.append(f"source = {json.dumps(cpu.band_source)}")
+    return "\n".join(lines) + "\n"

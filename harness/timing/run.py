@@ -56,6 +56,7 @@ class TimingCounts:
     qemu_version: str
     interpreter: str
     run_s: float
+    threads: int = 1  # intra-op threads the runtime was given
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +69,7 @@ class TimingCounts:
             "qemu_version": self.qemu_version,
             "interpreter": self.interpreter,
             "run_s": self.run_s,
+            "threads": self.threads,
         }
 
     @classmethod
@@ -121,10 +123,12 @@ def count_timing(
     input_shapes: dict[str, list[int]] | None = None,
     timeout: float = 1800.0,
     classes_file: Path | None = None,
+    threads: int = 1,
 ) -> TimingCounts:
     """Counts for `samples` inferences of `model_path` on `profile`'s arch, under QEMU CPU model
-    `cpu` (default: the profile's), one intra-op thread, in a fresh worker. `classes_file`: where
-    the plugin lists every distinct instruction it translated with its class (checking)."""
+        `cpu` (default: the profile's), `threads` intra-op threads (one vCPU record per guest thread
+    that ran), in a fresh worker. `classes_file`: where
+        the plugin lists every distinct instruction it translated with its class (checking)."""
     started = time.monotonic()
     arch = profile.target_arch
     qemu = qemu_binary(arch)
@@ -148,7 +152,7 @@ def count_timing(
         command[command.index("-plugin") + 1] = plugin_argument(
             plugin.path, outfile, l1d, l2, classes_file
         )
-        env = {**worker_environment(1, interpreter), "LD_PRELOAD": str(plugin.vclock)}
+        env = {**worker_environment(threads, interpreter), "LD_PRELOAD": str(plugin.vclock)}
         channel = QemuChannel(command, env, workdir)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -163,7 +167,7 @@ def count_timing(
             Path(model_path).resolve(),
             Path(dataset).resolve() if dataset else None,
             timeout,
-            threads=1,
+            threads=threads,
             output=None,
             input_shapes=input_shapes,
             input_values=None,
@@ -192,6 +196,7 @@ def count_timing(
         qemu_version=qemu_version(qemu),
         interpreter=interpreter.describe(),
         run_s=time.monotonic() - started,
+        threads=threads,
     )
 
 

@@ -3,8 +3,8 @@
  * guest instructions per vCPU by class and runs every memory access through a simulated L1D + L2
  * cache, for harness's timing model (harness/timing/model.py).
  *
- * Markers: the same as insn_count.c (harness/worker/markers.py): lseek(-1, MAGIC, SEEK_SET) with
- * MAGIC "hrnsBEGN" / "hrnsEND.". Instruction counts are taken the same way as insn_count.c (each
+ * Markers: the same as insn_count.c, from the same source (harness/counting/markers.h):
+ * lseek(-1, MAGIC, SEEK_SET) with MAGIC "hrnsBEGN" / "hrnsEND.". Instruction counts are taken the same way as insn_count.c (each
  * translation block adds its instructions as it starts), so `insns` equals insn_count's count.
  *
  * Classes are decided once per instruction, when QEMU translates it, from its disassembly
@@ -41,12 +41,9 @@
 
 #include <qemu-plugin.h>
 
-QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
+#include "markers.h" /* harness/counting/markers.h */
 
-/* Keep in step with harness/worker/markers.py and insn_count.c. */
-#define MARKER_FD 0xffffffffu
-#define MARKER_BEGIN UINT64_C(0x68726e734245474e) /* "hrnsBEGN" */
-#define MARKER_END UINT64_C(0x68726e73454e442e)   /* "hrnsEND." */
+QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
 #define MAX_VCPUS 256
 #define STREAMS 16
@@ -590,12 +587,12 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
                        uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6,
                        uint64_t a7, uint64_t a8)
 {
-    if (num != lseek_number || (uint32_t)a1 != MARKER_FD ||
-        (a2 != MARKER_BEGIN && a2 != MARKER_END)) {
+    enum marker marker = marker_of(lseek_number, num, a1, a2);
+    if (marker == NOT_A_MARKER) {
         return;
     }
     g_mutex_lock(&lock);
-    if (a2 == MARKER_BEGIN) {
+    if (marker == BEGIN_MARKER) {
         pair++;
         for (unsigned int i = 0; i < MAX_VCPUS; i++) {
             if (vcpus[i] != NULL) {
@@ -664,15 +661,12 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
     }
     is_x86 = strcmp(info->target_name, "x86_64") == 0;
     if (lseek_number < 0) {
-        if (strcmp(info->target_name, "aarch64") == 0) {
-            lseek_number = 62;
-        } else if (is_x86) {
-            lseek_number = 8;
-        } else {
-            fprintf(stderr, "timing_plugin: no lseek number known for %s: pass syscall=N\n",
-                    info->target_name);
-            return -1;
-        }
+        lseek_number = marker_syscall_number(info->target_name);
+    }
+    if (lseek_number < 0) {
+        fprintf(stderr, "timing_plugin: no lseek number known for %s: pass syscall=N\n",
+                info->target_name);
+        return -1;
     }
     if (classes_file != NULL) {
         seen_insns = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
