@@ -26,9 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from harness.identity import file_sha256
 from harness.timing.model import (
@@ -145,10 +146,51 @@ def timing_counts(
     threads: int = 1,
 ) -> tuple[TimingCounts, bool]:
     """The plugin's counts for `model_path` (cached); returns (counts, came from the cache)."""
+    from harness.timing.run import TimingCounts, count_timing
+
+    key = [
+        f"{samples}/{warmup}" + (f"/{threads}t" if threads != 1 else ""),
+        json.dumps(input_shapes, sort_keys=True),
+        file_sha256(Path(model_path)),
+        file_sha256(Path(dataset)) if dataset else "-",
+    ]
+    return _cached(
+        profile,
+        cpu,
+        key,
+        TimingCounts.from_json,
+        lambda: count_timing(
+            profile,
+            Path(model_path),
+            Path(dataset) if dataset else None,
+            cpu=cpu.qemu_cpu,
+            l1d=cpu.l1d,
+            l2=cpu.l2,
+            samples=samples,
+            warmup=warmup,
+            input_shapes=input_shapes,
+            timeout=timeout,
+            threads=threads,
+        ),
+    )
+
+
+_Counts = TypeVar("_Counts", "TimingCounts", "GenerationCounts")
+
+
+def _cached(
+    profile: DeviceProfile,
+    cpu: CpuModel,
+    key: list[str],
+    from_json: Callable[[dict[str, Any]], _Counts],
+    count: Callable[[], _Counts],
+) -> tuple[_Counts, bool]:
+    """Counts from $HARNESS_CACHE/timing/counts, keyed by `key` and what every count depends on
+    (harness, plugin source, QEMU, the guest's Python and runtimes, arch, CPU, caches); counted
+    and stored when absent. Returns (counts, came from the cache)."""
     import harness
     from harness.timing._counting import find_interpreter, harness_cache, installed_qemu
     from harness.timing.build import source_hash
-    from harness.timing.run import TimingCounts, count_timing
 
     key_parts = [
         harness.__version__,
@@ -159,28 +201,13 @@ def timing_counts(
         cpu.qemu_cpu,
         cpu.l1d.spec,
         cpu.l2.spec if cpu.l2 else "0",
-        f"{samples}/{warmup}" + (f"/{threads}t" if threads != 1 else ""),
-        json.dumps(input_shapes, sort_keys=True),
-        file_sha256(Path(model_path)),
-        file_sha256(Path(dataset)) if dataset else "-",
+        *key,
     ]
-    key = hashlib.sha256("\0".join(key_parts).encode()).hexdigest()[:24]
-    path = harness_cache("timing") / "counts" / f"{key}.json"
+    digest = hashlib.sha256("\0".join(key_parts).encode()).hexdigest()[:24]
+    path = harness_cache("timing") / "counts" / f"{digest}.json"
     if path.is_file():
-        return TimingCounts.from_json(json.loads(path.read_text())), True
-    counts = count_timing(
-        profile,
-        Path(model_path),
-        Path(dataset) if dataset else None,
-        cpu=cpu.qemu_cpu,
-        l1d=cpu.l1d,
-        l2=cpu.l2,
-        samples=samples,
-        warmup=warmup,
-        input_shapes=input_shapes,
-        timeout=timeout,
-        threads=threads,
-    )
+        return from_json(json.loads(path.read_text())), True
+    counts = count()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     partial.write_text(json.dumps(counts.as_json(), indent=1) + "\n")
@@ -279,44 +306,31 @@ def generation_counts(
 ) -> tuple[GenerationCounts, bool]:
     """The plugin's counts for one greedy run of the GenAI model `folder` (cached, keyed like
     timing_counts with the folder's files, the text and the lengths); returns (counts, cached)."""
-    import harness
-    from harness.timing._counting import harness_cache, installed_qemu
-    from harness.timing.build import source_hash
     from harness.timing.run import GenerationCounts, count_generation
 
-    key_parts = [
+    key = [
         "generation",
-        harness.__version__,
-        source_hash(),
-        installed_qemu().version,
-        profile.target_arch,
-        cpu.qemu_cpu,
-        cpu.l1d.spec,
-        cpu.l2.spec if cpu.l2 else "0",
         f"{prompt_tokens}/{new_tokens}",
         _folder_sha256(Path(folder)),
         hashlib.sha256(text.encode()).hexdigest(),
     ]
-    key = hashlib.sha256("\0".join(key_parts).encode()).hexdigest()[:24]
-    path = harness_cache("timing") / "counts" / f"{key}.json"
-    if path.is_file():
-        return GenerationCounts.from_json(json.loads(path.read_text())), True
-    counts = count_generation(
+    return _cached(
         profile,
-        Path(folder),
-        text,
-        prompt_tokens,
-        new_tokens,
-        cpu=cpu.qemu_cpu,
-        l1d=cpu.l1d,
-        l2=cpu.l2,
-        timeout=timeout,
+        cpu,
+        key,
+        GenerationCounts.from_json,
+        lambda: count_generation(
+            profile,
+            Path(folder),
+            text,
+            prompt_tokens,
+            new_tokens,
+            cpu=cpu.qemu_cpu,
+            l1d=cpu.l1d,
+            l2=cpu.l2,
+            timeout=timeout,
+        ),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(counts.as_json(), indent=1) + "\n")
-    partial.rename(path)
-    return counts, False
 
 
 def estimate_generation(

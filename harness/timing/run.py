@@ -10,7 +10,8 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,7 +111,51 @@ def plugin_argument(
     return argument + (f",classes={classes_file}" if classes_file is not None else "")
 
 
-def count_timing(
+@dataclass
+class _CountedWorker:
+    """A fresh worker under QEMU with the timing plugin, greeted, its model loaded."""
+
+    client: WorkerClient
+    channel: QemuChannel
+    outfile: Path
+    arch: str
+    qemu_cpu: str
+    qemu_version: str
+    interpreter: str
+    started: float
+
+    def loops(self, expected: int, what: str) -> list[tuple[list[VcpuCounts], int]]:
+        """The plugin's records, one per marked region: exactly `expected` of them."""
+        loops = parse_records(self.outfile.read_text() if self.outfile.exists() else "")
+        if len(loops) != expected:
+            tail = self.channel.stderr_tail().strip()
+            raise TimingRunError(
+                f"the timing plugin wrote {len(loops)} records for {what} (expected "
+                f"{expected}): the worker's marker system calls did not reach it"
+                + (f"; worker output:\n{tail}" if tail else "")
+            )
+        return loops
+
+    def counts(
+        self, region: tuple[list[VcpuCounts], int], samples: int, warmup: int, threads: int
+    ) -> TimingCounts:
+        per_vcpu, total = region
+        return TimingCounts(
+            per_vcpu=tuple(per_vcpu),
+            total_instructions=total,
+            samples=samples,
+            warmup=warmup,
+            arch=self.arch,
+            cpu=self.qemu_cpu,
+            qemu_version=self.qemu_version,
+            interpreter=self.interpreter,
+            run_s=time.monotonic() - self.started,
+            threads=threads,
+        )
+
+
+@contextmanager
+def _counted_worker(
     profile: DeviceProfile,
     model_path: Path,
     dataset: Path | None,
@@ -118,17 +163,14 @@ def count_timing(
     cpu: str | None,
     l1d: CacheGeometry,
     l2: CacheGeometry | None,
-    samples: int = 1,
-    warmup: int = 1,
-    input_shapes: dict[str, list[int]] | None = None,
-    timeout: float = 1800.0,
+    threads: int,
+    timeout: float,
     classes_file: Path | None = None,
-    threads: int = 1,
-) -> TimingCounts:
-    """Counts for `samples` inferences of `model_path` on `profile`'s arch, under QEMU CPU model
-        `cpu` (default: the profile's), `threads` intra-op threads (one vCPU record per guest thread
-    that ran), in a fresh worker. `classes_file`: where
-        the plugin lists every distinct instruction it translated with its class (checking)."""
+    **load_arguments: Any,
+) -> Iterator[_CountedWorker]:
+    """Start the worker for `profile`'s arch under QEMU CPU model `cpu` (default: the
+    profile's) with the timing plugin, and load `model_path`; closed (and its folder removed)
+    on leaving."""
     started = time.monotonic()
     arch = profile.target_arch
     qemu = qemu_binary(arch)
@@ -168,36 +210,60 @@ def count_timing(
             Path(dataset).resolve() if dataset else None,
             timeout,
             threads=threads,
-            output=None,
-            input_shapes=input_shapes,
-            input_values=None,
+            **load_arguments,
         )
-        client.request(
-            "bench", timeout, model_id=MODEL_ID, samples=samples, warmup=warmup, count=True
+        yield _CountedWorker(
+            client,
+            channel,
+            outfile,
+            arch,
+            qemu_cpu,
+            qemu_version(qemu),
+            interpreter.describe(),
+            started,
         )
-        loops = parse_records(outfile.read_text() if outfile.exists() else "")
-        if len(loops) != 1:
-            tail = channel.stderr_tail().strip()
-            raise TimingRunError(
-                f"the timing plugin wrote {len(loops)} records for one counted loop (expected "
-                "1): the worker's marker system calls did not reach it"
-                + (f"; worker output:\n{tail}" if tail else "")
-            )
     finally:
         client.close()
-    per_vcpu, total = loops[0]
-    return TimingCounts(
-        per_vcpu=tuple(per_vcpu),
-        total_instructions=total,
-        samples=samples,
-        warmup=warmup,
-        arch=arch,
-        cpu=qemu_cpu,
-        qemu_version=qemu_version(qemu),
-        interpreter=interpreter.describe(),
-        run_s=time.monotonic() - started,
+
+
+def count_timing(
+    profile: DeviceProfile,
+    model_path: Path,
+    dataset: Path | None,
+    *,
+    cpu: str | None,
+    l1d: CacheGeometry,
+    l2: CacheGeometry | None,
+    samples: int = 1,
+    warmup: int = 1,
+    input_shapes: dict[str, list[int]] | None = None,
+    timeout: float = 1800.0,
+    classes_file: Path | None = None,
+    threads: int = 1,
+) -> TimingCounts:
+    """Counts for `samples` inferences of `model_path` on `profile`'s arch, under QEMU CPU model
+    `cpu` (default: the profile's), `threads` intra-op threads (one vCPU record per guest thread
+    that ran), in a fresh worker. `classes_file`: where the plugin lists every distinct
+    instruction it translated with its class (checking)."""
+    with _counted_worker(
+        profile,
+        model_path,
+        dataset,
+        cpu=cpu,
+        l1d=l1d,
+        l2=l2,
         threads=threads,
-    )
+        timeout=timeout,
+        classes_file=classes_file,
+        output=None,
+        input_shapes=input_shapes,
+        input_values=None,
+    ) as worker:
+        worker.client.request(
+            "bench", timeout, model_id=MODEL_ID, samples=samples, warmup=warmup, count=True
+        )
+        (loop,) = worker.loops(1, "one counted loop")
+        return worker.counts(loop, samples, warmup, threads)
 
 
 @dataclass(frozen=True)
@@ -233,37 +299,10 @@ def count_generation(
     `count_decode`: one warm-up run, then the counted one), one intra-op thread."""
     if new_tokens < 2:
         raise ValueError(f"new_tokens = {new_tokens}: a decode step needs at least 2 tokens")
-    started = time.monotonic()
-    arch = profile.target_arch
-    qemu = qemu_binary(arch)
-    if shutil.which("setarch") is None:
-        raise BackendUnavailable("setarch (util-linux) is missing: it turns off ASLR")
-    try:
-        plugin = build_timing_plugin()
-    except PluginBuildError as exc:
-        raise BackendUnavailable(f"the timing plugin cannot be built: {exc}") from exc
-    interpreter = find_interpreter(profile)
-    qemu_cpu = cpu or profile.cpu or DEFAULT_CPU
-    workdir = Path(tempfile.mkdtemp(prefix="harness-timing-"))
-    try:
-        prefix = workdir / "root"
-        path_map = build_prefix(prefix, interpreter, [Path(folder)], profile.cpuinfo)
-        outfile = workdir / "timing.jsonl"
-        command = qemu_command(
-            qemu, qemu_cpu, prefix, plugin.path, outfile, "callback", interpreter
-        )
-        command[command.index("-plugin") + 1] = plugin_argument(plugin.path, outfile, l1d, l2)
-        env = {**worker_environment(1, interpreter), "LD_PRELOAD": str(plugin.vclock)}
-        channel = QemuChannel(command, env, workdir)
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    target_paths = {p.resolve(): g for p, g in path_map.items()}
-    client = WorkerClient(Target(channel, "emulated", path_map=target_paths), profile.name)
-    try:
-        greet(client, [Path(folder)], timeout)
-        load(client, MODEL_ID, Path(folder).resolve(), None, timeout, threads=1)
-        client.request(
+    with _counted_worker(
+        profile, Path(folder), None, cpu=cpu, l1d=l1d, l2=l2, threads=1, timeout=timeout
+    ) as worker:
+        worker.client.request(
             "count_decode",
             timeout,
             model_id=MODEL_ID,
@@ -271,23 +310,7 @@ def count_generation(
             prompt_tokens=prompt_tokens,
             new_tokens=new_tokens,
         )
-        loops = parse_records(outfile.read_text() if outfile.exists() else "")
-        if len(loops) != 2:
-            tail = channel.stderr_tail().strip()
-            raise TimingRunError(
-                f"the timing plugin wrote {len(loops)} records for a counted generation "
-                "(expected 2: prefill, decode steps): the worker's marker system calls did not "
-                "reach it" + (f"; worker output:\n{tail}" if tail else "")
-            )
-    finally:
-        client.close()
-    run_s = time.monotonic() - started
-    version, described = qemu_version(qemu), interpreter.describe()
-
-    def counts(region: tuple[list[VcpuCounts], int], samples: int) -> TimingCounts:
-        per_vcpu, total = region
-        return TimingCounts(
-            tuple(per_vcpu), total, samples, 1, arch, qemu_cpu, version, described, run_s
+        prefill, decode = worker.loops(2, "a counted generation (prefill, decode steps)")
+        return GenerationCounts(
+            worker.counts(prefill, 1, 1, 1), worker.counts(decode, new_tokens - 1, 1, 1)
         )
-
-    return GenerationCounts(counts(loops[0], 1), counts(loops[1], new_tokens - 1))
