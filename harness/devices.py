@@ -42,8 +42,6 @@ class DeviceProfile:
     cpuinfo: Path | None = None  # shown as /proc/cpuinfo inside the target
     image: str = "debian-bookworm"  # image recipe
     runtimes: tuple[str, ...] = ("onnxruntime", "ai-edge-litert")
-    clock_mhz: float | None = None
-    cpi: float | None = None  # cycles per instruction, for `estimated` figures
     emulates: str = ""  # a real board: the built-in (emulated) profile it is the counterpart of
     timing_model: Path | None = None  # a calibrated timing-model CPU file (harness calibrate)
     source: Path | None = None
@@ -79,8 +77,6 @@ class DeviceProfile:
             "fidelity": self.fidelity,
             "image": self.image,
             "runtimes": list(self.runtimes),
-            "clock_mhz": self.clock_mhz,
-            "cpi": self.cpi,
             "emulates": self.emulates,
             "timing_model": str(self.timing_model) if self.timing_model else None,
         }
@@ -98,8 +94,6 @@ _FIELDS = [
     "cpuinfo",
     "image",
     "runtimes",
-    "clock_mhz",
-    "cpi",
     "emulates",
     "timing_model",
 ]
@@ -124,6 +118,13 @@ def load_profile(path: Path) -> DeviceProfile:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{where}: cannot read device profile: {exc}") from exc
+    retired = [key for key in ("cpi", "clock_mhz") if key in data]
+    if retired:
+        raise ConfigError(
+            f"{where}: {' and '.join(retired)} are no longer read: board latency comes from the "
+            "timing model of the profile's `cpu` (harness/timing/cpus/<cpu>.toml) or from a "
+            "`timing_model` that `harness calibrate` fits; remove those lines"
+        )
     check_keys(data, _FIELDS, where)
     backend = data.get("backend", "docker")
     if backend not in ("local", "docker"):
@@ -160,8 +161,6 @@ def load_profile(path: Path) -> DeviceProfile:
         cpuinfo=cpuinfo_path,
         image=str(data.get("image", "debian-bookworm")),
         runtimes=tuple(data.get("runtimes", ("onnxruntime", "ai-edge-litert"))),
-        clock_mhz=data.get("clock_mhz"),
-        cpi=data.get("cpi"),
         emulates=str(data.get("emulates", "")),
         timing_model=timing_model_path,
         source=path,

@@ -20,14 +20,15 @@ import pytest
 from conftest import ROOT, unavailable
 from harness.backends.base import BackendUnavailable
 from harness.backends.qemu import count_instructions, counted_bench
-from harness.counting import CountResult, estimate_ms
+from harness.counting import CountResult
 from harness.counting.build import (
     MARKERS,
     SOURCE,
     debian_patches_touching,
     os_codename,
 )
-from harness.devices import HOST_ARCH, UNAME_MACHINE, load_profiles
+from harness.devices import HOST_ARCH, UNAME_MACHINE, load_profile, load_profiles
+from harness.errors import ConfigError
 from harness.images.apt import deb_src_sources
 from harness.worker import markers
 
@@ -102,21 +103,11 @@ def test_patches_touching_the_header_are_found(tmp_path: Path) -> None:
     assert debian_patches_touching(archive) == ["plugin-api.patch"]
 
 
-def test_estimate_states_its_model() -> None:
-    rpi4 = load_profiles()["rpi4"]
-    assert rpi4.clock_mhz == 1500 and rpi4.cpi == 1.1
-    estimate = estimate_ms(1_500_000, rpi4)
-    assert estimate.ms == pytest.approx(1.1)  # 1.5e6 instructions × 1.1 / 1.5e9 Hz = 1.1 ms
-    assert estimate.fidelity == "estimated"
-    assert estimate.model == "1.1 cycles/instruction at 1500 MHz"
-    assert "estimated: 1.1 cycles/instruction at 1500 MHz" in str(estimate)
-
-
-def test_estimate_needs_clock_and_cpi() -> None:
-    host = load_profiles()["host"]
-    assert host.clock_mhz is None
-    with pytest.raises(ValueError, match="clock_mhz"):
-        estimate_ms(1000, host)
+def test_profiles_with_the_retired_cpi_estimate_say_what_replaced_it(tmp_path: Path) -> None:
+    old = tmp_path / "my-board.toml"
+    old.write_text('arch = "arm64"\ncpu = "cortex-a72"\nclock_mhz = 1500\ncpi = 1.1\n')
+    with pytest.raises(ConfigError, match="cpi and clock_mhz are no longer read.*timing model"):
+        load_profile(old)
 
 
 def test_counted_bench_needs_a_counting_worker() -> None:
@@ -217,8 +208,7 @@ def _check(results: list[CountResult], device: str, arch: str, cpu: str) -> None
     print(
         f"{device}: digits.onnx {digits.instructions_per_inference:,.2f} instructions/inference; "
         f"MLP 32 -> 33 hidden: {base.instructions_per_inference:,.2f} -> "
-        f"{wide.instructions_per_inference:,.2f} ({growth:+.3%}); "
-        f"{estimate_ms(digits.instructions_per_inference, load_profiles()[device])}"
+        f"{wide.instructions_per_inference:,.2f} ({growth:+.3%})"
     )
 
 

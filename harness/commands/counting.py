@@ -78,7 +78,6 @@ def _prepare(args: argparse.Namespace) -> int:
 def _count(args: argparse.Namespace) -> int:
     from harness.backends.base import BackendUnavailable, WorkerError, WorkerFailure
     from harness.backends.qemu import QemuBackend, count_instructions
-    from harness.counting import estimate_ms
 
     profile = _profile(args)
     started = time.monotonic()
@@ -96,8 +95,16 @@ def _count(args: argparse.Namespace) -> int:
         return 1
     elapsed = time.monotonic() - started
     estimate = None
-    if profile.clock_mhz is not None and profile.cpi is not None:
-        estimate = estimate_ms(result.instructions_per_inference, profile)
+    if args.estimate:
+        from harness.timing import estimate_latency
+
+        try:
+            estimate = estimate_latency(
+                profile, Path(args.model), Path(args.dataset) if args.dataset else None
+            )
+        except (BackendUnavailable, ValueError) as exc:
+            print(f"harness counting: no estimate: {exc}", file=sys.stderr)
+            return 1
     if args.json:
         data = result.as_json()
         data["estimate"] = estimate.as_json() if estimate else None
@@ -109,7 +116,8 @@ def _count(args: argparse.Namespace) -> int:
             f"  total {result.total:,} instructions in {result.samples} inferences "
             f"({result.interpreter}; {elapsed:.1f} s)"
         )
-        print(f"  {estimate}" if estimate else "  no estimate: the profile states no clock/cpi")
+        if estimate is not None:
+            print(f"  {estimate}")
     return 0
 
 
@@ -140,4 +148,9 @@ def add_parser(commands: Any) -> None:
     count.add_argument("--mode", choices=("callback", "inline"), default="callback")
     count.add_argument("--interpreter", choices=("auto", "rootfs", "host"), default="auto")
     count.add_argument("--json", action="store_true")
+    count.add_argument(
+        "--estimate",
+        action="store_true",
+        help="also the device latency the timing model estimates (one more counted run)",
+    )
     counting.set_defaults(handler=_run)
