@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +37,8 @@ from harness.backends.ssh import (
     check_probe,
     data_names,
     diagnose,
+    glibc_needed,
+    libc_problem,
     worker_command,
 )
 from harness.devices import DeviceProfile, load_profile, load_profiles
@@ -143,6 +146,22 @@ def test_probe_problems_are_one_line_with_the_fix() -> None:
     missing = check_probe({"machine": "aarch64", "python": "missing"}, ssh, "pi")
     assert missing is not None and "has no `python3` on its PATH" in missing
     assert check_probe({"machine": "aarch64", "python": "3.11", "folder": "/t"}, ssh, "pi") is None
+
+
+def test_the_boards_glibc_is_checked_against_the_wheels_tags(tmp_path: Path) -> None:
+    for name, tag in (("numpy", "cp311-cp311-manylinux_2_27_aarch64"), ("ort", "cp311-cp311-"
+                      "manylinux_2_28_aarch64"), ("fb", "py3-none-any"), ("old", "cp310-abi3-"
+                      "manylinux2014_aarch64")):  # fmt: skip
+        (tmp_path / f"{name}.dist-info").mkdir()
+        (tmp_path / f"{name}.dist-info" / "WHEEL").write_text(f"Wheel-Version: 1.0\nTag: {tag}\n")
+    assert glibc_needed(tmp_path) == (2, 28)
+    assert libc_problem("glibc 2.36", (2, 28), "pi") is None
+    old = libc_problem("glibc 2.24", (2, 28), "pi")
+    assert old is not None and old.startswith(
+        "pi has glibc 2.24, and the runtimes' wheels need 2.28"
+    )
+    musl = libc_problem(" ", (2, 28), "pi")
+    assert musl is not None and "use a glibc-based OS on the board" in musl
 
 
 def test_worker_command_quotes_what_it_passes(tmp_path: Path) -> None:
@@ -265,27 +284,39 @@ def assert_left_nothing(board: Board) -> None:
     assert board.exec("ls -A /tmp")[1].split() == []
 
 
-def host_top1(count: int) -> list[int]:
-    import numpy as np
-    import onnxruntime
+INT8 = DIGITS / "models" / "digits_int8.tflite"
 
-    session = onnxruntime.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
-    x = np.load(DATA)["X"][:count].astype(np.float32)
-    scores = session.run(["probabilities"], {session.get_inputs()[0].name: x})[0]
-    return [int(i) for i in np.argmax(scores, axis=1)]
+
+def top1(client: WorkerClient, model: Path, count: int) -> list[int]:
+    load(client, model.stem, model, DATA, 120, threads=1, output="probabilities")
+    found = client.request("evaluate", 300, model_id=model.stem, task="classification", limit=count)
+    return [int(i) for i in found["top1"]]
+
+
+def host_top1(count: int) -> dict[Path, list[int]]:
+    """Both models' answers from a worker on this machine, natively."""
+    from harness.backends.local import LocalBackend
+
+    client = WorkerClient(LocalBackend().start(load_profiles()["host"], [], 1), "host")
+    try:
+        return {model: top1(client, model, count) for model in (MODEL, INT8)}
+    finally:
+        client.close()
 
 
 def check_board_runs_the_worker(board: Board, folder: Path, count: int) -> dict[str, Any]:
-    client, target = loaded(board, folder)
-    assert target.fidelity == "measured"
-    assert target.limits["machine"] == {"amd64": "x86_64", "arm64": "aarch64"}[board.arch]
-    hello = client.request("hello", 120, formats=["onnx"])
+    """ONNX Runtime and LiteRT on the board (pushed there) answer as they do here."""
     import onnxruntime
 
-    assert hello["versions"]["onnxruntime"] == onnxruntime.__version__  # the pinned wheel
+    profile = load_profile(board.profile(folder, "board"))
+    client, target = start(profile, [MODEL, INT8, DATA])
+    assert target.fidelity == "measured"
+    assert target.limits["machine"] == {"amd64": "x86_64", "arm64": "aarch64"}[board.arch]
+    hello = greet(client, [MODEL, INT8], 120)
+    assert hello["versions"]["onnxruntime"] == onnxruntime.__version__  # the pinned wheels
     assert hello["machine"] == target.limits["machine"]
-    result = client.request("evaluate", 300, model_id="m", task="classification", limit=count)
-    assert [int(i) for i in result["top1"]] == host_top1(count)
+    expected = host_top1(count)
+    assert {model: top1(client, model, count) for model in (MODEL, INT8)} == expected
     assert any("harness.worker" in line for line in board.processes())
     client.close()
     assert_left_nothing(board)
@@ -330,6 +361,22 @@ def test_an_unknown_host_key_is_refused_with_the_command_that_adds_it(
     assert empty.read_text() == ""  # never added silently
 
 
+def test_a_changed_host_key_and_an_unreachable_board_are_refused(
+    amd64_board: Board, tmp_path: Path
+) -> None:
+    impostor = keypair(tmp_path, "impostor").with_suffix(".pub").read_text().split()
+    changed = tmp_path / "known_hosts"
+    changed.write_text(f"[127.0.0.1]:{amd64_board.port} {impostor[0]} {impostor[1]}\n")
+    message = refused(amd64_board.profile(tmp_path, "b", known_hosts=str(changed)))
+    assert "the board was reinstalled, or someone is in between" in message
+    assert f"ssh-keygen -f {changed} -R '[127.0.0.1]:{amd64_board.port}'" in message
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    message = refused(amd64_board.profile(tmp_path, "b", port=free))
+    assert message.endswith(f"port {free}: Connection refused")
+
+
 def test_a_key_the_board_does_not_know_fails_without_a_password_prompt(
     amd64_board: Board, tmp_path: Path
 ) -> None:
@@ -361,7 +408,7 @@ def test_a_full_disk_fails_the_copy_and_leaves_nothing(amd64_board: Board, tmp_p
         assert amd64_board.exec("ls -A /tmp")[1].split() == ["fill"]
     finally:
         amd64_board.exec("rm -f /tmp/fill")
-    assert "no space left on the device" in message.lower() or "No space left" in message
+    assert "no space left on the board while copying the worker and the model files" in message
     assert_left_nothing(amd64_board)
 
 

@@ -296,7 +296,9 @@ PROBE = r"""
 echo "machine=$(uname -m)"
 echo "home=$HOME"
 if command -v {python} >/dev/null 2>&1; then
-  {python} -c 'import sys; print("python=%d.%d" % sys.version_info[:2])' || echo python=broken
+  {python} -c 'import sys, platform
+print("python=%d.%d" % sys.version_info[:2])
+print("libc=%s %s" % platform.libc_ver())' || echo python=broken
 else
   echo python=missing
 fi
@@ -350,6 +352,43 @@ def check_probe(probe: dict[str, str], profile: DeviceProfile, where: str) -> st
         return (
             f"{where}: cannot make a temporary folder ({probe.get('nofolder', '?')}); "
             "free space in the board's /tmp (or its TMPDIR)"
+        )
+    return None
+
+
+def glibc_needed(tree: Path) -> tuple[int, int]:
+    """The newest glibc that the wheels installed in `tree` were built for (their manylinux
+    tags): a board with an older glibc cannot load them."""
+    legacy = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+    needed = (2, 0)
+    for wheel in tree.glob("*.dist-info/WHEEL"):
+        for line in wheel.read_text(errors="replace").splitlines():
+            if not line.startswith("Tag:"):
+                continue
+            platform = line.rsplit("-", 1)[-1]
+            match = re.match(r"manylinux_(\d+)_(\d+)_", platform)
+            found = (int(match[1]), int(match[2])) if match else legacy.get(platform.split("_")[0])
+            if found is not None:
+                needed = max(needed, found)
+    return needed
+
+
+def libc_problem(libc: str, needed: tuple[int, int], where: str) -> str | None:
+    """Why the board's C library (`platform.libc_ver()`: "glibc 2.36") cannot load wheels built
+    for glibc `needed`, or None."""
+    name, _, version = libc.partition(" ")
+    wanted = ".".join(map(str, needed))
+    if name != "glibc":
+        return (
+            f"{where} has no glibc ({libc or 'unknown C library'}), and the runtimes' wheels "
+            f"(manylinux) need glibc {wanted} or newer: use a glibc-based OS on the board"
+        )
+    have = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if have < needed:
+        return (
+            f"{where} has glibc {version}, and the runtimes' wheels need {wanted} or newer: "
+            "upgrade the board's OS, or pin older runtimes in the profile "
+            '(runtimes = ["onnxruntime==X.Y.Z"])'
         )
     return None
 
@@ -525,6 +564,9 @@ class SshBackend:
         remote = f"{probe['home']}/{BOARD_CACHE}/{key}"
         if key not in probe.get("cached", "").split():
             tree = site_tree(recipe)
+            problem = libc_problem(probe.get("libc", ""), glibc_needed(tree), where)
+            if problem:
+                raise BackendUnavailable(problem)
             what = f"the runtimes ({', '.join(recipe.wheels)})"
             script = INSTALL.format(cache=BOARD_CACHE, key=key)
             self._push(board, script, [(tree, ".")], what, f"~/{BOARD_CACHE}", where)
@@ -572,8 +614,8 @@ class SshBackend:
     ) -> BackendUnavailable:
         if no_space(exc.stderr):
             return BackendUnavailable(
-                f"{where}: no space left on the device while copying {what} "
-                f"({size / 2**20:.1f} MB) to {destination}; free space on the board"
+                f"{where}: no space left on the board while copying {what} "
+                f"({size / 2**20:.1f} MB) to {destination}; free space there (df -h {destination})"
             )
         if exc.returncode == 255:
             reason = _last_line(exc.stderr)

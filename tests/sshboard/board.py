@@ -33,6 +33,7 @@ LABEL = "harness.sshboard"
 START = f"""set -e
 id {USER} >/dev/null 2>&1 || useradd -m -s /bin/sh {USER}
 echo '{USER}:not-a-secret-but-never-typed' | chpasswd
+[ -z "${{QEMU_CPU:-}}" ] || echo "QEMU_CPU=$QEMU_CPU" > /etc/environment  # sessions: pam_env
 mkdir -p /run/sshd /home/{USER}/.ssh
 cp /setup/authorized_keys /home/{USER}/.ssh/authorized_keys
 chown -R {USER}:{USER} /home/{USER}/.ssh
@@ -174,11 +175,15 @@ def start_board(client: Any, arch: str, folder: Path, *, tmp_mb: int = 64) -> Bo
     from harness.devices import load_profiles
 
     tag = build_image(client, arch)
-    mounts = []
-    if arch == "arm64":  # under QEMU: the board's own /proc/cpuinfo, as a real Pi 4 has one
-        cpuinfo = load_profiles()["rpi4"].cpuinfo
-        # onnxruntime crashes under QEMU reading the host's (docs/devices.md)
-        mounts.append(Mount("/proc/cpuinfo", str(cpuinfo), type="bind", read_only=True))
+    mounts, environment = [], {}
+    if arch == "arm64":
+        # A Pi 4 under QEMU: its CPU model (sshd gives sessions a fresh environment, so the
+        # START script hands QEMU_CPU on through /etc/environment; under QEMU's default "max"
+        # the int8 TFLite model answers wrongly) and its own /proc/cpuinfo (onnxruntime crashes
+        # under QEMU reading the host's: docs/devices.md).
+        rpi4 = load_profiles()["rpi4"]
+        environment["QEMU_CPU"] = rpi4.cpu
+        mounts.append(Mount("/proc/cpuinfo", str(rpi4.cpuinfo), type="bind", read_only=True))
     key = keypair(folder, f"client-{arch}")
     host_key = keypair(folder, f"hostkey-{arch}")
     container = client.containers.create(
@@ -189,6 +194,7 @@ def start_board(client: Any, arch: str, folder: Path, *, tmp_mb: int = 64) -> Bo
         tmpfs={"/tmp": f"size={tmp_mb}m,mode=1777"},
         labels={LABEL: "1"},
         mounts=mounts,
+        environment=environment,
         detach=True,
     )
     try:
