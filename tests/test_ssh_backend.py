@@ -435,6 +435,28 @@ def test_a_dropped_ssh_session_ends_a_busy_worker(amd64_board: Board, tmp_path: 
     assert_left_nothing(amd64_board)
 
 
+def test_a_killed_pytest_leaves_no_ssh_connection_behind(
+    amd64_board: Board, tmp_path: Path
+) -> None:
+    profile = amd64_board.profile(tmp_path, "b")
+    script = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from harness.backends.ssh import Destination, connection\n"
+        "from harness.devices import load_profile\n"
+        f"master = connection(Destination.of(load_profile(Path({str(profile)!r}))))._master\n"
+        "print(master.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    session = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert session.stdout is not None
+    master = int(session.stdout.readline())
+    assert not gone(master, 0.5)
+    session.kill()  # no atexit, no finally: only the kernel knows
+    session.wait()
+    assert gone(master)
+
+
 def test_a_board_that_drops_off_mid_run_fails_the_request_in_one_line(
     amd64_board: Board, tmp_path: Path
 ) -> None:

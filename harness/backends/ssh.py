@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import dataclasses
 import io
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -50,6 +52,7 @@ from harness.backends.local import ProcessChannel
 from harness.devices import UNAME_MACHINE, DeviceProfile
 
 HARNESS_DIR = Path(harness.__file__).resolve().parent
+PR_SET_PDEATHSIG = 1
 WORKER_SOURCES = ("__init__.py", "worker", "runtimes")  # what the worker and the tether import
 BOARD_CACHE = ".cache/harness-board"  # under the board user's home: the installed runtimes
 CONNECT_TIMEOUT_S = 15
@@ -157,6 +160,12 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def _end_with_parent() -> None:
+    """In the master's child process: SIGTERM when pytest ends, however it ends (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Connection:
     """The session's one SSH connection to a board: a ControlMaster we own."""
 
@@ -201,6 +210,7 @@ class Connection:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 start_new_session=True,  # a Ctrl-C for pytest must not drop the board mid-reply
+                preexec_fn=_end_with_parent,  # a killed pytest leaves no connection open
             )
         # The socket appears once the login succeeded; a refusal ends the process.
         deadline = time.monotonic() + CONNECT_TIMEOUT_S + 60
