@@ -412,6 +412,21 @@ def test_a_full_disk_fails_the_copy_and_leaves_nothing(amd64_board: Board, tmp_p
     assert_left_nothing(amd64_board)
 
 
+def test_a_full_disk_under_the_runtimes_cache_fails_their_push(
+    docker_client: Any, amd64_board: Board, tmp_path: Path
+) -> None:
+    """~/.cache on a 32 MB filesystem: the runtimes (hundreds of MB) cannot be pushed."""
+    board = start_board(docker_client, "amd64", tmp_path, cache_mb=32)
+    try:
+        message = refused(board.profile(tmp_path, "b"))
+        assert "no space left on the board while copying the runtimes (ai-edge-litert==" in message
+        assert message.endswith("free space there (df -h ~/.cache/harness-board)")
+        assert board.exec("ls -A /home/board/.cache/harness-board")[1].split() == []
+        assert_left_nothing(board)
+    finally:
+        board.remove()
+
+
 def test_a_timeout_kills_the_worker_on_the_board(amd64_board: Board, tmp_path: Path) -> None:
     client, _ = loaded(amd64_board, tmp_path)
     with pytest.raises(WorkerTimeout):

@@ -205,7 +205,7 @@ class Connection:
                     "ControlPersist=no",
                     "-N",
                     self.destination.host,
-                ],  # fmt: skip
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -240,23 +240,27 @@ class Connection:
     def stream(self, script: str) -> Iterator[IO[bytes]]:
         """`sh -c script` on the board, reading what is written to the yielded stream; raises
         _RemoteFailed with its stderr when it fails."""
-        process = subprocess.Popen(
-            [*self.base(), "sh -c " + shlex.quote(script)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        assert process.stdin is not None and process.stderr is not None
-        broken = False
-        try:
-            yield process.stdin
-        except BrokenPipeError:
-            broken = True  # the far side stopped reading: its stderr says why
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                process.stdin.close()
-            stderr = process.stderr.read().decode(errors="replace")
-            process.wait()
+        # stderr to a file, not a pipe: a tar failing on every file of a full disk writes more
+        # than a pipe holds, and would stop reading while we write
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(
+                [*self.base(), "sh -c " + shlex.quote(script)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )
+            assert process.stdin is not None
+            broken = False
+            try:
+                yield process.stdin
+            except BrokenPipeError:
+                broken = True  # the far side stopped reading: its stderr says why
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    process.stdin.close()
+                process.wait()
+                errors.seek(0)
+                stderr = errors.read().decode(errors="replace")
         if process.returncode or broken:
             raise _RemoteFailed(process.returncode, stderr)
 

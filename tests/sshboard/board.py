@@ -167,9 +167,12 @@ class Board:
             self.container.remove(force=True)
 
 
-def start_board(client: Any, arch: str, folder: Path, *, tmp_mb: int = 64) -> Board:
+def start_board(
+    client: Any, arch: str, folder: Path, *, tmp_mb: int = 64, cache_mb: int | None = None
+) -> Board:
     """A board container of `arch`, sshd answering on 127.0.0.1:<port>. Its /tmp is a tmpfs of
-    `tmp_mb` MB, so that a test can fill the board's temporary filesystem for real."""
+    `tmp_mb` MB, so that a test can fill the board's temporary filesystem for real; with
+    `cache_mb`, the user's ~/.cache is one too (the runtimes' cache on a full disk)."""
     from docker.types import Mount
 
     from harness.devices import load_profiles
@@ -191,7 +194,10 @@ def start_board(client: Any, arch: str, folder: Path, *, tmp_mb: int = 64) -> Bo
         command=["sh", "-c", START],
         platform=f"linux/{arch}",
         ports={"22/tcp": ("127.0.0.1", None)},
-        tmpfs={"/tmp": f"size={tmp_mb}m,mode=1777"},
+        tmpfs={
+            "/tmp": f"size={tmp_mb}m,mode=1777",
+            **({f"/home/{USER}/.cache": f"size={cache_mb}m,mode=1777"} if cache_mb else {}),
+        },
         labels={LABEL: "1"},
         mounts=mounts,
         environment=environment,
