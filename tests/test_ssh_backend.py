@@ -238,6 +238,11 @@ def board_for(client: Any, arch: str, folder: Path) -> Board:
     """A running board container (its image built if missing: a cache hit after the first)."""
     from harness.images import BuildError
 
+    if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        reason = "the OpenSSH client is not installed (apt-get install openssh-client)"
+        if IN_CI:
+            pytest.fail(f"{reason} (CI=true: scripts/bootstrap.sh installs it)", pytrace=False)
+        pytest.skip(reason)
     try:
         build_image(client, arch)
     except BuildError as exc:

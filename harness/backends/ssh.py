@@ -192,6 +192,11 @@ class Connection:
         if self.alive():
             return
         self.close()
+        if shutil.which("ssh") is None:
+            raise BackendUnavailable(
+                "the OpenSSH client (ssh) is not installed on this machine: apt-get install "
+                "openssh-client (or your system's package of it)"
+            )
         with open(self.log, "wb") as log:
             self._master = subprocess.Popen(
                 [
