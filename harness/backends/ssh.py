@@ -11,8 +11,8 @@ One connection per board and session: a ControlMaster that this process owns, wh
 a private host folder) carries the short commands (probe, copies, cleanup) and every worker's
 session. A worker's start:
 
-1. probe (one command): `uname -m` against the profile's arch, the board's Python version, a
-   private temporary folder (`mktemp -d`: mode 700), what is cached, free space;
+1. probe (one command): `uname -m` against the profile's arch, the board's Python version and C
+   library, a private temporary folder (`mktemp -d`: mode 700), what is cached, cores, memory;
 2. the runtimes: the profile's pinned wheels, downloaded on this host for the board's arch and
    Python and installed into a tree (harness.images.debootstrap.ensure_site, as the device
    images are made), pushed once into ~/.cache/harness-board/<hash of the wheel set>/ on the
@@ -324,7 +324,6 @@ fi
 folder=$(mktemp -d "${{TMPDIR:-/tmp}}/harness.XXXXXXXX" 2>&1) && echo "folder=$folder" \
   || echo "nofolder=$folder"
 echo "cached=$(ls "$HOME/{cache}" 2>/dev/null | tr '\n' ' ')"
-echo "free_kb=$(df -Pk "${{TMPDIR:-/tmp}}" 2>/dev/null | awk 'NR==2 {{print $4}}')"
 echo "cpus=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
 echo "memory_kb=$(awk '/^MemTotal:/ {{print $2}}' /proc/meminfo)"
 """
