@@ -32,7 +32,7 @@ ACCELERATORS = ("none", "cuda")
 class DeviceProfile:
     name: str
     description: str
-    backend: str  # local | docker
+    backend: str  # local | docker | ssh
     arch: str  # amd64 | arm64 | native
     cpus: int  # 0: all of the host's
     threads: int  # intra-op threads the runtime is given
@@ -44,6 +44,13 @@ class DeviceProfile:
     runtimes: tuple[str, ...] = ("onnxruntime", "ai-edge-litert")
     emulates: str = ""  # a real board: the built-in (emulated) profile it is the counterpart of
     timing_model: Path | None = None  # a calibrated timing-model CPU file (harness calibrate)
+    # backend = "ssh": how to reach the board (harness.backends.ssh)
+    host: str = ""  # a host name, an address, or an alias from ~/.ssh/config
+    port: int | None = None  # None: ssh's (22, or the alias's Port)
+    user: str = ""  # "": ssh's (the alias's User, or yours)
+    identity_file: Path | None = None  # None: ssh's keys (the alias's, ~/.ssh/id_*, the agent)
+    known_hosts: Path | None = None  # None: ~/.ssh/known_hosts
+    python: str = "python3"  # the board's interpreter
     source: Path | None = None
 
     @property
@@ -52,7 +59,8 @@ class DeviceProfile:
 
     @property
     def emulated(self) -> bool:
-        return self.target_arch != HOST_ARCH
+        """Run under QEMU here; a board reached over SSH is the real thing, whatever its arch."""
+        return self.backend != "ssh" and self.target_arch != HOST_ARCH
 
     @property
     def fidelity(self) -> str:
@@ -97,6 +105,8 @@ _FIELDS = [
     "emulates",
     "timing_model",
 ]
+SSH_FIELDS = ["host", "port", "user", "identity_file", "known_hosts", "python"]
+BACKEND_NAMES = ("local", "docker", "ssh")
 
 
 def parse_memory(text: str | int, where: str) -> int | None:
@@ -125,10 +135,11 @@ def load_profile(path: Path) -> DeviceProfile:
             "timing model of the profile's `cpu` (harness/timing/cpus/<cpu>.toml) or from a "
             "`timing_model` that `harness calibrate` fits; remove those lines"
         )
-    check_keys(data, _FIELDS, where)
+    check_keys(data, _FIELDS + SSH_FIELDS, where)
     backend = data.get("backend", "docker")
-    if backend not in ("local", "docker"):
-        raise ConfigError(f"{where}: backend {backend!r} is not one of local, docker")
+    if backend not in BACKEND_NAMES:
+        raise ConfigError(f"{where}: backend {backend!r} is not one of {', '.join(BACKEND_NAMES)}")
+    ssh = _ssh_fields(data, path, backend)
     arch = data.get("arch", "native")
     if arch not in ("native", "amd64", "arm64"):
         raise ConfigError(f"{where}: arch {arch!r} is not one of native, amd64, arm64")
@@ -163,8 +174,59 @@ def load_profile(path: Path) -> DeviceProfile:
         runtimes=tuple(data.get("runtimes", ("onnxruntime", "ai-edge-litert"))),
         emulates=str(data.get("emulates", "")),
         timing_model=timing_model_path,
+        **ssh,
         source=path,
     )
+
+
+def _ssh_fields(data: dict[str, Any], path: Path, backend: str) -> dict[str, Any]:
+    """The ssh fields of a profile, checked: only for backend = "ssh", where host and arch are
+    required and the key and known_hosts files (relative to the profile) must exist."""
+    where = str(path)
+    given = [key for key in SSH_FIELDS if key in data]
+    if backend != "ssh":
+        if given:
+            raise ConfigError(
+                f"{where}: {', '.join(given)} only apply to boards reached over SSH; "
+                'add backend = "ssh" or remove them'
+            )
+        return {}
+    host = expect_type(data.get("host", ""), str, where, "host")
+    if not host:
+        raise ConfigError(
+            f'{where}: an ssh board needs host = "<name or address>" (or an alias from '
+            "~/.ssh/config)"
+        )
+    if data.get("arch", "native") == "native":
+        raise ConfigError(
+            f'{where}: an ssh board needs its arch: arch = "arm64" or "amd64" (what `uname -m` '
+            "says on the board: aarch64 or x86_64)"
+        )
+    port = data.get("port")
+    if port is not None and (
+        not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536
+    ):
+        raise ConfigError(f"{where}: port {port!r} is not a TCP port (1-65535)")
+    files: dict[str, Path | None] = {}
+    for key in ("identity_file", "known_hosts"):
+        value = expect_type(data.get(key, ""), str, where, key)
+        files[key] = (path.parent / Path(value).expanduser()).resolve() if value else None
+        found = files[key]
+        if found is not None and not found.is_file():
+            raise ConfigError(f"{where}: {key} {found} does not exist")
+    key_file = files["identity_file"]
+    if key_file is not None and key_file.stat().st_mode & 0o077:
+        raise ConfigError(
+            f"{where}: identity_file {key_file} can be read by others, and ssh refuses such "
+            f"keys: chmod 600 {key_file}"
+        )
+    return {
+        "host": host,
+        "port": port,
+        "user": expect_type(data.get("user", ""), str, where, "user"),
+        "python": expect_type(data.get("python", "python3"), str, where, "python"),
+        **files,
+    }
 
 
 def load_profiles(extra_dir: Path | None = None) -> dict[str, DeviceProfile]:

@@ -19,10 +19,11 @@ fi
 .venv/bin/python -m pip install -q -e ".[dev]"
 
 if [ "$(id -u)" -eq 0 ] && [ "$(uname -s)" = Linux ] && [ "${HARNESS_NO_DOCKER:-0}" != 1 ]; then
-    # chromium: the HTML report's browser test; shellcheck: actionlint checks run: scripts.
+    # chromium: the HTML report's browser test; shellcheck: actionlint checks run: scripts;
+    # openssh-client: ssh boards (and their tests' keys).
     # shellcheck source=scripts/lib.sh
     source scripts/lib.sh
-    ensure_packages chromium shellcheck
+    ensure_packages chromium shellcheck openssh-client
     bash scripts/setup-docker.sh
     .venv/bin/harness images build
     bash scripts/setup-counting.sh   # QEMU instruction-counting plugin (counting mode)

@@ -8,11 +8,11 @@ if TYPE_CHECKING:
     from harness.backends.base import Backend
     from harness.devices import DeviceProfile
 
-BACKENDS = ("local", "docker")
+BACKENDS = ("local", "docker", "ssh")
 
 
 def backend_for(profile: DeviceProfile) -> Backend:
-    """The backend that realises `profile` (imported lazily: docker only when used)."""
+    """The backend that realises `profile` (imported lazily: docker, ssh only when used)."""
     if profile.backend == "local":
         from harness.backends.local import LocalBackend
 
@@ -21,4 +21,8 @@ def backend_for(profile: DeviceProfile) -> Backend:
         from harness.backends.docker import DockerBackend
 
         return DockerBackend()
+    if profile.backend == "ssh":
+        from harness.backends.ssh import SshBackend
+
+        return SshBackend()
     raise ValueError(f"device {profile.name!r}: unknown backend {profile.backend!r}")
