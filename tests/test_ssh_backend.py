@@ -551,3 +551,26 @@ def test_amd64_board_gives_the_verdicts_of_the_x86_64_container(
     assert container == board and len(board) >= 5
     fidelity = {r["fidelity"] for r in json.loads((folder / "board.json").read_text())["results"]}
     assert fidelity == {"measured"}
+
+
+def test_calibrate_measures_on_the_board_and_fits_its_counterpart(
+    amd64_board: Board, counting_plugin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`harness calibrate --device <ssh board>`: measured on the board, counted as the profile it
+    stands for (x86-64 here), written as that profile's timing model with the board's band."""
+    from harness.cli import main
+    from harness.timing import cpu_for_profile
+
+    matrix = tmp_path / "device-matrix"
+    matrix.mkdir()
+    amd64_board.profile(matrix, "board", emulates="x86-64")
+    models = [str(MODEL), str(DIGITS / "models" / "digits_float.tflite"), str(INT8)]
+    code = main(["calibrate", "--device", "board", "--models", *models, "--matrix", str(matrix),
+                 "--seconds", "0.3"])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "held out (leave-one-out)" in out.out
+    x86 = load_profiles(matrix)["x86-64"]
+    assert x86.timing_model == (matrix / "timing" / "board.toml").resolve()
+    assert cpu_for_profile(x86).band_source.startswith("validated on 3 models on board")
+    assert_left_nothing(amd64_board)
