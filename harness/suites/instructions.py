@@ -17,6 +17,7 @@ from harness.backends.base import BackendUnavailable
 from harness.plan import make_plan
 from harness.results import Measurement
 from harness.runner import Pair, PairFailure
+from harness.suites.latency import board_estimate
 from harness.worker.feeds import DataError
 
 # Guest instructions per second that qemu-aarch64 7.2 runs with the counting plugin, to price a
@@ -62,29 +63,10 @@ def _count(pair: Pair, model: Any, like: Any = None) -> Any:
 
 def _estimate(pair: Pair) -> dict[str, Any]:
     """The timing model's estimate for the board (emulated devices), or why there is none."""
-    from harness.timing import estimate_latency
-    from harness.timing.run import TimingRunError
-
-    model = pair.model
     try:
-        estimate = estimate_latency(
-            pair.profile,
-            model.path,
-            model.dataset,
-            input_shapes={k: list(v) for k, v in model.input_shapes.items()} or None,
-            timeout=pair.config.timeout_s,
-        )
-    except (BackendUnavailable, TimingRunError, ValueError) as exc:
+        return board_estimate(pair)
+    except ValueError as exc:  # a board CPU without a timing model: the count still stands
         return {"estimate_unavailable": f"no timing model estimate here ({exc})"}
-    figures: dict[str, Any] = {
-        "estimated_ms": estimate.ms,
-        "estimate_model": f"{estimate.model_description}; for one intra-op thread",
-        "estimate_band": estimate.band_fraction,
-    }
-    if estimate.band_fraction is not None:
-        figures["estimated_ms_low"] = estimate.low_ms
-        figures["estimated_ms_high"] = estimate.high_ms
-    return figures
 
 
 def measure(pair: Pair) -> Measurement:

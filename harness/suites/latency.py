@@ -270,16 +270,15 @@ def _stored(pair: Pair, measurement: Measurement) -> Measurement:
     return Measurement(figures, measurement.fidelity, raw, flags)
 
 
-def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
-    """On an emulated board, an absolute latency gate reads the timing model's estimate of the
-    board (harness.timing: counted under QEMU, one intra-op thread), with its measured error
-    band; the emulated wall clock stays beside it, labelled emulated."""
+def board_estimate(pair: Pair) -> dict[str, Any]:
+    """The timing model's estimate of one inference on the pair's (emulated) board, with its
+    band, as record figures; or `estimate_unavailable` where counting is not set up here. A
+    board CPU with no timing model raises ValueError naming the known ones."""
     from harness.backends.base import BackendUnavailable
     from harness.timing import estimate_latency
     from harness.timing.run import TimingRunError
 
     model = pair.model
-    figures = dict(measurement.figures)
     try:
         estimate = estimate_latency(
             pair.profile,
@@ -289,21 +288,27 @@ def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
             timeout=pair.config.timeout_s,
         )
     except (BackendUnavailable, TimingRunError) as exc:
-        figures["estimate_unavailable"] = (
-            f"no timing model here ({exc}); `bash scripts/setup-counting.sh` as root sets it up"
-        )
-        return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
-    figures |= {
+        return {
+            "estimate_unavailable": f"no timing model here ({exc}); "
+            "`bash scripts/setup-counting.sh` as root sets it up"
+        }
+    figures: dict[str, Any] = {
         "estimated_ms": estimate.ms,
         "estimate_model": f"{estimate.model_description}; for one intra-op thread",
         "estimate_band": estimate.band_fraction,
         "estimate_instructions": estimate.instructions_per_inference,
     }
     if estimate.band_fraction is not None:
-        figures["estimated_ms_low"], figures["estimated_ms_high"] = (
-            estimate.low_ms,
-            estimate.high_ms,
-        )
+        figures["estimated_ms_low"] = estimate.low_ms
+        figures["estimated_ms_high"] = estimate.high_ms
+    return figures
+
+
+def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
+    """On an emulated board, an absolute latency gate reads the timing model's estimate of the
+    board (harness.timing: counted under QEMU, one intra-op thread), with its measured error
+    band; the emulated wall clock stays beside it, labelled emulated."""
+    figures = dict(measurement.figures) | board_estimate(pair)
     return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
 
 
