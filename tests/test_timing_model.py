@@ -20,6 +20,7 @@ from harness.timing.model import (
     CpuModel,
     VcpuCounts,
     cpu_model_from_toml,
+    cpu_model_toml,
     estimate_cycles,
     estimate_ms,
 )
@@ -59,8 +60,7 @@ def cpu(**changes: object) -> CpuModel:
 
 def counts(vcpu: int = 0, **classes: int) -> VcpuCounts:
     memory = {
-        k: classes.pop(k, 0)
-        for k in ("l1d_misses", "l1d_misses_seq", "l2_misses", "l2_misses_seq")
+        k: classes.pop(k, 0) for k in ("l1d_misses", "l1d_misses_seq", "l2_misses", "l2_misses_seq")
     }
     return VcpuCounts(
         vcpu=vcpu,
@@ -112,9 +112,7 @@ def test_busiest_vcpu_decides_and_samples_divide() -> None:
         estimate_ms([], model, samples=1)
 
 
-@given(
-    st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**7), st.integers(0, 10**6)
-)
+@given(st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**7), st.integers(0, 10**6))
 def test_more_work_never_takes_fewer_cycles(ints: int, extra: int, misses: int, more: int) -> None:
     model = cpu(overlap=0.5)
     base = estimate_cycles(counts(int=ints, l1d_misses=misses), model).cycles
@@ -192,7 +190,10 @@ def test_estimate_carries_its_band_and_model() -> None:
     estimate = estimate_from_counts(taken, model, "rpi-zero-2w")
     assert isinstance(estimate, TimingEstimate)
     assert estimate.ms == pytest.approx(2.0)
-    assert (estimate.low_ms, estimate.high_ms) == pytest.approx((1.6, 2.4))
+    # An estimate 20% under or over the device's figure: the device's figure is 2.0 / 0.8 or
+    # 2.0 / 1.2 (a band of 20% around the device, not around the estimate).
+    assert (estimate.low_ms, estimate.high_ms) == pytest.approx((2.0 / 1.2, 2.0 / 0.8))
+    assert replace(estimate, band_fraction=1.0).high_ms == math.inf
     assert str(estimate) == (
         "estimated 2.00 ms ±20% (test timing model at 1000 MHz, validated on 12 models)"
     )
@@ -209,6 +210,21 @@ def test_errors_and_summary() -> None:
     assert s.discordant_pairs == 0 and s.meets(0.15, 0.30)
     swapped = summarize([25.0, 18.0], [20.0, 21.0])
     assert swapped.discordant_pairs == 1 and not swapped.meets(1.0, 1.0)
+
+
+def test_generation_reads_the_wider_band_measured_for_it() -> None:
+    vision = cpu(band_fraction=0.25, band_source="checked on 3 Pi figures")
+    assert "not validated on generation" in vision.for_generation().band_source
+    wider = replace(vision, generation_band_fraction=0.72, generation_band_source="3 LMs")
+    assert (wider.for_generation().band_fraction, wider.for_generation().band_source) == (
+        0.72,
+        "3 LMs",
+    )
+    narrower = replace(vision, generation_band_fraction=0.1, generation_band_source="x")
+    assert narrower.for_generation() == narrower
+    a72 = load_cpu_model("cortex-a72")
+    again = cpu_model_from_toml(cpu_model_toml(a72), "again")
+    assert a72.generation_band_fraction == again.generation_band_fraction == 0.72
 
 
 def test_leave_one_out_never_sees_the_model_it_predicts() -> None:

@@ -12,7 +12,7 @@ error band measured for that CPU by benchmarks/bench_fidelity.py (docs/timing-mo
     est = estimate_latency(load_profiles()["rpi4"], Path("mobilenet_v2.tflite"), None)
     est.ms, est.band_fraction            # e.g. 82.3, 0.25
     str(est)                             # "estimated 82.3 ms ±25% (cortex-a72 timing model ...)"
-    est.low_ms, est.high_ms              # ms x (1 -/+ band): for PASS / FAIL / INCONCLUSIVE
+    est.low_ms, est.high_ms              # ms / (1 +/- band): for PASS / FAIL / INCONCLUSIVE
 
 Counts are deterministic, so one counted inference (after one warm-up) is enough; results are
 cached under $HARNESS_CACHE/timing/counts by model hash, dataset hash, harness version, plugin
@@ -77,13 +77,17 @@ class TimingEstimate:
     qemu_cpu: str
     fidelity: str = FIDELITY
 
+    # The band is the largest |estimate / measured - 1| seen, so the device's own figure lies in
+    # [ms / (1 + band), ms / (1 - band)]: an estimate 25% under the truth means the truth is
+    # 1.33 x the estimate, not 1.25 x. A band of 100% or more leaves no upper bound.
     @property
     def low_ms(self) -> float:
-        return max(0.0, self.ms * (1.0 - (self.band_fraction or 0.0)))
+        return self.ms / (1.0 + (self.band_fraction or 0.0))
 
     @property
     def high_ms(self) -> float:
-        return self.ms * (1.0 + (self.band_fraction or 0.0))
+        band = self.band_fraction or 0.0
+        return self.ms / (1.0 - band) if band < 1.0 else math.inf
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -346,7 +350,7 @@ def estimate_generation(
     """Estimated time to first token (a prompt of `prompt_tokens` tokens of `text`) and
     milliseconds per decode step (the `new_tokens - 1` steps after it) of a GenAI model folder
     on `profile`, one intra-op thread, each with the CPU's error band."""
-    cpu = cpu or cpu_for_profile(profile)
+    cpu = (cpu or cpu_for_profile(profile)).for_generation()
     counts, cached = generation_counts(
         profile, folder, text, prompt_tokens, new_tokens, cpu, timeout=timeout
     )

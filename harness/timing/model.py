@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
@@ -146,6 +146,9 @@ class CpuModel:
     calibration: float = 1.0  # a fitted scale (1: not fitted); see docs/timing-model.md
     band_fraction: float | None = None  # the measured error of estimates for this CPU
     band_source: str = "not validated"
+    # The error measured for language-model generation (prefill, decode steps), where known.
+    generation_band_fraction: float | None = None
+    generation_band_source: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -167,6 +170,17 @@ class CpuModel:
 
     def describe(self) -> str:
         return f"{self.name} timing model at {self.clock_mhz:g} MHz, {self.band_source}"
+
+    def for_generation(self) -> CpuModel:
+        """This model with the band measured for language-model generation where it is wider
+        (a decode step is small kernels and runtime upkeep, which the vision models that set
+        `band` do not exercise); where none was measured, the band says so."""
+        generation = self.generation_band_fraction
+        if generation is None:
+            return replace(self, band_source=f"{self.band_source}; not validated on generation")
+        if self.band_fraction is not None and self.band_fraction >= generation:
+            return self
+        return replace(self, band_fraction=generation, band_source=self.generation_band_source)
 
 
 @dataclass(frozen=True)
@@ -247,7 +261,7 @@ def cpu_model_from_toml(text: str, name: str) -> CpuModel:
     for key in ("l1d", "l2"):
         if key in data and "source" in data[key]:
             sources[key] = str(data[key]["source"])
-    band = data.get("band")
+    band, generation = data.get("band"), data.get("generation_band")
     return CpuModel(
         name=name,
         description=str(data.get("description", name)),
@@ -265,6 +279,8 @@ def cpu_model_from_toml(text: str, name: str) -> CpuModel:
         calibration=number("calibration") if "calibration" in data else 1.0,
         band_fraction=float(band["fraction"]) if band else None,
         band_source=str(band["source"]) if band else "not validated",
+        generation_band_fraction=float(generation["fraction"]) if generation else None,
+        generation_band_source=str(generation["source"]) if generation else "",
         sources=sources,
     )
 
@@ -296,4 +312,7 @@ def cpu_model_toml(cpu: CpuModel, header: str = "") -> str:
     if cpu.band_fraction is not None:
         lines += ["", "[band]", f"fraction = {cpu.band_fraction!r}"]
         lines.append(f"source = {json.dumps(cpu.band_source)}")
+    if cpu.generation_band_fraction is not None:
+        lines += ["", "[generation_band]", f"fraction = {cpu.generation_band_fraction!r}"]
+        lines.append(f"source = {json.dumps(cpu.generation_band_source)}")
     return "\n".join(lines) + "\n"
