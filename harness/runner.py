@@ -4,7 +4,9 @@ pair's suites.
 - `start_worker` and `load_model`: the one start-and-load exchange with a worker.
 - `Worker`: the lifecycle of one pair's worker. A worker that crashes or hangs is discarded; the
   next request starts a fresh one, unless the failure came while starting or loading (it would
-  only repeat), which is remembered and raised again by every later suite of the pair.
+  only repeat), which is remembered and raised again by every later suite of the pair. On an
+  emulated board it holds only the dataset rows it is answering, and the rows it answered are
+  kept across sessions (harness.answers_cache).
 - `Pair`: what a suite works with: the model, the device, the config, the pair's worker, the
   baseline context resolved once for the pair, and what the session's pairs share.
 - `PairPool`: the session's pairs.
@@ -21,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from harness import answers_cache
+from harness.answers_cache import AnswerCache
 from harness.backends import backend_for
 from harness.backends.base import (
     BackendUnavailable,
@@ -85,8 +89,10 @@ def load_model(
     model_id: str,
     timeout_s: float,
     config_file: Path,
+    rows: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Load `model` in the worker under `model_id`; a refusal or a crash is a PairFailure."""
+    """Load `model` in the worker under `model_id` (holding only the dataset `rows`, when
+    given); a refusal or a crash is a PairFailure."""
     try:
         return load(
             client,
@@ -100,6 +106,7 @@ def load_model(
             input_values=dict(model.input_values),
             accelerator=profile.accelerator,
             config_file=str(config_file),
+            **({"rows": rows} if rows is not None and model.dataset else {}),
         )
     except WorkerError as exc:
         client.close()
@@ -147,6 +154,11 @@ class Worker:
         self.client = client
         return client
 
+    @property
+    def emulated(self) -> bool:
+        """An emulated board: it holds only the rows it answers, and its answers are kept."""
+        return self.profile.emulated
+
     def _load(self, client: WorkerClient, model: ModelSpec, model_id: str) -> dict[str, Any]:
         assert self.target is not None
         return load_model(
@@ -157,6 +169,7 @@ class Worker:
             model_id,
             self.config.timeout_s,
             self.config.source,
+            rows=[0] if self.emulated else None,  # the first row: the first run's input
         )
 
     def request(self, op: str, base: bool = False, **arguments: Any) -> dict[str, Any]:
@@ -175,26 +188,62 @@ class Worker:
         task: str,
         indices: list[int],
         progress: Callable[[str, int, int], None] = silent,
+        base: bool = False,
     ) -> dict[str, Any]:
-        """The model's answers on the dataset samples at `indices`, asked in requests of about
-        EVALUATE_CHUNK_S each (progress between them; none near timeout_s)."""
+        """The model's (or its base's) answers on the dataset rows at `indices`, asked in
+        requests of about EVALUATE_CHUNK_S each (progress between them; none near timeout_s).
+        On an emulated board, rows answered in an earlier session come from the answer cache
+        (`from_cache` says how many) and the worker holds only the rows of the request."""
         self.start()
-        cost = max(float(self.loaded.get("first_run_s", 0.0)), 1e-6)
+        cache = self._answer_cache(task, base) if self.emulated else None
+        known = cache.read() if cache is not None else {}
+        asked = answers_cache.missing(known, dict.fromkeys(indices))
+        loaded = self.base_loaded if base else self.loaded
+        cost = max(float(loaded.get("first_run_s", 0.0)), 1e-6)
         per_request = max(1, int(EVALUATE_CHUNK_S / cost))
-        parts = []
-        for begin in range(0, len(indices), per_request):
-            chunk = indices[begin : begin + per_request]
-            parts.append(self.request("evaluate", task=task, indices=chunk))
-            progress("answers", begin + len(chunk), len(indices))
-        merged: dict[str, Any] = {
-            "count": len(indices),
-            "nonfinite": sum(int(p["nonfinite"]) for p in parts),
-        }
-        if parts and all("top1" in p for p in parts):
-            merged["top1"] = [c for p in parts for c in p["top1"]]
-        if parts and all("values" in p for p in parts):
-            merged["values"] = np.concatenate([np.asarray(p["values"]) for p in parts])
+        for begin in range(0, len(asked), per_request):
+            chunk = asked[begin : begin + per_request]
+            if self.emulated:  # row 0 stays held: latency times the first row
+                self.request("hold", base, rows=[0, *chunk])
+            part = self.request("evaluate", base, task=task, indices=chunk)
+            known |= answers_cache.rows_of(part, chunk)
+            progress("answers", begin + len(chunk), len(asked))
+        if cache is not None and asked:
+            cache.write(known)
+        merged = answers_cache.result_of(known, indices)
+        fresh = set(asked)
+        merged["from_cache"] = sum(i not in fresh for i in indices)
         return merged
+
+    def _answer_cache(self, task: str, base: bool) -> AnswerCache:
+        """The answer cache of this model (or its base) on this board, keyed by everything the
+        answers depend on (harness.answers_cache)."""
+        from harness import __version__
+
+        model = self.base if base and self.base is not None else self.model
+        loaded = self.base_loaded if base else self.loaded
+        assert self.target is not None and model.dataset is not None
+        limits = self.target.limits
+        fields = {
+            "op": "evaluate",
+            "task": task,
+            "model_sha256": answers_cache.content_sha256(model.path),
+            "dataset_sha256": answers_cache.content_sha256(model.dataset),
+            "output": loaded.get("output"),
+            "input_shapes": loaded.get("input_shapes"),
+            "input_values": {k: np.asarray(v).tolist() for k, v in model.input_values.items()},
+            "runtime": [loaded.get(k) for k in ("runtime", "runtime_version", "provider")],
+            "image": limits.get("image"),
+            "qemu_cpu": limits.get("qemu_cpu"),
+            "emulator_sha256": answers_cache.emulator_sha256(self.profile.target_arch),
+            "versions": self.hello.get("versions"),
+            "python": self.hello.get("python"),
+            "machine": self.hello.get("machine"),
+            "threads": self.profile.threads,
+            "accelerator": self.profile.accelerator,
+            "harness": [__version__, answers_cache.worker_sources_sha256()],
+        }
+        return answers_cache.AnswerCache(fields)
 
     def close(self) -> None:
         if self.client is not None:
