@@ -9,13 +9,17 @@ pair's suites.
   kept across sessions (harness.answers_cache).
 - `Pair`: what a suite works with: the model, the device, the config, the pair's worker, the
   baseline context resolved once for the pair, and what the session's pairs share.
-- `PairPool`: the session's pairs.
+- `PairPool`: the session's pairs. Told the order the items will run in (not under xdist), it
+  starts the next emulated pair's worker in the background while the items before it run: a QEMU
+  start and model load cost seconds, and one core is idle while the host measures on the other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -131,9 +135,15 @@ class Worker:
     loaded: dict[str, Any] = field(default_factory=dict)
     base_loaded: dict[str, Any] = field(default_factory=dict)
     failure: PairFailure | None = None  # sticky: start/load failures repeat
+    # A start in the background (PairPool.start_ahead) and an item's start wait for each other.
+    _starting: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def start(self) -> WorkerClient:
         """The live worker with the model loaded, started if needed."""
+        with self._starting:
+            return self._start()
+
+    def _start(self) -> WorkerClient:
         if self.failure is not None:
             raise self.failure
         if self.client is not None:
@@ -406,8 +416,36 @@ class PairPool:
         self.baseline = baseline
         self.shared = Shared(config)
         self.pairs: dict[tuple[str, str], Pair] = {}
+        self.order: list[tuple[ModelSpec, DeviceProfile]] = []  # as the items will run
+        self._ahead: Any = None  # the background start in flight (a Future)
+        self._released: set[tuple[str, str]] = set()
 
     def get(self, model: ModelSpec, profile: DeviceProfile) -> Pair:
+        pair = self._pair(model, profile)
+        self.start_ahead((model.name, profile.name))
+        return pair
+
+    def start_ahead(self, current: tuple[str, str]) -> None:
+        """Start the worker of the next emulated pair after `current` in `order` in the
+        background, one at a time; a failure stays with its pair (its items report it)."""
+        if not self.order or (self._ahead is not None and not self._ahead.done()):
+            return
+        keys = [(m.name, p.name) for m, p in self.order]
+        after = keys.index(current) + 1 if current in keys else 0
+        for (model, profile), key in zip(self.order[after:], keys[after:], strict=True):
+            if not profile.emulated or key == current or key in self._released:
+                continue
+            worker = self._pair(model, profile).worker
+            if worker.client is not None or worker.failure is not None:
+                continue
+            from concurrent.futures import ThreadPoolExecutor
+
+            background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harness-ahead")
+            self._ahead = background.submit(_start_quietly, worker)
+            background.shutdown(wait=False)
+            return
+
+    def _pair(self, model: ModelSpec, profile: DeviceProfile) -> Pair:
         key = (model.name, profile.name)
         if key not in self.pairs:
             context = (
@@ -420,11 +458,20 @@ class PairPool:
         return self.pairs[key]
 
     def release(self, model: str, device: str) -> None:
+        self._released.add((model, device))
         pair = self.pairs.get((model, device))
         if pair is not None:
             pair.worker.close()
 
     def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.exception()  # a worker still starting is closed below, not left running
         for pair in self.pairs.values():
             pair.worker.close()
         self.shared.close()
+
+
+def _start_quietly(worker: Worker) -> None:
+    """Start `worker` ahead of its items; a failure is kept by the worker for them to report."""
+    with contextlib.suppress(PairFailure, WorkerFailure, WorkerError):
+        worker.start()
