@@ -9,8 +9,10 @@ only the rows it has not answered yet. A change to any part of the key (a new mo
 request) misses. Measured latency and memory are never kept: they belong to their session.
 
 An entry is one .npz per key: the key's text, the rows, and per row its top-1 class, its scores
-and whether they were finite. An entry that cannot be read, or holds another key, is ignored and
-rewritten.
+and whether they were finite. Generated inputs (robustness) are kept one .npz per input and
+repeat: `run` answers keyed by the inputs' bytes and by which run of that input it was (the
+determinism property runs each input twice and compares two answers the board gave). An entry
+that cannot be read, or holds another key, is ignored and rewritten.
 """
 
 from __future__ import annotations
@@ -126,6 +128,59 @@ def key_text(fields: Mapping[str, Any]) -> str:
     return json.dumps(fields, sort_keys=True, default=str, separators=(",", ":"))
 
 
+def _save(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write an .npz atomically; a cache that cannot be written is only a slower next session."""
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)  # type: ignore[arg-type]
+        os.replace(temporary, path)
+    except OSError:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+
+
+def inputs_sha256(inputs: Mapping[str, np.ndarray]) -> str:
+    """A digest of named input arrays: names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(inputs):
+        array = np.ascontiguousarray(inputs[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+class RunCache:
+    """`run` answers (outputs by name) under one key, per input and per repeat of that input."""
+
+    def __init__(self, fields: Mapping[str, Any], folder: Path | None = None) -> None:
+        self.key = key_text(fields)
+        name = hashlib.sha256(self.key.encode()).hexdigest()[:40]
+        self.folder = (folder or cache_folder()) / f"runs-{name}"
+
+    def _path(self, inputs: str, repeat: int) -> Path:
+        return self.folder / f"{inputs[:40]}-{repeat}.npz"
+
+    def get(self, inputs: str, repeat: int) -> dict[str, np.ndarray] | None:
+        """The outputs kept for the `repeat`th run of these inputs, or None."""
+        try:
+            with np.load(self._path(inputs, repeat), allow_pickle=False) as entry:
+                if str(entry["key"]) != self.key or str(entry["inputs"]) != inputs:
+                    return None
+                return {k[4:]: np.array(entry[k]) for k in entry.files if k.startswith("out_")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+
+    def put(self, inputs: str, repeat: int, outputs: Mapping[str, np.ndarray]) -> None:
+        arrays = {f"out_{k}": np.asarray(v) for k, v in outputs.items()}
+        _save(
+            self._path(inputs, repeat),
+            arrays | {"key": np.array(self.key), "inputs": np.array(inputs)},
+        )
+
+
 class AnswerCache:
     """The rows answered under one key."""
 
@@ -160,8 +215,7 @@ class AnswerCache:
             return {}
 
     def write(self, rows: Mapping[int, Row]) -> None:
-        """Keep `rows` (all of this key's rows, old and new), replacing the entry atomically; a
-        cache that cannot be written is only a slower next session."""
+        """Keep `rows` (all of this key's rows, old and new), replacing the entry."""
         indices = sorted(rows)
         chosen = [rows[i] for i in indices]
         arrays: dict[str, np.ndarray] = {
@@ -175,16 +229,7 @@ class AnswerCache:
             shapes = {r.scores.shape for r in chosen if r.scores is not None}
             if len(shapes) == 1:
                 arrays["scores"] = np.stack([r.scores for r in chosen if r.scores is not None])
-        temporary = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, **arrays)  # type: ignore[arg-type]
-            os.replace(temporary, self.path)
-        except OSError:
-            if temporary is not None:
-                Path(temporary).unlink(missing_ok=True)
+        _save(self.path, arrays)
 
 
 def missing(known: Mapping[int, Row], indices: Iterable[int]) -> list[int]:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from harness import answers_cache
-from harness.answers_cache import AnswerCache
+from harness.answers_cache import AnswerCache, RunCache
 from harness.backends import backend_for
 from harness.backends.base import (
     BackendUnavailable,
@@ -226,19 +226,32 @@ class Worker:
         return merged
 
     def _answer_cache(self, task: str, base: bool) -> AnswerCache:
-        """The answer cache of this model (or its base) on this board, keyed by everything the
-        answers depend on (harness.answers_cache)."""
-        from harness import __version__
-
+        """The answer cache of this model's (or its base's) dataset rows on this board."""
         model = self.base if base and self.base is not None else self.model
-        loaded = self.base_loaded if base else self.loaded
-        assert self.target is not None and model.dataset is not None
-        limits = self.target.limits
-        fields = {
+        assert model.dataset is not None
+        fields = self.answer_key(base) | {
             "op": "evaluate",
             "task": task,
-            "model_sha256": answers_cache.content_sha256(model.path),
             "dataset_sha256": answers_cache.content_sha256(model.dataset),
+        }
+        return answers_cache.AnswerCache(fields)
+
+    def run_cache(self) -> RunCache:
+        """The cache of this model's `run` answers on this board (generated inputs)."""
+        return answers_cache.RunCache(self.answer_key(False) | {"op": "run", "reset": True})
+
+    def answer_key(self, base: bool) -> dict[str, Any]:
+        """Everything this model's (or its base's) answers on this board depend on, but the
+        inputs (harness.answers_cache)."""
+        from harness import __version__
+
+        self.start()
+        model = self.base if base and self.base is not None else self.model
+        loaded = self.base_loaded if base else self.loaded
+        assert self.target is not None
+        limits = self.target.limits
+        return {
+            "model_sha256": answers_cache.content_sha256(model.path),
             "output": loaded.get("output"),
             "input_shapes": loaded.get("input_shapes"),
             "input_values": {k: np.asarray(v).tolist() for k, v in model.input_values.items()},
@@ -253,7 +266,6 @@ class Worker:
             "accelerator": self.profile.accelerator,
             "harness": [__version__, answers_cache.worker_sources_sha256()],
         }
-        return answers_cache.AnswerCache(fields)
 
     def close(self) -> None:
         if self.client is not None:

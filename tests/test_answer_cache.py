@@ -9,6 +9,7 @@ sampled agreement comes from the cache (said in the record and the row), and a c
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from test_device_matrix import copy_example
 
-from harness.answers_cache import AnswerCache, Row, result_of, rows_of
+from harness.answers_cache import AnswerCache, Row, RunCache, inputs_sha256, result_of, rows_of
 from harness.worker.feeds import DataError, load_npz_rows
 
 pytest_plugins = ["pytester"]
@@ -28,9 +29,7 @@ KEY = {"model_sha256": "ab", "image": "harness-device:arm64-1", "threads": 4}
 
 def _rows() -> dict[int, Row]:
     scores = np.arange(12, dtype=np.float32).reshape(3, 4)
-    return {
-        i: Row(i == 9, int(np.argmax(s)), s) for i, s in zip((2, 5, 9), scores, strict=True)
-    }
+    return {i: Row(i == 9, int(np.argmax(s)), s) for i, s in zip((2, 5, 9), scores, strict=True)}
 
 
 def test_rows_survive_an_entry_and_come_back_in_the_order_asked(tmp_path: Path) -> None:
@@ -69,6 +68,20 @@ def test_a_damaged_entry_is_ignored_and_rewritten(tmp_path: Path, damage: Any) -
     assert sorted(cache.read()) == [2, 5, 9]
 
 
+def test_run_answers_are_kept_per_input_and_repeat(tmp_path: Path) -> None:
+    inputs = {"input": np.ones((1, 4), np.float32)}
+    digest = inputs_sha256(inputs)
+    assert digest != inputs_sha256({"input": np.ones((1, 4), np.float64)})
+    cache = RunCache(KEY, tmp_path)
+    cache.put(digest, 0, {"probabilities": np.array([[0.25, 0.75]], np.float32)})
+    assert cache.get(digest, 1) is None  # the second run of the input: not yet answered
+    kept = RunCache(KEY, tmp_path).get(digest, 0)
+    assert kept is not None and kept["probabilities"].tolist() == [[0.25, 0.75]]
+    assert RunCache(KEY | {"threads": 1}, tmp_path).get(digest, 0) is None
+    cache._path(digest, 0).write_bytes(b"damaged")
+    assert cache.get(digest, 0) is None
+
+
 def test_an_entry_whose_arrays_disagree_in_length_is_ignored(tmp_path: Path) -> None:
     cache = AnswerCache(KEY, tmp_path)
     with cache.path.open("wb") as stream:
@@ -102,8 +115,9 @@ def test_a_worker_holding_rows_answers_them_as_a_worker_holding_all(tmp_path: Pa
     rows = [3, 451, 899]
     held.hold("m", [0, *rows])
     assert held.models["m"].feeds.per_sample["input"].shape[0] == 4  # not 900
-    mine, theirs = held.evaluate("m", "classification", indices=rows), whole.evaluate(
-        "m", "classification", indices=rows
+    mine, theirs = (
+        held.evaluate("m", "classification", indices=rows),
+        whole.evaluate("m", "classification", indices=rows),
     )
     assert mine["top1"] == theirs["top1"]
     np.testing.assert_array_equal(mine["values"], theirs["values"])
@@ -138,13 +152,17 @@ def test_board_answers_are_bit_identical_run_to_run(docker_client: Any, arm64_bi
 
 
 def _session(pytester: pytest.Pytester, out: Path) -> dict[str, Any]:
+    """The accuracy figures of digits-onnx on rpi4 (robustness's under `robustness`)."""
     result = pytester.runpytest(
-        f"--harness-json={out}", "-k", "accuracy and onnx", "-p", "no:cacheprovider"
+        f"--harness-json={out}", "-k", "(accuracy or robustness) and onnx", "-p", "no:cacheprovider"
     )
-    result.assert_outcomes(passed=1)
-    (record,) = json.loads(out.read_text())["results"]
-    assert record["fidelity"] == "emulated"
-    return dict(record["figures"]) | {"_stdout": result.stdout.str()}
+    result.assert_outcomes(passed=2)
+    records = {r["suite"]: r for r in json.loads(out.read_text())["results"]}
+    assert {r["fidelity"] for r in records.values()} == {"emulated"}
+    return dict(records["accuracy"]["figures"]) | {
+        "_stdout": result.stdout.str(),
+        "robustness": records["robustness"]["figures"],
+    }
 
 
 def test_a_second_session_takes_the_board_answers_from_the_cache_and_a_changed_model_misses(
@@ -169,8 +187,15 @@ def test_a_second_session_takes_the_board_answers_from_the_cache_and_a_changed_m
     assert "emulated  " + note in second["_stdout"]  # the row says so too
     for figure in ("host_agreement", "host_agreement_low", "accuracy", "agreement_n"):
         assert second[figure] == first[figure], figure
+    # The same seeded examples: every run answer of the board's robustness item was kept.
+    assert "answers" not in first["robustness"]
+    said = second["robustness"]["answers"]
+    kept = re.fullmatch(r"from cache: .* \((\d+) of (\d+) answers\)", said)
+    assert kept is not None and kept[1] == kept[2]
+    assert int(kept[1]) >= 2 * second["robustness"]["examples"]  # each input twice at least
     # The pull-request case: other model bytes (one more hidden unit, same answers) miss.
     base, wide = digits_mlps
     shutil.copy(wide, pytester.path / "models" / "digits.onnx")
     changed = _session(pytester, pytester.path / "changed.json")
     assert "answers" not in changed and changed["host_agreement"] == 1.0
+    assert "answers" not in changed["robustness"]
