@@ -12,6 +12,8 @@ before each session: the machine may be shared.
     python benchmarks/bench_matrix.py --realscale  # MobileNetV2 fp32 + int8, 500 samples,
                                                    # every suite (benchmarks/realscale/generate.sh
                                                    # makes the models)
+    python benchmarks/bench_matrix.py --determinism  # the same rows through two fresh rpi4
+                                                     # workers: are the answers bit-identical?
 
 Goals on 2 cores: digits < 3 min cold, < 60 s warm; real scale < 5 min cold, < 2 min warm, every
 suite answered. The real-scale case prints what each suite took (pytest's JUnit times).
@@ -172,9 +174,46 @@ def not_applied(results: Path) -> list[str]:
     ]
 
 
+def determinism(rows: tuple[int, ...] = (0, 250, 499)) -> None:
+    """What the answer cache rests on, at real scale: MobileNetV2 fp32 and int8 answer the same
+    dataset rows in two fresh rpi4 workers (the profile's threads); are the bytes the same?"""
+    from harness.config import parse_config
+    from harness.devices import load_profiles
+    from harness.runner import Worker
+
+    models = realscale_models()
+    import tomllib
+
+    config = parse_config(tomllib.loads(REALSCALE_CONFIG), models / "harness.toml")
+    rpi4 = load_profiles()["rpi4"]
+    print(f"rpi4 ({rpi4.threads} threads), rows {list(rows)}, two fresh workers per model")
+    for model in config.models:
+        answers = []
+        for _ in range(2):
+            worker = Worker(model, rpi4, config)
+            started = time.perf_counter()
+            try:
+                worker.request("hold", rows=[0, *rows])
+                answers.append(
+                    worker.request("evaluate", task="classification", indices=list(rows))
+                )
+            finally:
+                worker.close()
+            elapsed = time.perf_counter() - started
+        first, second = answers
+        same = first["values"].tobytes() == second["values"].tobytes()
+        print(
+            f"  {model.name:10} top-1 {first['top1']} / {second['top1']}; scores "
+            f"{'bit-identical' if same else 'DIFFER'} ({elapsed:.1f} s per worker)"
+        )
+
+
 def main() -> None:
     if "--realscale" in sys.argv[1:]:
         realscale()
+        return
+    if "--determinism" in sys.argv[1:]:
+        determinism()
         return
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary) / "digits"
