@@ -10,8 +10,9 @@ pair's suites.
 - `Pair`: what a suite works with: the model, the device, the config, the pair's worker, the
   baseline context resolved once for the pair, and what the session's pairs share.
 - `PairPool`: the session's pairs. Told the order the items will run in (not under xdist), it
-  starts the next emulated pair's worker in the background while the items before it run: a QEMU
-  start and model load cost seconds, and one core is idle while the host measures on the other.
+  starts the next emulated pair's worker in the background, one at a time, while the items before
+  it run: a QEMU start and model load cost seconds, and the host's items measure on one thread
+  (host profile: threads = 1), leaving the second core to it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -429,7 +431,7 @@ class PairPool:
         self.shared = Shared(config)
         self.pairs: dict[tuple[str, str], Pair] = {}
         self.order: list[tuple[ModelSpec, DeviceProfile]] = []  # as the items will run
-        self._ahead: Any = None  # the background start in flight (a Future)
+        self._ahead: Future[None] | None = None  # the background start in flight
         self._released: set[tuple[str, str]] = set()
 
     def get(self, model: ModelSpec, profile: DeviceProfile) -> Pair:
@@ -450,8 +452,6 @@ class PairPool:
             worker = self._pair(model, profile).worker
             if worker.client is not None or worker.failure is not None:
                 continue
-            from concurrent.futures import ThreadPoolExecutor
-
             background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harness-ahead")
             self._ahead = background.submit(_start_quietly, worker)
             background.shutdown(wait=False)
