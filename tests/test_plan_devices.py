@@ -75,9 +75,10 @@ def test_an_emulated_latency_gate_is_decided_by_the_timing_model(
 def test_the_next_emulated_worker_starts_while_the_items_before_it_run(
     docker_client: Any, arm64_binfmt: None
 ) -> None:
-    """Told the order of the pairs, the pool starts the next emulated pair's worker in the
-    background (one at a time) when an earlier pair is taken, and its item then finds it
-    started; a released pair is not started again."""
+    """Told the order of the pairs, the pool starts and greets the next emulated pair's worker
+    in the background (one at a time) when an earlier pair is taken; its item then finds it
+    greeted and loads the model (the first inference, which prices the plan, runs in the item);
+    a released pair is not started again."""
     from pathlib import Path
 
     from harness.config import load_config
@@ -93,9 +94,12 @@ def test_the_next_emulated_worker_starts_while_the_items_before_it_run(
         pool.get(onnx, profiles["host"])
         pool._ahead.result(timeout=120)
         board = pool.pairs[(onnx.name, "rpi4")].worker
-        assert board.client is not None and board.loaded["samples"] == 450
+        greeted = board._greeted
+        assert greeted is not None and board.hello["machine"] == "aarch64"
+        assert board.client is None and not board.loaded  # no model yet
         assert (floating.name, "rpi4") not in pool.pairs  # one at a time
-        assert pool.get(onnx, profiles["rpi4"]).start() is board.client  # the same worker
+        assert pool.get(onnx, profiles["rpi4"]).start() is greeted  # the same worker
+        assert board.loaded["samples"] == 450 and board._greeted is None
         pool.release(onnx.name, "rpi4")
         pool.get(floating, profiles["rpi4"])  # the last in order: nothing after it
         pool.get(onnx, profiles["host"])
