@@ -160,7 +160,7 @@ def answers_from_cache(results: Path) -> int:
     import json
 
     return sum(1 for r in json.loads(results.read_text())["results"]
-               if (r.get("figures") or {}).get("answers"))  # fmt: skip
+               if (r.get("figures") or {}).get("board_answers"))  # fmt: skip
 
 
 def not_applied(results: Path) -> list[str]:

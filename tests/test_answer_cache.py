@@ -180,16 +180,16 @@ def test_a_second_session_takes_the_board_answers_from_the_cache_and_a_changed_m
         'devices = ["rpi4"]\n[plan]\nbudget_s = 0.005\nagreement_samples = 16',
     ))  # fmt: skip
     first = _session(pytester, pytester.path / "first.json")
-    assert "answers" not in first and first["agreement_n"] == 8
+    assert "board_answers" not in first and first["agreement_n"] == 8
     second = _session(pytester, pytester.path / "second.json")
     note = "from cache: same model, inputs, image and runtime (8 of 8 answers)"
-    assert second["answers"] == note
+    assert second["board_answers"] == note
     assert "emulated  " + note in second["_stdout"]  # the row says so too
     for figure in ("host_agreement", "host_agreement_low", "accuracy", "agreement_n"):
         assert second[figure] == first[figure], figure
     # The same seeded examples: every run answer of the board's robustness item was kept.
-    assert "answers" not in first["robustness"]
-    said = second["robustness"]["answers"]
+    assert "board_answers" not in first["robustness"]
+    said = second["robustness"]["board_answers"]
     kept = re.fullmatch(r"from cache: .* \((\d+) of (\d+) answers\)", said)
     assert kept is not None and kept[1] == kept[2]
     assert int(kept[1]) >= 2 * second["robustness"]["examples"]  # each input twice at least
@@ -197,5 +197,21 @@ def test_a_second_session_takes_the_board_answers_from_the_cache_and_a_changed_m
     base, wide = digits_mlps
     shutil.copy(wide, pytester.path / "models" / "digits.onnx")
     changed = _session(pytester, pytester.path / "changed.json")
-    assert "answers" not in changed and changed["host_agreement"] == 1.0
-    assert "answers" not in changed["robustness"]
+    assert "board_answers" not in changed and changed["host_agreement"] == 1.0
+    assert "board_answers" not in changed["robustness"]
+
+
+def test_generated_parity_inputs_are_written_byte_stable(tmp_path: Path) -> None:
+    """The answer cache keys inputs by the dataset file's sha256: the generated inputs of the
+    next session must give the same bytes (np.savez stamps the time)."""
+    import time
+
+    from harness.suites.parity import _write_npz
+
+    arrays = {"X": np.arange(12, dtype=np.float32).reshape(3, 4), "X_mask": np.ones(3, bool)}
+    _write_npz(tmp_path / "a.npz", arrays)
+    time.sleep(2.1)  # zip times have a two-second resolution
+    _write_npz(tmp_path / "b.npz", arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    with np.load(tmp_path / "b.npz") as read:
+        np.testing.assert_array_equal(read["X"], arrays["X"])

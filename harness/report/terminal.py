@@ -46,7 +46,7 @@ def rows(results: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
             note = "" if checks else "; ".join(verdict["reasons"]) or "no gate set"
             table.append((*common, top.text, "-", status, r["fidelity"], note))
         # Board answers from the answer cache: said on the item's first row with no other note.
-        cached = str((r.get("figures") or {}).get("answers") or "")
+        cached = str((r.get("figures") or {}).get("board_answers") or "")
         for position, check in enumerate(checks):
             if check["passed"] is None:
                 outcome = status if status in ("NO BASELINE", "INCONCLUSIVE") else "not applied"

@@ -55,7 +55,7 @@ def _cached(figures: dict[str, Any], results: list[dict[str, Any]]) -> None:
 
     said = note(results)
     if said:
-        figures["answers"] = said
+        figures["board_answers"] = said
 
 
 def _scored(

@@ -118,7 +118,7 @@ def measure(pair: Pair) -> Measurement:
             figures |= compare(mine, theirs, "parity_")
         said = note(answers)
         if said:
-            figures["answers"] = said
+            figures["board_answers"] = said
         if pair.profile.backend == "local":
             flags["is_reference"] = True  # the host is what other devices are compared with
         else:

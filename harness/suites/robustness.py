@@ -12,8 +12,9 @@ between runs: TFLite variable tensors, or a fresh interpreter for resource varia
 none), so a correct stateful model is deterministic; the item's figures say how it was reset.
 
 On an emulated board the answers of each run are kept across sessions per input and per repeat
-(harness.answers_cache.RunCache): the examples are the same in every session (seeded), so a later
-session checks the properties on the answers the board gave, and the record says so (`answers`).
+(harness.answers_cache.RunCache): the examples are the same in every session (seeded), so a
+later session checks the properties on the answers the board gave, and the record says so
+(`board_answers`).
 
 Each failing property gets one line in the failure, with its own shrunk counterexample saved as
 .npz (hypothesis reports several distinct failures as an exception group). Bounded by
@@ -294,6 +295,6 @@ def measure(pair: Pair) -> Measurement:
     figures["examples"] = state["examples"]
     said = note([{"from_cache": runs.from_cache, "count": runs.count}])
     if said:
-        figures["answers"] = said
+        figures["board_answers"] = said
     figures["probabilities_checked"] = bool(state["probabilities"])
     return Measurement(figures, pair.target.fidelity, flags=flags)
