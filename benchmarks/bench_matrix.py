@@ -2,12 +2,18 @@
 excluded (run `harness images build` first).
 
 cold: the first session after dropping the page cache (root only; otherwise just the first run);
-warm: the same session again right after.
+warm: the same session again right after. The real-scale case's cold session starts with an empty
+answer cache of its own (HARNESS_ANSWERS_CACHE, a fresh folder: the emulated boards answer every
+sampled row), and its warm session finds there what the cold one answered. Device images and
+timing counts ($HARNESS_CACHE/timing) stay as they are in both. The load average is printed
+before each session: the machine may be shared.
 
     python benchmarks/bench_matrix.py              # digits-onnx, accuracy/latency/memory
     python benchmarks/bench_matrix.py --realscale  # MobileNetV2 fp32 + int8, 500 samples,
                                                    # every suite (benchmarks/realscale/generate.sh
                                                    # makes the models)
+    python benchmarks/bench_matrix.py --determinism  # the same rows through two fresh rpi4
+                                                     # workers: are the answers bit-identical?
 
 Goals on 2 cores: digits < 3 min cold, < 60 s warm; real scale < 5 min cold, < 2 min warm, every
 suite answered. The real-scale case prints what each suite took (pytest's JUnit times).
@@ -74,9 +80,17 @@ def drop_caches() -> bool:
     return True
 
 
-def run(folder: Path, command: list[str] = COMMAND) -> tuple[float, str]:
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run(
+    folder: Path, command: list[str] = COMMAND, env: dict[str, str] | None = None
+) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command, cwd=folder, capture_output=True, text=True, check=False, env=env
+    )
     elapsed = time.perf_counter() - started
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
     if done.returncode != 0:
@@ -114,18 +128,24 @@ def realscale() -> None:
             (folder / name).symlink_to(models / name)
         (folder / "harness.toml").write_text(REALSCALE_CONFIG)
         command = [*COMMAND[:6], "--junitxml=junit.xml", "--harness-json=results.json"]
+        env = os.environ | {"HARNESS_ANSWERS_CACHE": str(Path(temporary) / "answers")}
         dropped = drop_caches()
-        cold, cold_summary = run(folder, command)
+        cold_load = load_average()
+        cold, cold_summary = run(folder, command, env)
         cold_suites = suite_times(folder / "junit.xml")
-        warm, warm_summary = run(folder, command)
+        cached_cold = answers_from_cache(folder / "results.json")
+        warm_load = load_average()
+        warm, warm_summary = run(folder, command, env)
         warm_suites = suite_times(folder / "junit.xml")
+        cached_warm = answers_from_cache(folder / "results.json")
         unanswered = not_applied(folder / "results.json")
     label = "cold (page cache dropped)" if dropped else "cold (first run; cache not dropped)"
     print(
         f"matrix host + x86-64 + rpi4, MobileNetV2 fp32 + int8, 500 samples, {os.cpu_count()} cores"
     )
-    print(f"{label:38} {cold:7.1f} s   {cold_summary}")
-    print(f"{'warm':38} {warm:7.1f} s   {warm_summary}")
+    print(f"{label:38} {cold:7.1f} s   {cold_summary}   (load before: {cold_load})")
+    print(f"{'warm':38} {warm:7.1f} s   {warm_summary}   (load before: {warm_load})")
+    print(f"items with board answers from the cache: cold {cached_cold}, warm {cached_warm}")
     print("seconds per suite (all models and devices): cold / warm")
     for suite in sorted(cold_suites, key=lambda s: -cold_suites[s]):
         print(f"  {suite:14} {cold_suites[suite]:7.1f} / {warm_suites.get(suite, 0):7.1f}")
@@ -134,6 +154,13 @@ def realscale() -> None:
         f"goals: cold < 300 s ({'met' if cold < 300 else 'MISSED'}), "
         f"warm < 120 s ({'met' if warm < 120 else 'MISSED'})"
     )
+
+
+def answers_from_cache(results: Path) -> int:
+    import json
+
+    return sum(1 for r in json.loads(results.read_text())["results"]
+               if (r.get("figures") or {}).get("board_answers"))  # fmt: skip
 
 
 def not_applied(results: Path) -> list[str]:
@@ -147,9 +174,46 @@ def not_applied(results: Path) -> list[str]:
     ]
 
 
+def determinism(rows: tuple[int, ...] = (0, 250, 499)) -> None:
+    """What the answer cache rests on, at real scale: MobileNetV2 fp32 and int8 answer the same
+    dataset rows in two fresh rpi4 workers (the profile's threads); are the bytes the same?"""
+    from harness.config import parse_config
+    from harness.devices import load_profiles
+    from harness.runner import Worker
+
+    models = realscale_models()
+    import tomllib
+
+    config = parse_config(tomllib.loads(REALSCALE_CONFIG), models / "harness.toml")
+    rpi4 = load_profiles()["rpi4"]
+    print(f"rpi4 ({rpi4.threads} threads), rows {list(rows)}, two fresh workers per model")
+    for model in config.models:
+        answers = []
+        for _ in range(2):
+            worker = Worker(model, rpi4, config)
+            started = time.perf_counter()
+            try:
+                worker.request("hold", rows=[0, *rows])
+                answers.append(
+                    worker.request("evaluate", task="classification", indices=list(rows))
+                )
+            finally:
+                worker.close()
+            elapsed = time.perf_counter() - started
+        first, second = answers
+        same = first["values"].tobytes() == second["values"].tobytes()
+        print(
+            f"  {model.name:10} top-1 {first['top1']} / {second['top1']}; scores "
+            f"{'bit-identical' if same else 'DIFFER'} ({elapsed:.1f} s per worker)"
+        )
+
+
 def main() -> None:
     if "--realscale" in sys.argv[1:]:
         realscale()
+        return
+    if "--determinism" in sys.argv[1:]:
+        determinism()
         return
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary) / "digits"

@@ -231,6 +231,16 @@ class HarnessReporter:
             )
         return lines
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # The order the pairs' items run in, so the pool starts emulated workers ahead of them
+        # (not in an xdist worker: which items it gets is decided elsewhere).
+        if self.is_xdist_worker:
+            return
+        from harness.items import HarnessItem
+
+        order = {i.pair_key: i for i in session.items if isinstance(i, HarnessItem)}
+        self.state.pairs().order = [(i.model, i.profile) for i in order.values()]
+
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         # Free a pair's worker (and its container) once its last suite here has run.
         key = getattr(item, "pair_key", None)

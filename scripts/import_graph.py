@@ -29,7 +29,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.verdict",),  # the one verdict over a document
     ("harness.registry",),  # the suites declared once
     ("harness.runner", "harness.baseline", "harness.timing"),  # workers, the base, timing
-    ("harness.plan", "harness.policy", "harness.progress"),  # pure: how much, gate changes
+    # pure: how much, gate changes; the board answers kept across sessions
+    ("harness.plan", "harness.policy", "harness.progress", "harness.answers_cache"),
     ("harness.store",),
     ("harness.gates", "harness.github", "harness.operators", "harness.safety"),
     ("harness.backends",),  # realising a device; the counted run (backends.qemu)

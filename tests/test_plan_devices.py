@@ -70,3 +70,39 @@ def test_an_emulated_latency_gate_is_decided_by_the_timing_model(
     figures = latency["figures"]
     assert figures["estimated_ms_low"] < figures["estimated_ms"] < figures["estimated_ms_high"]
     assert latency["fidelity"] == "emulated"  # the wall clock beside it stays emulated
+
+
+def test_the_next_emulated_worker_starts_while_the_items_before_it_run(
+    docker_client: Any, arm64_binfmt: None
+) -> None:
+    """Told the order of the pairs, the pool starts and greets the next emulated pair's worker
+    in the background (one at a time) when an earlier pair is taken; its item then finds it
+    greeted and loads the model (the first inference, which prices the plan, runs in the item);
+    a released pair is not started again."""
+    from pathlib import Path
+
+    from harness.config import load_config
+    from harness.devices import load_profiles
+    from harness.runner import PairPool
+
+    config = load_config(Path(__file__).parent.parent / "examples" / "digits" / "harness.toml")
+    profiles = load_profiles()
+    onnx, floating = config.models[0], config.models[1]
+    pool = PairPool(config)
+    pool.order = [(onnx, profiles["host"]), (onnx, profiles["rpi4"]), (floating, profiles["rpi4"])]
+    try:
+        pool.get(onnx, profiles["host"])
+        pool._ahead.result(timeout=120)
+        board = pool.pairs[(onnx.name, "rpi4")].worker
+        greeted = board._greeted
+        assert greeted is not None and board.hello["machine"] == "aarch64"
+        assert board.client is None and not board.loaded  # no model yet
+        assert (floating.name, "rpi4") not in pool.pairs  # one at a time
+        assert pool.get(onnx, profiles["rpi4"]).start() is greeted  # the same worker
+        assert board.loaded["samples"] == 450 and board._greeted is None
+        pool.release(onnx.name, "rpi4")
+        pool.get(floating, profiles["rpi4"])  # the last in order: nothing after it
+        pool.get(onnx, profiles["host"])
+        assert pool.pairs[(onnx.name, "rpi4")].worker.client is None  # released: not again
+    finally:
+        pool.close()

@@ -45,7 +45,9 @@ def rows(results: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
             # The suite's headline figure is on every item's first row, gated or not.
             note = "" if checks else "; ".join(verdict["reasons"]) or "no gate set"
             table.append((*common, top.text, "-", status, r["fidelity"], note))
-        for check in checks:
+        # Board answers from the answer cache: said on the item's first row with no other note.
+        cached = str((r.get("figures") or {}).get("board_answers") or "")
+        for position, check in enumerate(checks):
             if check["passed"] is None:
                 outcome = status if status in ("NO BASELINE", "INCONCLUSIVE") else "not applied"
             else:
@@ -56,6 +58,7 @@ def rows(results: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
             # A gate change is listed even when accepted: reviewers see every one.
             shown_always = r["suite"] == "policy"
             note = check["message"] if check["passed"] is not True or shown_always else ""
+            note = note or (cached if position == 0 else "")
             table.append((*common, figure, limit, outcome, _fidelity(r, check), note))
         if checks and (status == "INCONCLUSIVE" or (r.get("flags") or {}).get("failure")):
             table.append((*common, "-", "-", status, r["fidelity"], "; ".join(verdict["reasons"])))

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.answers_cache import note
 from harness.plan import comparison_size, sample_indices
 from harness.results import Flags, Measurement
 from harness.runner import Pair, Worker
@@ -70,8 +71,21 @@ def generated_dataset(pair: Pair, folder: Path) -> Path:
             array = rng.integers(0, 100, size).astype(dtype)
         arrays["X" if position == 0 else f"X_{spec['name']}"] = array
     path = folder / f"{pair.model.name}-generated.npz"
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    _write_npz(path, arrays)
     return path
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz whose bytes depend on the arrays only (np.savez stamps the time in the zip), so
+    the answer cache knows the same generated inputs in the next session."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, array, allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{name}.npy"), buffer.getvalue())
 
 
 def measure(pair: Pair) -> Measurement:
@@ -97,9 +111,14 @@ def measure(pair: Pair) -> Measurement:
         if len(indices) < total:
             figures["compared"] = f"{len(indices)} sampled of {total} (plan)"
         mine = mine_worker.evaluate("classification", indices, pair.progress)
+        answers = [mine]
         if other is not None:
             theirs = other.evaluate("classification", indices, pair.progress)
+            answers.append(theirs)
             figures |= compare(mine, theirs, "parity_")
+        said = note(answers)
+        if said:
+            figures["board_answers"] = said
         if pair.profile.backend == "local":
             flags["is_reference"] = True  # the host is what other devices are compared with
         else:

@@ -11,6 +11,11 @@ Every run starts from the model's initial state (the worker resets what a stream
 between runs: TFLite variable tensors, or a fresh interpreter for resource variables; ONNX keeps
 none), so a correct stateful model is deterministic; the item's figures say how it was reset.
 
+On an emulated board the answers of each run are kept across sessions per input and per repeat
+(harness.answers_cache.RunCache): the examples are the same in every session (seeded), so a
+later session checks the properties on the answers the board gave, and the record says so
+(`board_answers`).
+
 Each failing property gets one line in the failure, with its own shrunk counterexample saved as
 .npz (hypothesis reports several distinct failures as an exception group). Bounded by
 `robustness.examples` and `robustness.time_budget_s`.
@@ -19,11 +24,14 @@ Each failing property gets one line in the failure, with its own shrunk countere
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.answers_cache import inputs_sha256, note
 from harness.results import Flags, Measurement
 from harness.runner import Pair
 
@@ -125,13 +133,45 @@ def _looks_like_probabilities(scores: np.ndarray) -> bool:
     )
 
 
+class Runs:
+    """The device's answers to generated inputs, each run from the model's initial state; on an
+    emulated board, kept across sessions per input and per repeat of it."""
+
+    def __init__(self, pair: Pair) -> None:
+        self.pair = pair
+        self.cache = pair.worker.run_cache() if pair.worker.emulated else None
+        self.repeats: Counter[str] = Counter()
+        self.count = self.from_cache = 0
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        self.count += 1
+        if self.cache is None:
+            return dict(self.pair.request("run", inputs=inputs, reset=True)["outputs"])
+        digest = inputs_sha256(inputs)
+        repeat = self.repeats[digest]
+        self.repeats[digest] += 1
+        kept = self.cache.get(digest, repeat)
+        if kept is not None:
+            self.from_cache += 1
+            return dict(kept)
+        outputs = dict(self.pair.request("run", inputs=inputs, reset=True)["outputs"])
+        self.cache.put(digest, repeat, outputs)
+        return outputs
+
+
 def check_example(
-    pair: Pair, inputs: dict[str, np.ndarray], batch_free: bool, probabilities: bool | None
+    pair: Pair,
+    inputs: dict[str, np.ndarray],
+    batch_free: bool,
+    probabilities: bool | None,
+    run: Callable[[dict[str, np.ndarray]], dict[str, Any]] | None = None,
 ) -> bool:
     """Run the properties on one generated input; returns whether outputs look like
     probabilities (decided on the first example)."""
+    if run is None:
+        run = Runs(pair)
     try:
-        first = pair.request("run", inputs=inputs, reset=True)["outputs"]
+        first = run(inputs)
     except Exception as exc:
         message = f"the device rejected an input its spec allows: {exc}"
         raise PropertyFailure("runs", message) from exc
@@ -139,7 +179,7 @@ def check_example(
         array = np.asarray(value)
         if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
             raise PropertyFailure("finite", f"output {name!r} has NaN or infinite values")
-    second = pair.request("run", inputs=inputs, reset=True)["outputs"]
+    second = run(inputs)
     for name, value in first.items():
         if not np.array_equal(np.asarray(value), np.asarray(second[name]), equal_nan=True):
             delta = np.abs(np.asarray(value, np.float64) - np.asarray(second[name], np.float64))
@@ -168,7 +208,7 @@ def check_example(
                     n: (v if n in pair.model.input_values else v[index : index + 1])
                     for n, v in inputs.items()
                 }
-                alone = pair.request("run", inputs=single, reset=True)["outputs"]
+                alone = run(single)
                 for name, value in alone.items():
                     together = np.asarray(first[name])[index : index + 1]
                     if not np.allclose(
@@ -207,6 +247,7 @@ def measure(pair: Pair) -> Measurement:
     # last: the latest failing input per property (hypothesis re-runs each shrunk one last)
     state: dict[str, Any] = {"examples": 0, "probabilities": None, "last": {}}
     deadline = time.monotonic() + options.time_budget_s
+    runs = Runs(pair)
 
     # The session's seed, not derandomize: that would seed from this function's source, so an
     # unrelated edit here would change which inputs are tried.
@@ -225,7 +266,9 @@ def measure(pair: Pair) -> Measurement:
         state["examples"] += 1
         pair.progress("example", state["examples"], options.examples)
         try:
-            state["probabilities"] = check_example(pair, inputs, batch_free, state["probabilities"])
+            state["probabilities"] = check_example(
+                pair, inputs, batch_free, state["probabilities"], runs
+            )
         except PropertyFailure as failure:
             state["last"][failure.name] = (inputs, failure)
             raise
@@ -250,5 +293,8 @@ def measure(pair: Pair) -> Measurement:
         figures["counterexamples"] = paths
         figures["property"] = ", ".join(sorted(state["last"]))
     figures["examples"] = state["examples"]
+    said = note([{"from_cache": runs.from_cache, "count": runs.count}])
+    if said:
+        figures["board_answers"] = said
     figures["probabilities_checked"] = bool(state["probabilities"])
     return Measurement(figures, pair.target.fidelity, flags=flags)

@@ -51,6 +51,7 @@ class CountingWorker(server.Worker):
         input_values: dict[str, Any] | None = None,
         accelerator: str = "none",
         config_file: str = "the harness config",
+        rows: list[int] | None = None,
     ) -> dict[str, Any]:
         result = super().load(
             model_id,
@@ -62,6 +63,7 @@ class CountingWorker(server.Worker):
             input_values,
             accelerator,
             config_file,
+            rows,
         )
         result.update(dict.fromkeys(VARYING["load"], 0))
         return result

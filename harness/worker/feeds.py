@@ -10,7 +10,7 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -35,6 +35,62 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+
+
+def load_npz_rows(path: str, rows: Sequence[int]) -> tuple[dict[str, np.ndarray], int]:
+    """The input arrays (`X`, `X_<name>`) of an .npz at sample `rows` only, and how many samples
+    the dataset has. Rows are read where they lie in the file, the others never: a board that
+    answers 64 samples of a 300 MB test set holds 64 rows, not the set."""
+    wanted = sorted({int(r) for r in rows})
+    arrays: dict[str, np.ndarray] = {}
+    total: int | None = None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                key = member.removesuffix(".npy")
+                if not key.startswith("X"):
+                    continue  # labels and anything else stay on the host
+                with archive.open(member) as stream:
+                    array, count = _read_rows(stream, wanted, f"{path}: array {key}")
+                if total is not None and count != total:
+                    raise DataError(f"{path}: array {key} has {count} samples, others {total}")
+                arrays[key], total = array, count
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    return arrays, total or 0
+
+
+def _read_rows(stream: IO[bytes], rows: list[int], source: str) -> tuple[np.ndarray, int]:
+    """Rows of one .npy member (seeking past the others), and its sample count."""
+    fmt = np.lib.format
+    version = fmt.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(stream)
+    else:
+        shape, fortran, dtype = fmt.read_array_header_2_0(stream)
+    if dtype.hasobject:
+        raise DataError(
+            f"{source}: holds pickled Python objects, which harness never loads; save plain "
+            "numeric arrays (np.savez with numeric dtypes)"
+        )
+    if not shape:
+        raise DataError(f"{source} has no sample axis; store one row per sample")
+    count, row_shape = int(shape[0]), tuple(shape[1:])
+    if rows and not 0 <= rows[0] <= rows[-1] < count:
+        raise DataError(f"{source}: rows {rows[0]}..{rows[-1]} asked of its {count} samples")
+    if fortran and len(shape) > 1:  # rows are not contiguous: read it whole, keep the rows
+        whole = fmt.read_array(stream, allow_pickle=False)
+        return np.ascontiguousarray(whole[rows]), count
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+    start = stream.tell()
+    out = np.empty((len(rows), *row_shape), dtype=dtype)
+    for position, row in enumerate(rows):
+        stream.seek(start + row * row_bytes)
+        block = stream.read(row_bytes)
+        if len(block) != row_bytes:
+            raise DataError(f"{source}: the file ends inside row {row}")
+        out[position] = np.frombuffer(block, dtype=dtype).reshape(row_shape)
+    return out, count
 
 
 QUANTIZE_BLOCK_BYTES = 16 << 20

@@ -1,7 +1,10 @@
 """The worker's request loop and its operations.
 
-Operations: hello, load, evaluate, bench, run, memory, shutdown. Timing loops run here, so no
-inter-process call sits inside a timed inference.
+Operations: hello, load, hold, evaluate, bench, run, memory, shutdown. Timing loops run here, so
+no inter-process call sits inside a timed inference.
+
+A model loaded with `rows` holds only those dataset rows (an emulated board answering a sample of
+a large test set); `hold` swaps them for others, `evaluate` answers held rows by dataset index.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ import numpy as np
 from harness.runtimes import format_of, open_runtime
 from harness.runtimes.base import ModelLoadError, Runtime
 from harness.worker import generate
-from harness.worker.feeds import DataError, Feeds, build_feeds, dequantize, load_npz
+from harness.worker.feeds import (
+    DataError,
+    Feeds,
+    build_feeds,
+    dequantize,
+    load_npz,
+    load_npz_rows,
+)
 from harness.worker.protocol import decode, encode
 
 SCORES_RETURNED_MAX = 1024  # per-sample score vectors up to this size travel back
@@ -65,6 +75,21 @@ class LoadedModel:
     runtime: Runtime
     feeds: Feeds
     output_index: int
+    held: list[int] | None = None  # the dataset rows the feeds hold, in order (None: all)
+    # How the feeds were built, to build them again for other rows (`hold`).
+    dataset: str = ""
+    input_shapes: dict[str, list[int]] | None = None
+    input_values: dict[str, Any] | None = None
+    config_file: str = ""
+
+    def position(self, index: int) -> int:
+        """Where dataset row `index` lies in the feeds."""
+        if self.held is None:
+            return index
+        try:
+            return self.held.index(index)
+        except ValueError:
+            raise RequestError(f"dataset row {index} is not held; `hold` it first") from None
 
 
 class Worker:
@@ -100,7 +125,10 @@ class Worker:
         input_values: dict[str, Any] | None = None,
         accelerator: str = "none",
         config_file: str = "the harness config",
+        rows: list[int] | None = None,
     ) -> dict[str, Any]:
+        """Open the model with its dataset (only the dataset `rows`, when given) and run it
+        once."""
         if format_of(path) == "genai":
             return self.text.load(model_id, path, threads, accelerator)
         started = time.perf_counter()
@@ -116,22 +144,19 @@ class Worker:
                 f"output = {output!r} in {config_file} names no model output; the model's outputs "
                 f"are {output_names}"
             )
-        data = load_npz(dataset) if dataset else None
-        feeds = build_feeds(
-            runtime.inputs,
-            data,
-            dataset or "",
-            input_shapes or {},
-            input_values or {},
-            config_file,
-        )
-        del data
+        held = sorted({int(r) for r in rows}) if rows is not None and dataset else None
+        model = LoadedModel(
+            runtime, Feeds({}, {}, {}, 0), output_index, held, dataset or "", input_shapes,
+            input_values, config_file,
+        )  # fmt: skip
+        samples = self._build(model, held)
+        feeds = model.feeds
         shapes = feeds.shapes()
         runtime.prepare(shapes)
         started = time.perf_counter()
         first = runtime.run(feeds.sample(0) if feeds.count else dict(feeds.constants))
         first_run_s = time.perf_counter() - started
-        self.models[model_id] = LoadedModel(runtime, feeds, output_index)
+        self.models[model_id] = model
         return {
             "runtime": runtime.name,
             "runtime_version": runtime.version,
@@ -142,7 +167,8 @@ class Worker:
             "output": output_names[output_index],
             "output_shape": list(first[output_index].shape),
             "input_shapes": {name: list(shape) for name, shape in shapes.items()},
-            "samples": feeds.count,
+            "samples": samples,  # in the dataset, held or not
+            "held": len(held) if held is not None else feeds.count,
             "batch_assumed": list(feeds.batch_assumed),  # dynamic batch dims run at batch 1
             "load_s": load_s,
             "first_run_s": first_run_s,
@@ -150,6 +176,34 @@ class Worker:
             "peak_kb": self.status_kb("VmHWM"),
             "rss_kb": self.status_kb("VmRSS"),
         }
+
+    def _build(self, model: LoadedModel, rows: list[int] | None) -> int:
+        """Build `model`'s feeds from its dataset (only `rows`, when given); returns the
+        dataset's sample count."""
+        data: dict[str, np.ndarray] | None
+        if rows is not None:
+            data, samples = load_npz_rows(model.dataset, rows)
+        else:
+            data = load_npz(model.dataset) if model.dataset else None
+        model.feeds = build_feeds(
+            model.runtime.inputs,
+            data,
+            model.dataset,
+            model.input_shapes or {},
+            model.input_values or {},
+            model.config_file,
+        )
+        model.held = rows
+        return samples if rows is not None else model.feeds.count
+
+    def hold(self, model_id: str, rows: list[int]) -> dict[str, Any]:
+        """Hold these dataset rows instead of those held (a model loaded with `rows` only)."""
+        model = self._model(model_id)
+        if model.held is None:
+            raise RequestError(f"model {model_id!r} holds its whole dataset; nothing to hold")
+        held = sorted({int(r) for r in rows})
+        self._build(model, held)
+        return {"held": len(held)}
 
     def _model(self, model_id: str) -> LoadedModel:
         if model_id not in self.models:
@@ -163,29 +217,38 @@ class Worker:
         limit: int | None = None,
         indices: list[int] | None = None,
     ) -> dict[str, Any]:
-        """Run every dataset sample (or the first `limit`, or those at `indices`); return top-1
-        classes or raw output values (no scoring)."""
+        """Run every dataset sample (or the first `limit`, or those at `indices`: dataset rows,
+        held); return top-1 classes or raw output values (no scoring), and which rows gave
+        non-finite outputs."""
         model = self._model(model_id)
         if not model.feeds.count:
             raise DataError("evaluate needs a dataset; this model was loaded without one")
+        if indices is None and model.held is not None:
+            held = len(model.held)
+            raise RequestError(f"model {model_id!r} holds {held} dataset rows: name them")
         spec = model.runtime.outputs[model.output_index]
         count = model.feeds.count if limit is None else min(limit, model.feeds.count)
         chosen = list(range(count)) if indices is None else [int(i) for i in indices]
-        if any(not 0 <= i < model.feeds.count for i in chosen):
+        if model.held is None and any(not 0 <= i < model.feeds.count for i in chosen):
             raise RequestError(f"indices outside the dataset's {model.feeds.count} samples")
         top1: list[int] = []
         values: list[np.ndarray] = []
-        nonfinite = 0
+        nonfinite: list[int] = []
         for index in chosen:
-            raw = model.runtime.run(model.feeds.sample(index))[model.output_index]
+            feeds = model.feeds.sample(model.position(index))
+            raw = model.runtime.run(feeds)[model.output_index]
             scores = dequantize(raw, spec)
             if not np.all(np.isfinite(scores)):
-                nonfinite += 1
+                nonfinite.append(index)
             if task == "classification":
                 top1.append(int(np.argmax(scores.reshape(-1))))
             if task != "classification" or scores.size <= SCORES_RETURNED_MAX:
                 values.append(scores.astype(np.float32).reshape(-1))
-        result: dict[str, Any] = {"count": len(chosen), "nonfinite": nonfinite}
+        result: dict[str, Any] = {
+            "count": len(chosen),
+            "nonfinite": len(nonfinite),
+            "nonfinite_rows": nonfinite,
+        }
         if task == "classification":
             result["top1"] = top1
         if values:  # raw scores too, for comparing devices (small outputs only)
@@ -234,7 +297,7 @@ class Worker:
         return {"peak_kb": self.status_kb("VmHWM"), "rss_kb": proc_status_kb("VmRSS")}
 
 
-OPERATIONS = ("hello", "load", "evaluate", "bench", "run", "memory")
+OPERATIONS = ("hello", "load", "hold", "evaluate", "bench", "run", "memory")
 
 
 def serve(requests: IO[str], replies: IO[bytes], worker: Worker | None = None) -> None:
