@@ -404,6 +404,14 @@ class DockerBackend:
                     f"({profile.source}) names no cpuinfo file; onnxruntime hangs under QEMU "
                     'reading the host\'s /proc/cpuinfo: add cpuinfo = "cpuinfo/<model>.txt"'
                 )
+            if profile.target_arch == "arm64" and not profile.cpu:
+                # Measured: under QEMU 7.2's default `max` CPU the int8 TFLite digits model
+                # scored 0.2444 instead of 0.9733 (float and ONNX were right).
+                raise BackendUnavailable(
+                    f"{profile.name} is an emulated arm64 board but its profile "
+                    f"({profile.source}) names no cpu; QEMU's default `max` CPU gave wrong int8 "
+                    'results here: add the board\'s core, e.g. cpu = "cortex-a72"'
+                )
         tag = image_tag(profile)
         if not image_exists(client, profile):
             raise BackendUnavailable(
