@@ -167,6 +167,31 @@ def test_the_int4_model_on_an_emulated_raspberry_pi(
     assert "board_peak_mb" in memory and memory["emulated_peak_mb"] > memory["board_peak_mb"]
 
 
+def test_decode_regression_on_an_emulated_board_pairs_emulated_runs(
+    pytester: pytest.Pytester, slm_models: Path, docker_client: object, arm64_binfmt: None
+) -> None:
+    """Under --baseline on rpi4 the decode ratio comes from paired emulated runs (labelled
+    emulated), never a missing figure: the same folder as base and new is not a regression."""
+    root = pytester.path
+    example(root, slm_models)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "base")
+    out = root / "out.json"
+    result = pytester.runpytest_subprocess(
+        "--device=rpi4", "--baseline=HEAD", "-k", "generation and slm-int4",
+        f"--harness-json={out}", "-p", "no:cacheprovider",
+    )  # fmt: skip
+    record = results(out)["generation", "slm-int4", "rpi4"]
+    figures, checks = record["figures"], {c["gate"]: c for c in record["verdict"]["checks"]}
+    assert figures["paired"] is True and figures["ratio_low"] <= 1.0 <= figures["ratio_high"]
+    decode = checks["decode_max_regression"]
+    assert "(rpi4, emulated, paired n=" in decode["message"]
+    assert decode["passed"] in (True, None), decode["message"]  # None: rounds ran out of budget
+    assert record["verdict"]["status"] in ("PASS", "INCONCLUSIVE"), result.stdout.str()[-2000:]
+    assert checks["decode_p90_ms_max"]["figure"] == "estimated_decode_ms"
+
+
 def test_context_memory_compares_with_the_base_in_workers_of_their_own(
     pytester: pytest.Pytester, slm_models: Path
 ) -> None:

@@ -13,7 +13,8 @@ QEMU) and their figures are labelled emulated. Where an absolute gate is set, th
 timing model's estimate of the board instead (harness.timing.estimate_generation: one greedy run
 counted under QEMU with the board CPU's timing plugin, prefill and decode steps as two marked
 regions), decided on the CPU model's error band: PASS when the whole band meets the gate, FAIL
-when none of it does, INCONCLUSIVE between.
+when none of it does, INCONCLUSIVE between. Under --baseline the paired rounds run there too,
+within the latency time budget, and their ratio is labelled emulated (as the latency suite's).
 """
 
 from __future__ import annotations
@@ -267,7 +268,7 @@ def measure(pair: Pair) -> Measurement:
     emulated = pair.target.fidelity not in ABSOLUTE_TIME_FIDELITIES
     measured = _single(pair, emulated)
     if emulated and pair.profile.emulated and _absolute_gates(pair):
-        return _estimated(pair, measured)
-    if pair.baseline.base is not None and not emulated:
-        return _paired(pair, measured)
+        measured = _estimated(pair, measured)
+    if pair.baseline.base is not None:  # under emulation too: a ratio of emulated runs, as the
+        return _paired(pair, measured)  # latency suite's, labelled emulated
     return measured
