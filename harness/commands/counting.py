@@ -1,9 +1,12 @@
-"""`harness counting build | prepare --device D | count --device D MODEL [DATASET]`.
+"""`harness counting build | prepare --device D | count --device D MODEL [DATASET] |
+estimate --device D MODEL [DATASET]`.
 
 build    fetch qemu-plugin.h for the installed qemu-user and compile the plugin (cached)
 prepare  the plugin, and the device image's trees (debootstrap rootfs + wheels) a device counts in
          (root; the trees are shared with `harness images build`)
-count    instructions per inference of a model on a device, and the estimated milliseconds
+count    instructions per inference of a model on a device (deterministic)
+estimate the model's milliseconds per inference on the device from the timing model, with the
+         error band measured for its CPU (docs/timing-model.md)
 """
 
 from __future__ import annotations
@@ -94,20 +97,8 @@ def _count(args: argparse.Namespace) -> int:
         print(f"harness counting: {exc}", file=sys.stderr)
         return 1
     elapsed = time.monotonic() - started
-    estimate = None
-    if args.estimate:
-        from harness.timing import estimate_latency
-
-        try:
-            estimate = estimate_latency(
-                profile, Path(args.model), Path(args.dataset) if args.dataset else None
-            )
-        except (BackendUnavailable, ValueError) as exc:
-            print(f"harness counting: no estimate: {exc}", file=sys.stderr)
-            return 1
     if args.json:
         data = result.as_json()
-        data["estimate"] = estimate.as_json() if estimate else None
         data["wall_s"] = elapsed
         print(json.dumps(data, indent=2))
     else:
@@ -116,13 +107,30 @@ def _count(args: argparse.Namespace) -> int:
             f"  total {result.total:,} instructions in {result.samples} inferences "
             f"({result.interpreter}; {elapsed:.1f} s)"
         )
-        if estimate is not None:
-            print(f"  {estimate}")
+    return 0
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    """The timing model's milliseconds per inference on the device, with its band."""
+    from harness.backends.base import BackendUnavailable
+    from harness.timing import estimate_latency, load_cpu_model
+    from harness.timing.run import TimingRunError
+
+    profile = _profile(args)
+    try:
+        cpu = load_cpu_model(args.cpu) if args.cpu else None
+        result = estimate_latency(
+            profile, Path(args.model), Path(args.dataset) if args.dataset else None, cpu=cpu
+        )
+    except (BackendUnavailable, TimingRunError, ValueError) as exc:
+        print(f"harness counting: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.as_json(), indent=2) if args.json else str(result))
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    handlers = {"build": _build, "prepare": _prepare, "count": _count}
+    handlers = {"build": _build, "prepare": _prepare, "count": _count, "estimate": _estimate}
     return handlers[args.counting_command](args)
 
 
@@ -148,9 +156,12 @@ def add_parser(commands: Any) -> None:
     count.add_argument("--mode", choices=("callback", "inline"), default="callback")
     count.add_argument("--interpreter", choices=("auto", "rootfs", "host"), default="auto")
     count.add_argument("--json", action="store_true")
-    count.add_argument(
-        "--estimate",
-        action="store_true",
-        help="also the device latency the timing model estimates (one more counted run)",
+    estimate = sub.add_parser(
+        "estimate", help="a model's latency on a device, from the timing model (with its band)"
     )
+    estimate.add_argument("--device", required=True)
+    estimate.add_argument("--cpu", help="a timing model other than the profile's (cpus/<name>)")
+    estimate.add_argument("model")
+    estimate.add_argument("dataset", nargs="?")
+    estimate.add_argument("--json", action="store_true", help="every field, as JSON")
     counting.set_defaults(handler=_run)
