@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.identity import file_sha256
+from harness.identity import content_sha256
 
 HARNESS_DIR = Path(__file__).resolve().parent
 # What computes an answer inside the target: a change here may change the answers.
@@ -86,17 +86,6 @@ def result_of(rows: Mapping[int, Row], indices: list[int]) -> dict[str, Any]:
     if chosen and all(r.scores is not None for r in chosen):
         result["values"] = np.stack([r.scores for r in chosen if r.scores is not None])
     return result
-
-
-@functools.cache
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(Path(path))
-
-
-def content_sha256(path: Path) -> str:
-    """The file's sha256, computed once per session while it is unchanged."""
-    stat = path.stat()
-    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.cache

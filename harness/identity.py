@@ -4,6 +4,7 @@ checkout's git revision, and file hashes. Ground floor: imports nothing from har
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["file_sha256", "git_revision", "machine_fingerprint", "machine_info"]
+__all__ = ["content_sha256", "file_sha256", "git_revision", "machine_fingerprint", "machine_info"]
 
 
 def _cpu_model() -> str:
@@ -93,3 +94,16 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def content_sha256(path: Path) -> str:
+    """file_sha256, read once per process while the file is unchanged (same size and mtime):
+    a session keys several caches (timing counts, board answers) by the same model and dataset,
+    and a real test set is hundreds of MB."""
+    stat = path.stat()
+    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))

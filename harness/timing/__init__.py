@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from harness.identity import file_sha256
+from harness.identity import content_sha256
 from harness.timing.model import (
     CpuModel,
     VcpuCycles,
@@ -155,8 +155,8 @@ def timing_counts(
     key = [
         f"{samples}/{warmup}" + (f"/{threads}t" if threads != 1 else ""),
         json.dumps(input_shapes, sort_keys=True),
-        file_sha256(Path(model_path)),
-        file_sha256(Path(dataset)) if dataset else "-",
+        content_sha256(Path(model_path)),
+        content_sha256(Path(dataset)) if dataset else "-",
     ]
     return _cached(
         profile,
@@ -294,7 +294,7 @@ def _folder_sha256(folder: Path) -> str:
     """Every file of a model folder, by relative path and content."""
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(folder)}\0{file_sha256(path)}\0".encode())
+        digest.update(f"{path.relative_to(folder)}\0{content_sha256(path)}\0".encode())
     return digest.hexdigest()
 
 
