@@ -226,10 +226,11 @@ def missing(known: Mapping[int, Row], indices: Iterable[int]) -> list[int]:
     return [i for i in indices if i not in known]
 
 
-def note(results: Iterable[Mapping[str, Any]]) -> str | None:
-    """What a record says when some of its board answers came from the cache, or None:
-    `from cache: same model, inputs, image and runtime (64 of 64 answers)`."""
+def board_answers(results: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """The figure a record gets when some of its board answers came from the cache (none
+    otherwise): `board_answers = "from cache: same model, inputs, image and runtime (64 of 64
+    answers)"`."""
     done = list(results)
     cached = sum(int(r.get("from_cache", 0)) for r in done)
     total = sum(int(r.get("count", 0)) for r in done)
-    return f"{NOTE} ({cached} of {total} answers)" if cached else None
+    return {"board_answers": f"{NOTE} ({cached} of {total} answers)"} if cached else {}

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.answers_cache import board_answers
 from harness.plan import sample_indices
 from harness.results import Measurement
 from harness.runner import Pair
@@ -45,17 +46,7 @@ def _score(
     every = list(range(labels.shape[0]))
     result = pair.worker.evaluate(task, every, pair.progress, base=base)
     figures, raw = _scored(pair, labels, task, result)
-    _cached(figures, [result])
-    return figures, raw
-
-
-def _cached(figures: dict[str, Any], results: list[dict[str, Any]]) -> None:
-    """Say so where board answers came from the answer cache (the fidelity stays emulated)."""
-    from harness.answers_cache import note
-
-    said = note(results)
-    if said:
-        figures["board_answers"] = said
+    return figures | board_answers([result]), raw
 
 
 def _scored(
@@ -162,7 +153,7 @@ def _on_host_with_agreement(pair: Pair, labels: np.ndarray, task: str) -> Measur
         device = pair.worker.evaluate(task, indices, pair.progress)
         host = reference.result()
     figures, raw = _scored(pair, labels, task, host)
-    _cached(figures, [device])
+    figures |= board_answers([device])
     figures["accuracy_on"] = f"host (natively, all {count} samples)"
     figures["nonfinite"] = int(figures["nonfinite"]) + int(device["nonfinite"])
     figures["agreement_n"] = len(indices)

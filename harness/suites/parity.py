@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.answers_cache import note
+from harness.answers_cache import board_answers
 from harness.plan import comparison_size, sample_indices
 from harness.results import Flags, Measurement
 from harness.runner import Pair, Worker
@@ -116,9 +116,7 @@ def measure(pair: Pair) -> Measurement:
             theirs = other.evaluate("classification", indices, pair.progress)
             answers.append(theirs)
             figures |= compare(mine, theirs, "parity_")
-        said = note(answers)
-        if said:
-            figures["board_answers"] = said
+        figures |= board_answers(answers)
         if pair.profile.backend == "local":
             flags["is_reference"] = True  # the host is what other devices are compared with
         else:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.answers_cache import inputs_sha256, note
+from harness.answers_cache import board_answers, inputs_sha256
 from harness.results import Flags, Measurement
 from harness.runner import Pair
 
@@ -293,8 +293,6 @@ def measure(pair: Pair) -> Measurement:
         figures["counterexamples"] = paths
         figures["property"] = ", ".join(sorted(state["last"]))
     figures["examples"] = state["examples"]
-    said = note([{"from_cache": runs.from_cache, "count": runs.count}])
-    if said:
-        figures["board_answers"] = said
+    figures |= board_answers([{"from_cache": runs.from_cache, "count": runs.count}])
     figures["probabilities_checked"] = bool(state["probabilities"])
     return Measurement(figures, pair.target.fidelity, flags=flags)
