@@ -202,18 +202,21 @@ def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
     (figures `estimated_*`, which the gates read under emulation); the emulated wall clock stays
     beside them, labelled emulated."""
     from harness.backends.base import BackendUnavailable
-    from harness.timing import estimate_generation
+    from harness.timing import estimate_generation, not_set_up
     from harness.timing.run import TimingRunError
 
     settings = pair.model.generate
     assert settings is not None and pair.model.text is not None
-    figures = dict(measurement.figures)
+
+    def unavailable(why: str) -> Measurement:
+        figures = measurement.figures | {"estimate_unavailable": why}
+        return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
+
     if settings.new_tokens < 2:
-        figures["estimate_unavailable"] = (
+        return unavailable(
             f"new_tokens = {settings.new_tokens}: no decode step to count; set "
             "[models.generate] new_tokens >= 2"
         )
-        return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
     try:
         estimate = estimate_generation(
             pair.profile,
@@ -224,13 +227,10 @@ def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
             timeout=pair.config.timeout_s,
         )
     except (BackendUnavailable, TimingRunError) as exc:
-        figures["estimate_unavailable"] = (
-            f"no timing model here ({exc}); `bash scripts/setup-counting.sh` as root sets it up"
-        )
-        return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
+        return unavailable(not_set_up(exc))
     except ValueError as exc:  # the board's CPU has no timing model (harness/timing/cpus)
-        figures["estimate_unavailable"] = f"no timing model for {pair.profile.name}: {exc}"
-        return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
+        return unavailable(f"no timing model for {pair.profile.name}: {exc}")
+    figures = dict(measurement.figures)
     ttft, decode = estimate.ttft, estimate.decode
     figures |= {
         "estimated_ttft_ms": ttft.ms,

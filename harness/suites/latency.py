@@ -275,7 +275,7 @@ def board_estimate(pair: Pair) -> dict[str, Any]:
     band, as record figures; or `estimate_unavailable` where counting is not set up here. A
     board CPU with no timing model raises ValueError naming the known ones."""
     from harness.backends.base import BackendUnavailable
-    from harness.timing import estimate_latency
+    from harness.timing import estimate_latency, not_set_up
     from harness.timing.run import TimingRunError
 
     model = pair.model
@@ -288,10 +288,7 @@ def board_estimate(pair: Pair) -> dict[str, Any]:
             timeout=pair.config.timeout_s,
         )
     except (BackendUnavailable, TimingRunError) as exc:
-        return {
-            "estimate_unavailable": f"no timing model here ({exc}); "
-            "`bash scripts/setup-counting.sh` as root sets it up"
-        }
+        return {"estimate_unavailable": not_set_up(exc)}
     figures: dict[str, Any] = {
         "estimated_ms": estimate.ms,
         "estimate_model": f"{estimate.model_description}; for one intra-op thread",

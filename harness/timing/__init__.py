@@ -54,6 +54,7 @@ __all__ = [
     "estimate_latency",
     "generation_counts",
     "load_cpu_model",
+    "not_set_up",
     "timing_counts",
 ]
 
@@ -116,6 +117,11 @@ def _three_digits(value: float) -> str:
         return "0"
     decimals = max(0, 2 - math.floor(math.log10(value)))
     return f"{value:.{decimals}f}"
+
+
+def not_set_up(reason: Exception) -> str:
+    """What an estimate row says where counting cannot run here, and how to set it up."""
+    return f"no timing model here ({reason}); `bash scripts/setup-counting.sh` as root sets it up"
 
 
 def load_cpu_model(name: str, folder: Path | None = None) -> CpuModel:
