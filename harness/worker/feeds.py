@@ -21,6 +21,12 @@ class DataError(Exception):
     """The dataset or the configured inputs do not fit the model; the message says how to fix."""
 
 
+PICKLED = (
+    "holds pickled Python objects, which harness never loads; save plain numeric arrays "
+    "(np.savez with numeric dtypes)"
+)
+
+
 def load_npz(path: str) -> dict[str, np.ndarray]:
     """All arrays of an .npz file, refusing pickled objects (never unpickled)."""
     try:
@@ -28,10 +34,7 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
             return {key: archive[key] for key in archive.files}
     except ValueError as exc:
         if "pickle" in str(exc).lower():
-            raise DataError(
-                f"{path}: holds pickled Python objects, which harness never loads; save plain "
-                "numeric arrays (np.savez with numeric dtypes)"
-            ) from exc
+            raise DataError(f"{path}: {PICKLED}") from exc
         raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
@@ -69,10 +72,7 @@ def _read_rows(stream: IO[bytes], rows: list[int], source: str) -> tuple[np.ndar
     else:
         shape, fortran, dtype = fmt.read_array_header_2_0(stream)
     if dtype.hasobject:
-        raise DataError(
-            f"{source}: holds pickled Python objects, which harness never loads; save plain "
-            "numeric arrays (np.savez with numeric dtypes)"
-        )
+        raise DataError(f"{source}: {PICKLED}")
     if not shape:
         raise DataError(f"{source} has no sample axis; store one row per sample")
     count, row_shape = int(shape[0]), tuple(shape[1:])
