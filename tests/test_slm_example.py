@@ -184,7 +184,10 @@ def test_decode_regression_on_an_emulated_board_pairs_emulated_runs(
     )  # fmt: skip
     record = results(out)["generation", "slm-int4", "rpi4"]
     figures, checks = record["figures"], {c["gate"]: c for c in record["verdict"]["checks"]}
-    assert figures["paired"] is True and figures["ratio_low"] <= 1.0 <= figures["ratio_high"]
+    # The path, not the statistics (tests/test_stats.py): 3 rounds of emulated timings give a
+    # non-nominal interval, which need not hold 1.0 (seen: +0.7% to +37.1% for one folder).
+    assert figures["paired"] is True
+    assert figures["ratio_low"] <= figures["ratio"] <= figures["ratio_high"]
     decode = checks["decode_max_regression"]
     assert "(rpi4, emulated, paired n=" in decode["message"]
     assert decode["passed"] in (True, None), decode["message"]  # None: rounds ran out of budget
