@@ -4,7 +4,7 @@ x86-64 (the silicon we have): for each generated real-scale model (benchmarks/re
 MobileNet v1/v2/v3-small/v3-large, EfficientNet-B0, ResNet-50 as fp32 TFLite, int8 TFLite and
 ONNX), the timing plugin's counts under qemu-x86_64 (-cpu max) become an estimate, which is
 compared with the latency measured natively on this machine: same runtime, one thread, the
-fastest of hundreds of runs in three rounds (see x86_rows for why not the median). Printed per
+fastest of hundreds of runs in three rounds (see measure_rows for why not the median). Printed per
 model: the raw estimate (the x86-64-host CPU file's cited parameters), the estimate with one scale
 fitted leave-one-out, the estimate of a linear model (cycles per instruction of each class group
 and of stall cycles) fitted leave-one-out, the measurement and the errors; then the median and
@@ -37,8 +37,9 @@ from typing import Any
 from harness.devices import load_profiles
 from harness.timing import estimate_from_counts, load_cpu_model, timing_counts
 from harness.timing._counting import harness_cache
-from harness.timing.calibration import FEATURE_GROUPS
-from harness.timing.model import VcpuCounts, estimate_cycles
+from harness.timing.calibration import FEATURES, CalibrationPoint
+from harness.timing.calibration import features as calibration_features
+from harness.timing.model import VcpuCounts
 from harness.timing.validation import (
     fit_nonnegative,
     leave_one_out_predictions,
@@ -120,13 +121,13 @@ BOARDS = {"rpi4": ("rpi4", "cortex-a72"), "rpi-3+": ("rpi-zero-2w", "cortex-a53"
           "rpi-zero-2w": ("rpi-zero-2w", "cortex-a53")}  # fmt: skip
 
 
-def default_models() -> Path:
+def default_models(prefix: str = "realscale", make: str = "") -> Path:
     manifests = sorted(
-        (harness_cache("models")).glob("realscale-*/manifest.json"),
+        (harness_cache("models")).glob(f"{prefix}-*/manifest.json"),
         key=lambda p: p.stat().st_mtime,
     )
     if not manifests:
-        sys.exit("no generated models: run benchmarks/realscale/generate.sh first")
+        sys.exit(f"no generated models: run benchmarks/realscale/generate.sh {make}first")
     return manifests[-1].parent
 
 
@@ -143,9 +144,8 @@ def measure_native(path: Path, seconds: float) -> tuple[list[float], str]:
     return list(result["times_ms"]), str(result["provider"])
 
 
-def x86_rows(
-    folder: Path, only: list[str] | None, seconds: float, rounds: int
-) -> list[dict[str, Any]]:
+def count_rows(folder: Path, only: list[str] | None) -> list[dict[str, Any]]:
+    """Each model of `folder` counted under qemu-x86_64 (cached), with its raw estimate."""
     manifest = json.loads((folder / "manifest.json").read_text())
     profile = load_profiles()["x86-64"]
     cpu = load_cpu_model("x86-64-host")
@@ -178,8 +178,12 @@ def x86_rows(
                 f"({'cached' if cached else f'counted in {count_s:.0f} s'})",
                 flush=True,
             )
-    # Native timing after all counting, round-robin over the models, so that what else the
-    # machine runs at the time moves every model alike.
+    return rows
+
+
+def measure_rows(rows: list[dict[str, Any]], seconds: float, rounds: int) -> None:
+    """Native timing after all counting, round-robin over the models, so that what else the
+    machine runs at the time moves every model alike."""
     for round_ in range(rounds):
         for row in rows:
             times, row["provider"] = measure_native(row["path"], seconds / rounds)
@@ -194,15 +198,13 @@ def x86_rows(
         row["runs"] = len(row["times_ms"])
         del row["times_ms"]
         row["path"] = str(row["path"])
-    return rows
 
 
-def features(row: dict[str, Any], clock_mhz: float) -> list[float]:
-    """Per inference, in ms at the clock: class-group instructions and stall cycles."""
-    counts = VcpuCounts.from_json(row["counts"])
-    per_ms = clock_mhz * 1e3
-    groups = [sum(counts.classes[c] for c in g) / per_ms for g in FEATURE_GROUPS.values()]
-    return groups + [estimate_cycles(counts, load_cpu_model("x86-64-host")).stall / per_ms]
+def features(row: dict[str, Any]) -> list[float]:
+    """The linear fit's features (harness.timing.calibration.features, as `harness calibrate`
+    fits them): class-group instructions and the x86-64-host cache model's stall cycles."""
+    point = CalibrationPoint(row["model"], VcpuCounts.from_json(row["counts"]), 1, 1.0)
+    return calibration_features(point, load_cpu_model("x86-64-host"))
 
 
 def print_x86(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -210,8 +212,7 @@ def print_x86(rows: list[dict[str, Any]]) -> dict[str, Any]:
     measured = [r["measured_ms"] for r in rows]
     scales = leave_one_out_scales(raw, measured)
     held_out = [r * s for r, s in zip(raw, scales, strict=True)]
-    clock = load_cpu_model("x86-64-host").clock_mhz
-    table = [features(r, clock) for r in rows]
+    table = [features(r) for r in rows]
     fitted = leave_one_out_predictions(table, measured)
     print(f"\n{'model':<26} {'raw ms':>8} {'scaled':>8} {'fitted':>8} {'measured':>9} "
           f"{'raw err':>8} {'scaled':>8} {'fitted':>8} {'median':>8} runs")  # fmt: skip
@@ -240,7 +241,7 @@ def print_x86(rows: list[dict[str, Any]]) -> dict[str, Any]:
     print(f"scale fitted on all {len(rows)} models (for the CPU file, not for the errors above): "
           f"{scale:.3f}")  # fmt: skip
     weights = fit_nonnegative(table, measured)
-    names = [*FEATURE_GROUPS, "stall"]
+    names = list(FEATURES)
     print("fitted on all models: cycles per instruction "
           + ", ".join(f"{n} {w:.3f}" for n, w in zip(names, weights, strict=True)))  # fmt: skip
     return {
@@ -249,6 +250,32 @@ def print_x86(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "scale_all": scale,
         "fitted_all": dict(zip(names, weights, strict=True)),
     }
+
+
+def print_holdout(fitted_all: dict[str, float], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The held-out architectures, estimated with the weights fitted on the calibration set:
+    neither the features nor the weights were chosen with these models in view."""
+    weights = [fitted_all[name] for name in FEATURES]
+    measured = [r["measured_ms"] for r in rows]
+    estimates = [sum(f * w for f, w in zip(features(r), weights, strict=True)) for r in rows]
+    print(f"\n{'model':<26} {'raw ms':>8} {'fitted':>8} {'measured':>9} {'raw err':>8} "
+          f"{'fitted':>8} {'median':>8} runs")  # fmt: skip
+    for row, estimate in zip(rows, estimates, strict=True):
+        row["fitted_ms"] = estimate
+        m = row["measured_ms"]
+        print(
+            f"{row['model']:<26} {row['raw_ms']:8.2f} {estimate:8.2f} {m:9.2f} "
+            f"{row['raw_ms'] / m - 1:+8.1%} {estimate / m - 1:+8.1%} {row['median_ms']:8.2f} "
+            f"{row['runs']}"
+        )
+    s = summarize(estimates, measured)
+    verdict = "within" if s.meets(MEDIAN_GOAL, MAX_GOAL) else "NOT within"
+    print(
+        f"held-out architectures: median |error| {s.median_abs:.1%}, largest {s.max_abs:.1%}, "
+        f"Spearman {s.spearman:.3f}, {s.discordant_pairs} of {len(rows) * (len(rows) - 1) // 2} "
+        f"pairs out of order ({verdict} the goals)"
+    )
+    return {"rows": rows, "summary": vars(s)}
 
 
 def pi_rows(folder: Path) -> list[dict[str, Any]]:
@@ -324,6 +351,11 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None, help="architectures, e.g. mobilenet_v2")
     parser.add_argument("--seconds", type=float, default=6.0, help="native timing per model")
     parser.add_argument("--rounds", type=int, default=3, help="native rounds over all models")
+    parser.add_argument(
+        "--holdout",
+        action="store_true",
+        help="also estimate the held-out architectures (generate.sh --holdout)",
+    )
     parser.add_argument("--skip-pi", action="store_true")
     parser.add_argument("--skip-x86", action="store_true")
     args = parser.parse_args()
@@ -332,7 +364,13 @@ def main() -> int:
     results: dict[str, Any] = {"models": str(folder)}
     if not args.skip_x86:
         print("x86-64: counting under qemu-x86_64 -cpu max, measuring natively (1 thread)")
-        results["x86"] = print_x86(x86_rows(folder, args.only, args.seconds, args.rounds))
+        rows = count_rows(folder, args.only)
+        held = count_rows(default_models("holdout", "--holdout "), None) if args.holdout else []
+        measure_rows(rows + held, args.seconds, args.rounds)  # one round-robin: same conditions
+        results["x86"] = print_x86(rows)
+        if held:
+            print("\nheld-out architectures, estimated with the weights fitted on all models above")
+            results["holdout"] = print_holdout(results["x86"]["fitted_all"], held)
     if not args.skip_pi:
         print("\nPi boards: counting under qemu-aarch64 (cortex-a72, cortex-a53), 1 thread")
         results["pi"] = pi_rows(folder)

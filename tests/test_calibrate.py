@@ -60,7 +60,7 @@ def synthetic_points(count: int, seed: int = 0) -> list[CalibrationPoint]:
 
 def test_linear_fit_recovers_a_known_device_and_its_held_out_error_is_zero() -> None:
     base = load_cpu_model("cortex-a72")
-    true = [0.3, 0.8, 1.2, 0.6, 2.0, 0.45]  # cycles/instruction per group, stall weight
+    true = [0.3, 0.8, 1.2, 0.6, 0.5, 0.2, 2.0, 0.45]  # cycles/instruction per group, stall weight
     points = [
         dataclasses.replace(p, measured_ms=float(np.dot(features(p, base), true)))
         for p in synthetic_points(len(FEATURES) + 4)
@@ -76,12 +76,12 @@ def test_linear_fit_recovers_a_known_device_and_its_held_out_error_is_zero() -> 
     for group, weight in zip(FEATURE_GROUPS.values(), true, strict=False):
         assert all(fit.cpu.cost[c] == pytest.approx(weight) for c in group)
     assert 1 - fit.cpu.overlap == pytest.approx(true[-1])
-    assert fit.cpu.band_source.startswith("validated on 10 models on my-pi4, 2026-12-02")
+    assert fit.cpu.band_source.startswith("validated on 12 models on my-pi4, 2026-12-02")
 
 
 def test_a_stall_weight_above_one_stretches_the_latencies() -> None:
     base = load_cpu_model("cortex-a53")
-    true = [0.5, 1.0, 2.0, 2.0, 2.0, 1.6]
+    true = [0.5, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 1.6]
     points = [
         dataclasses.replace(p, measured_ms=float(np.dot(features(p, base), true)))
         for p in synthetic_points(len(FEATURES) + 2, seed=1)
@@ -107,17 +107,17 @@ def test_few_models_fit_one_scale_held_out() -> None:
 
 def test_the_fitted_model_round_trips_with_every_number_sourced() -> None:
     base = load_cpu_model("cortex-a72")
-    true = [0.3, 0.8, 1.2, 0.6, 2.0, 0.45]
+    true = [0.3, 0.8, 1.2, 0.6, 0.5, 0.2, 2.0, 0.45]
     points = [
         dataclasses.replace(p, measured_ms=float(np.dot(features(p, base), true)) * (1 + e))
-        for p, e in zip(synthetic_points(9, seed=3), [0.05, -0.1, 0, 0.02, -0.03] * 2, strict=False)
+        for p, e in zip(synthetic_points(11, seed=3), [0.05, -0.1, 0, 0.02] * 3, strict=False)
     ]
     fit = calibrate(points, base, "my-pi4", "my-pi4", "2026-12-02")
     text = cpu_model_toml(fit.cpu, "header line")
     again = cpu_model_from_toml(text, "my-pi4")
     assert again == fit.cpu
     fitted = [s for k, s in again.sources.items() if k.startswith("cost.") or k == "overlap"]
-    prefix = "fitted by harness calibrate on my-pi4, 2026-12-02, 9 models, leave-one-out |error|"
+    prefix = "fitted by harness calibrate on my-pi4, 2026-12-02, 11 models, leave-one-out |error|"
     assert fitted and all(s.startswith(prefix) for s in fitted)
     assert fit.method == "linear" and fit.held_out.max_abs > 0
     assert again.band_fraction == pytest.approx(fit.held_out.max_abs, abs=1e-4)

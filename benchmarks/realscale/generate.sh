@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds the real-scale models (generate.py) in a TensorFlow venv of their own, kept out of the
+# Builds the real-scale models (generate.py; with --holdout, generate_holdout.py's) in a TensorFlow venv of their own, kept out of the
 # project's dependencies (~1.7 GB): $HARNESS_CACHE/tf-venv (default ~/.cache/harness/tf-venv).
 # Prints the model folder as its last line.
 set -eu
@@ -9,4 +9,9 @@ if ! "$venv/bin/python" -c "import tensorflow, tf2onnx" 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q 'tensorflow-cpu==2.21.*' 'tf2onnx==1.17.*'
 fi
-exec "$venv/bin/python" "$(dirname "$0")/generate.py" "$@"
+script=generate.py
+if [ "${1:-}" = "--holdout" ]; then  # the held-out architectures (generate_holdout.py)
+    shift
+    script=generate_holdout.py
+fi
+exec "$venv/bin/python" "$(dirname "$0")/$script" "$@"
