@@ -21,6 +21,7 @@ from harness.timing.model import (
     VcpuCounts,
     cpu_model_from_toml,
     cpu_model_toml,
+    dram_ms,
     estimate_cycles,
     estimate_ms,
 )
@@ -110,6 +111,55 @@ def test_busiest_vcpu_decides_and_samples_divide() -> None:
         estimate_ms(threads, model, samples=0)
     with pytest.raises(ValueError, match="no vCPU ran between the markers"):
         estimate_ms([], model, samples=1)
+
+
+def test_the_shared_memory_bus_bounds_the_cores_from_below() -> None:
+    # 4 vCPUs, 1000 cycles each (1 us at 1 GHz), 2500 L2 misses each: 4 x 2500 x 64 bytes =
+    # 640 kB over 100 MB/s (100 bytes per us) = 6.4 ms per sample, 3.2 ms for 2 samples.
+    threads = [counts(v, int=2000, l1d_misses=2500, l2_misses=2500) for v in range(4)]
+    slow_bus = cpu(issue_width=1.0, memory_latency=0.0, l2_latency=0.0, dram_bandwidth_mb_s=100.0)
+    assert dram_ms(threads, slow_bus, samples=2) == pytest.approx(3.2)
+    assert estimate_ms(threads, slow_bus, samples=2) == pytest.approx(3.2)
+    # A bus 10^5 times faster bounds nothing: the busiest core decides (2000 cycles / 2 samples).
+    fast_bus = replace(slow_bus, dram_bandwidth_mb_s=1e7)
+    assert dram_ms(threads, fast_bus, samples=2) == pytest.approx(3.2e-5)
+    assert estimate_ms(threads, fast_bus, samples=2) == pytest.approx(0.001)
+
+
+def test_no_bandwidth_no_misses_or_no_l2_and_the_bad_cases() -> None:
+    threads = [counts(0, int=1000, l1d_misses=10, l2_misses=4)]
+    # A CPU file without the parameter (the x86-64 ones): no bound, the estimate as before.
+    assert dram_ms(threads, cpu(), samples=1) is None
+    assert estimate_ms(threads, cpu(), samples=1) == estimate_ms(
+        threads, cpu(dram_bandwidth_mb_s=1e9), samples=1
+    )
+    # No miss counted (or an older record without the fields): nothing crosses the bus.
+    bare = VcpuCounts(0, 1000, {c: 0 for c in CLASSES}, {})
+    assert dram_ms([bare], cpu(dram_bandwidth_mb_s=1.0), samples=1) == 0.0
+    # Without an L2 every L1D miss is a line from DRAM: 10 x 64 bytes at 1 MB/s = 0.64 ms.
+    no_l2 = cpu(l2=None, dram_bandwidth_mb_s=1.0)
+    assert dram_ms(threads, no_l2, samples=1) == pytest.approx(0.64)
+    with pytest.raises(ValueError, match="samples must be at least 1"):
+        dram_ms(threads, no_l2, samples=0)
+    with pytest.raises(ValueError, match="dram_bandwidth must be > 0 MB/s"):
+        cpu(dram_bandwidth_mb_s=0.0)
+
+
+def test_bandwidth_read_from_and_written_to_a_cpu_file() -> None:
+    a72 = load_cpu_model("cortex-a72")
+    assert a72.dram_bandwidth_mb_s is not None
+    assert a72.sources["dram_bandwidth"].strip()
+    again = cpu_model_from_toml(cpu_model_toml(a72), "again")
+    assert again.dram_bandwidth_mb_s == a72.dram_bandwidth_mb_s
+    # Without it (the x86-64 files): no bound, and none written back.
+    host = load_cpu_model("x86-64-host")
+    assert host.dram_bandwidth_mb_s is None
+    text = cpu_model_toml(host)
+    assert "dram_bandwidth" not in text
+    unsourced = (CPU_FOLDER / "cortex-a72.toml").read_text()
+    unsourced = re.sub(r"dram_bandwidth = \{[^}]*\}", "dram_bandwidth = 5560", unsourced)
+    with pytest.raises(ValueError, match="dram_bandwidth must be a table"):
+        cpu_model_from_toml(unsourced, "cortex-a72")
 
 
 @given(st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**7), st.integers(0, 10**6))

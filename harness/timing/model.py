@@ -15,7 +15,14 @@ fraction of L1D misses that continue a recent miss stream (what a stream prefetc
 in-order core). `calibration`: 1 unless fitted on measured latencies (see CpuModel.calibration).
 
 ms = max over vCPUs of cycles / samples / (clock_mhz * 1e3): threads run at once, so the busiest
-thread decides the latency, not the sum.
+thread decides the latency, not the sum. Where the CPU file gives the board's sustained DRAM
+bandwidth, the cores share it, so an inference also takes at least
+
+    dram_ms = (L2 misses of all vCPUs) * L2 line / samples / dram_bandwidth
+
+and ms is the larger of the two (a roofline bound: the bytes every core's L2 misses fetch, over
+one memory bus). Written-back lines are not counted (the plugin does not track them), so dram_ms
+is a lower bound.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ __all__ = [
     "VcpuCycles",
     "cpu_model_from_toml",
     "cpu_model_toml",
+    "dram_ms",
     "estimate_cycles",
     "estimate_ms",
 ]
@@ -150,6 +158,8 @@ class CpuModel:
     generation_band_fraction: float | None = None
     generation_band_source: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
+    # Sustained DRAM bandwidth (MB/s, 1 MB = 1e6 bytes) the cores share; None: not bounded.
+    dram_bandwidth_mb_s: float | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.cost) - set(CLASSES))
@@ -167,6 +177,8 @@ class CpuModel:
                 raise ValueError(f"cpu {self.name}: {key} must be between 0 and 1")
         if self.clock_mhz <= 0 or self.issue_width <= 0 or self.calibration <= 0:
             raise ValueError(f"cpu {self.name}: clock_mhz, issue_width, calibration must be > 0")
+        if self.dram_bandwidth_mb_s is not None and self.dram_bandwidth_mb_s <= 0:
+            raise ValueError(f"cpu {self.name}: dram_bandwidth must be > 0 MB/s (or left out)")
 
     def describe(self) -> str:
         return f"{self.name} timing model at {self.clock_mhz:g} MHz, {self.band_source}"
@@ -219,14 +231,30 @@ def estimate_cycles(counts: VcpuCounts, cpu: CpuModel) -> VcpuCycles:
     return VcpuCycles(counts.vcpu, counts.instructions, compute, stall, cycles, bottleneck)
 
 
+def dram_ms(per_vcpu: Sequence[VcpuCounts], cpu: CpuModel, samples: int) -> float | None:
+    """The least milliseconds per inference the shared memory bus allows: the lines all vCPUs'
+    L2 misses fetch (L1D misses where no L2 is simulated), over the sustained DRAM bandwidth.
+    None where the CPU file gives no bandwidth."""
+    if samples < 1:
+        raise ValueError("samples must be at least 1")
+    if cpu.dram_bandwidth_mb_s is None:
+        return None
+    last = cpu.l2 or cpu.l1d
+    misses = "l2_misses" if cpu.l2 is not None else "l1d_misses"
+    fetched = sum(v.memory.get(misses, 0) for v in per_vcpu) * last.line
+    return fetched / samples / (cpu.dram_bandwidth_mb_s * 1e3)  # MB/s = 1e3 bytes per ms
+
+
 def estimate_ms(per_vcpu: Sequence[VcpuCounts], cpu: CpuModel, samples: int) -> float:
-    """Milliseconds per inference: the busiest vCPU's cycles / samples / clock."""
+    """Milliseconds per inference: the busiest vCPU's cycles / samples / clock, or the DRAM
+    bound (dram_ms) where that is larger."""
     if samples < 1:
         raise ValueError("samples must be at least 1")
     if not per_vcpu:
         raise ValueError("no vCPU ran between the markers: nothing to estimate")
     busiest = max(estimate_cycles(v, cpu).cycles for v in per_vcpu)
-    return busiest / samples / (cpu.clock_mhz * 1e3)
+    cores = busiest / samples / (cpu.clock_mhz * 1e3)
+    return max(cores, dram_ms(per_vcpu, cpu, samples) or 0.0)
 
 
 def _cache(data: Mapping[str, Any] | None, where: str) -> CacheGeometry | None:
@@ -282,6 +310,7 @@ def cpu_model_from_toml(text: str, name: str) -> CpuModel:
         generation_band_fraction=float(generation["fraction"]) if generation else None,
         generation_band_source=str(generation["source"]) if generation else "",
         sources=sources,
+        dram_bandwidth_mb_s=number("dram_bandwidth") if "dram_bandwidth" in data else None,
     )
 
 
@@ -302,6 +331,8 @@ def cpu_model_toml(cpu: CpuModel, header: str = "") -> str:
     lines += [f"overlap = {entry('overlap', cpu.overlap)}"]
     if cpu.calibration != 1.0 or "calibration" in cpu.sources:
         lines.append(f"calibration = {entry('calibration', cpu.calibration)}")
+    if cpu.dram_bandwidth_mb_s is not None:
+        lines.append(f"dram_bandwidth = {entry('dram_bandwidth', cpu.dram_bandwidth_mb_s)}")
     for key, cache in (("l1d", cpu.l1d), ("l2", cpu.l2)):
         if cache is not None:
             lines += ["", f"[{key}]", f"size = {cache.size}", f"ways = {cache.ways}"]
