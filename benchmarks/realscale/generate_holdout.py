@@ -25,7 +25,7 @@ HOLDOUT = {
     "nasnet_mobile": ("NASNetMobile", (-1.0, 1.0)),
     "efficientnet_b1": ("EfficientNetB1", (0.0, 255.0)),  # rescaling is inside the model
     "efficientnet_v2_b0": ("EfficientNetV2B0", (0.0, 255.0)),
-    "regnety_004": ("RegNetY004", (0.0, 255.0)),
+    "convnext_tiny": ("ConvNeXtTiny", (0.0, 255.0)),  # LayerNorm, GELU, 7x7 depthwise
     "resnet50_v2": ("ResNet50V2", (-1.0, 1.0)),
 }
 
