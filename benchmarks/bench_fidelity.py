@@ -44,6 +44,7 @@ from harness.timing.calibration import features as calibration_features
 from harness.timing.model import CpuModel, VcpuCounts, dram_ms
 from harness.timing.run import TimingCounts
 from harness.timing.validation import (
+    ErrorSummary,
     fit_nonnegative,
     leave_one_out_predictions,
     leave_one_out_scales,
@@ -238,12 +239,8 @@ def print_x86(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
     for name, s in summaries.items():
         verdict = "within" if s.meets(MEDIAN_GOAL, MAX_GOAL) else "NOT within"
-        print(
-            f"{name:>22}: median |error| {s.median_abs:.1%}, largest {s.max_abs:.1%}, "
-            f"Spearman {s.spearman:.3f}, Kendall {s.kendall:.3f}, {s.discordant_pairs} pairs out "
-            f"of order ({verdict} the goals: median <= {MEDIAN_GOAL:.0%}, largest <= "
-            f"{MAX_GOAL:.0%}, order kept)"
-        )
+        print(f"{name:>22}: {describe(s)} ({verdict} the goals: median <= {MEDIAN_GOAL:.0%}, "
+              f"largest <= {MAX_GOAL:.0%}, order kept)")  # fmt: skip
     scale = statistics.geometric_mean([m / r for r, m in zip(raw, measured, strict=True)])
     print(f"scale fitted on all {len(rows)} models (for the CPU file, not for the errors above): "
           f"{scale:.3f}")  # fmt: skip
@@ -277,12 +274,32 @@ def print_holdout(fitted_all: dict[str, float], rows: list[dict[str, Any]]) -> d
         )
     s = summarize(estimates, measured)
     verdict = "within" if s.meets(MEDIAN_GOAL, MAX_GOAL) else "NOT within"
-    print(
-        f"held-out architectures: median |error| {s.median_abs:.1%}, largest {s.max_abs:.1%}, "
-        f"Spearman {s.spearman:.3f}, {s.discordant_pairs} of {len(rows) * (len(rows) - 1) // 2} "
-        f"pairs out of order ({verdict} the goals)"
-    )
+    print(f"held-out architectures: {describe(s)} ({verdict} the goals)")
     return {"rows": rows, "summary": vars(s)}
+
+
+def print_all(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every model, calibration and held-out, fitted leave-one-out; and the weights fitted on all
+    of them (the ones harness/timing/cpus/x86-64-host-fitted.toml holds, its band the largest
+    error here)."""
+    table = [features(r) for r in rows]
+    measured = [r["measured_ms"] for r in rows]
+    s = summarize(leave_one_out_predictions(table, measured), measured)
+    print(f"all {len(rows)} models, leave-one-out: {describe(s)}")
+    weights = dict(zip(FEATURES, fit_nonnegative(table, measured), strict=True))
+    print("fitted on all of them: cycles per instruction "
+          + ", ".join(f"{n} {w:.4f}" for n, w in weights.items()))  # fmt: skip
+    return {"summary": vars(s), "fitted_all": weights}
+
+
+def describe(s: ErrorSummary) -> str:
+    pairs = s.count * (s.count - 1) // 2
+    apart = f", all within {s.discordant_gap:.0%} of each other" if s.discordant_pairs else ""
+    return (
+        f"median |error| {s.median_abs:.1%}, largest {s.max_abs:.1%}, Spearman "
+        f"{s.spearman:.3f}, Kendall {s.kendall:.3f}, {s.discordant_pairs} of {pairs} pairs out "
+        f"of order{apart}"
+    )
 
 
 def at_clock(cpu: CpuModel, mhz: float) -> CpuModel:
@@ -390,6 +407,7 @@ def main() -> int:
         if held:
             print("\nheld-out architectures, estimated with the weights fitted on all models above")
             results["holdout"] = print_holdout(results["x86"]["fitted_all"], held)
+            results["all"] = print_all(rows + held)
     if not args.skip_pi:
         print("\nPi boards: counting under qemu-aarch64 (cortex-a72, cortex-a53), 1 thread")
         results["pi"] = pi_rows(folder)

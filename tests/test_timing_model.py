@@ -260,6 +260,8 @@ def test_errors_and_summary() -> None:
     assert s.discordant_pairs == 0 and s.meets(0.15, 0.30)
     swapped = summarize([25.0, 18.0], [20.0, 21.0])
     assert swapped.discordant_pairs == 1 and not swapped.meets(1.0, 1.0)
+    assert swapped.discordant_gap == pytest.approx(21.0 / 20.0 - 1)
+    assert summarize([11.0, 18.0, 33.0], [10.0, 20.0, 30.0]).discordant_gap == 0.0
 
 
 def test_generation_reads_the_wider_band_measured_for_it() -> None:

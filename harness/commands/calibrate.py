@@ -157,6 +157,7 @@ def print_table(names: Sequence[str], measured: Sequence[float], fit: Calibratio
         print(
             f"{label:<34} median |error| {s.median_abs:6.1%}, max {s.max_abs:6.1%}, "
             f"Spearman {s.spearman:.3f}, {s.discordant_pairs} pairs out of order"
+            + (f" (all within {s.discordant_gap:.0%} of each other)" if s.discordant_pairs else "")
         )
 
 

@@ -155,6 +155,9 @@ class ErrorSummary:
     spearman: float
     kendall: float
     discordant_pairs: int  # pairs of models the estimates order the other way round
+    # The largest measured gap (slower / faster - 1) of a pair out of order: every pair further
+    # apart than this is in order. 0 when none is out of order.
+    discordant_gap: float = 0.0
 
     def meets(self, median_goal: float, max_goal: float) -> bool:
         return (
@@ -168,17 +171,18 @@ def summarize(estimated: Sequence[float], measured: Sequence[float]) -> ErrorSum
     errors = sorted(abs(e) for e in relative_errors(estimated, measured))
     middle = len(errors) // 2
     median = errors[middle] if len(errors) % 2 else (errors[middle - 1] + errors[middle]) / 2
-    discordant = sum(
-        1
+    gaps = [
+        max(measured[i], measured[j]) / min(measured[i], measured[j]) - 1
         for i in range(len(measured))
         for j in range(i + 1, len(measured))
         if (estimated[i] - estimated[j]) * (measured[i] - measured[j]) < 0
-    )
+    ]
     return ErrorSummary(
         count=len(errors),
         median_abs=median,
         max_abs=errors[-1],
         spearman=spearman_rho(estimated, measured),
         kendall=kendall_tau(estimated, measured),
-        discordant_pairs=discordant,
+        discordant_pairs=len(gaps),
+        discordant_gap=max(gaps, default=0.0),
     )
