@@ -490,6 +490,7 @@ def count_instructions(
             output=output,
             input_shapes=input_shapes,
             input_values=input_values,
+            rows=[0] if data is not None else None,  # bench runs the first sample: hold only it
         )
         if callable(samples):
             samples, warmup = samples(counted_bench(client, MODEL_ID, 1, 1, timeout))

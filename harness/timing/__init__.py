@@ -162,7 +162,7 @@ def timing_counts(
         f"{samples}/{warmup}" + (f"/{threads}t" if threads != 1 else ""),
         json.dumps(input_shapes, sort_keys=True),
         content_sha256(Path(model_path)),
-        content_sha256(Path(dataset)) if dataset else "-",
+        content_sha256(Path(dataset)) + "/row 0" if dataset else "-",
     ]
     return _cached(
         profile,

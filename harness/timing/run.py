@@ -258,6 +258,7 @@ def count_timing(
         output=None,
         input_shapes=input_shapes,
         input_values=None,
+        rows=[0] if dataset else None,  # bench runs the first sample: hold only that row
     ) as worker:
         worker.client.request(
             "bench", timeout, model_id=MODEL_ID, samples=samples, warmup=warmup, count=True
