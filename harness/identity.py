@@ -107,3 +107,14 @@ def content_sha256(path: Path) -> str:
 @functools.cache
 def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(Path(path))
+
+
+def model_sha256(path: Path) -> str:
+    """A model's identity: its file's SHA-256, or, for a model folder (an ONNX Runtime GenAI
+    language model), the hash of every file in it by relative path and content."""
+    if not path.is_dir():
+        return content_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path)}\0{content_sha256(file)}\0".encode())
+    return digest.hexdigest()

@@ -46,7 +46,7 @@ from harness.backends.base import (
 from harness.baseline import Baseline, BaselineContext
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
-from harness.identity import content_sha256
+from harness.identity import content_sha256, model_sha256
 from harness.plan import Plan, make_plan
 from harness.progress import silent
 
@@ -274,7 +274,7 @@ class Worker:
         assert self.target is not None
         limits = self.target.limits
         return {
-            "model_sha256": content_sha256(model.path),
+            "model_sha256": model_sha256(model.path),
             "output": loaded.get("output"),
             "input_shapes": loaded.get("input_shapes"),
             "input_values": {k: np.asarray(v).tolist() for k, v in model.input_values.items()},

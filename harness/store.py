@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.identity import file_sha256, git_revision, machine_fingerprint, machine_info
+from harness.identity import git_revision, machine_fingerprint, machine_info, model_sha256
 
 DEFAULT_PATH = Path(".harness") / "history.sqlite"
 SCHEMA_VERSION = 1
@@ -152,14 +152,15 @@ def figure_direction(figure: str) -> int:
 
 
 def model_hashes_from_config(config_path: Path) -> dict[str, str]:
-    """{model name: sha256 of its file} for the models of a config that exist on disk."""
+    """{model name: sha256 of its file, or of its folder's files (harness.identity.model_sha256)}
+    for the models of a config that exist on disk."""
     from harness.config import load_config
 
     hashes: dict[str, str] = {}
     for spec in load_config(config_path).models:
         path = spec.path if spec.path.is_absolute() else config_path.parent / spec.path
-        if path.is_file():
-            hashes[spec.name] = file_sha256(path)
+        if path.exists():
+            hashes[spec.name] = model_sha256(path)
     return hashes
 
 

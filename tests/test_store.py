@@ -310,6 +310,28 @@ def test_record_session_stores_commit_and_model_hashes(tmp_path: Path) -> None:
     assert hashes == {expected}
 
 
+def test_a_language_model_folder_is_hashed_by_every_file(tmp_path: Path) -> None:
+    """A GenAI folder has no single file: the history hashes all of them, so a changed weight
+    file shows as a changed model (it recorded no hash at all before)."""
+    from harness.store import model_hashes_from_config
+
+    folder = tmp_path / "models" / "lm"
+    folder.mkdir(parents=True)
+    (folder / "genai_config.json").write_text("{}")
+    (folder / "model.onnx").write_bytes(b"weights")
+    config = tmp_path / "harness.toml"
+    config.write_text(
+        'devices = ["host"]\n[[models]]\nname = "lm"\ntask = "generate"\npath = "models/lm"\n'
+    )
+    first = model_hashes_from_config(config)
+    assert set(first) == {"lm"} and len(first["lm"]) == 64
+    (folder / "model.onnx").write_bytes(b"other weights")
+    changed = model_hashes_from_config(config)["lm"]
+    assert changed != first["lm"]
+    (folder / "model.onnx").rename(folder / "renamed.onnx")  # same bytes, another file
+    assert model_hashes_from_config(config)["lm"] != changed
+
+
 def test_another_programs_database_is_refused_and_left_alone(tmp_path: Path) -> None:
     import sqlite3
 

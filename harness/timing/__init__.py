@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from harness.identity import content_sha256
+from harness.identity import content_sha256, model_sha256
 from harness.timing.model import (
     CpuModel,
     VcpuCycles,
@@ -296,14 +296,6 @@ class GenerationEstimate:
         return 1000.0 / self.decode.low_ms if self.decode.low_ms > 0 else math.inf
 
 
-def _folder_sha256(folder: Path) -> str:
-    """Every file of a model folder, by relative path and content."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(folder)}\0{content_sha256(path)}\0".encode())
-    return digest.hexdigest()
-
-
 def generation_counts(
     profile: DeviceProfile,
     folder: Path,
@@ -321,7 +313,7 @@ def generation_counts(
     key = [
         "generation",
         f"{prompt_tokens}/{new_tokens}",
-        _folder_sha256(Path(folder)),
+        model_sha256(Path(folder)),
         hashlib.sha256(text.encode()).hexdigest(),
     ]
     return _cached(
