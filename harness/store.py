@@ -176,7 +176,8 @@ def record_session(
     """Store one pytest session's results document: the plugin's call at session end.
 
     The history goes to `db_path` (default `.harness/history.sqlite` beside the config), with the
-    checkout's commit and ref (unless the document names them) and each model file's SHA-256.
+    checkout's commit and ref (unless the document names them) and each model's SHA-256 (of its
+    file, or of a language-model folder's files).
     Returns (run id, database path)."""
     path = db_path if db_path is not None else default_path(config_path)
     git = document.get("git") or {}
