@@ -44,8 +44,10 @@ __all__ = [
 # Instructions that share a fitted cost: one weight per group (and one on the stall cycles).
 # SIMD is split by width because the counted and the device's kernels can differ there: QEMU's x86
 # TCG has no AVX-512, so the AVX2 (256-bit) code it counts is what the device replaces with
-# AVX-512 or VNNI kernels, at a different cost per counted instruction, while 128-bit (SSE) code
-# runs as counted. On arm64 every SIMD instruction is narrow and the wide groups stay empty (0).
+# AVX-512 or VNNI kernels, at a different cost per counted instruction, while code that stays
+# 128-bit (SSE) where AVX2 was on offer mostly has no wider native path either (a hypothesis
+# checked on held-out architectures: docs/timing-model.md). On arm64 every SIMD instruction is
+# narrow and the wide groups stay empty (weight 0).
 FEATURE_GROUPS = {
     "scalar": ("int", "int_mul", "branch", "fp", "other"),
     "memory": ("load", "store"),
