@@ -341,6 +341,34 @@ def test_amd64_board_runs_the_worker_with_pushed_runtimes(
     assert amd64_board.exec(f"stat -c %Y {marker}")[1] == before
 
 
+def test_runtimes_no_session_used_for_a_month_are_removed_from_the_board(
+    amd64_board: Board, tmp_path: Path
+) -> None:
+    """Each harness version or Python pushes its own runtimes (hundreds of MB): a session marks
+    its own used and removes those unused for KEEP_DAYS, and partial pushes a day old."""
+    from harness.backends.ssh import KEEP_DAYS
+
+    cache = "/home/board/.cache/harness-board"
+    old, recent, marked_old, partial = "0old", "0recent", "0marked", "0key.partial"
+    amd64_board.exec(
+        f"mkdir -p {cache} && cd {cache} && mkdir {old} {recent} {marked_old} {partial} && "
+        f"touch {old}/.complete {recent}/.complete {marked_old}/.complete && "
+        f"touch {recent}/.used && touch -d '{KEEP_DAYS + 9} days ago' {old}/.complete && "
+        f"touch -d '{KEEP_DAYS + 9} days ago' {marked_old}/.used && "
+        f"touch -d '{KEEP_DAYS - 9} days ago' {marked_old}/.complete && "  # the marker decides
+        f"touch -d '2 days ago' {partial}",
+        user="board",
+    )
+    client, target = start(load_profile(amd64_board.profile(tmp_path, "board")), [MODEL])
+    client.close()
+    ours = Path(target.limits["runtimes"]).name
+    listed = amd64_board.exec(f"ls {cache}", user="board")[1].split()
+    assert sorted(listed) == sorted([ours, recent])
+    assert amd64_board.exec(f"test -f {cache}/{ours}/.used")[0] == 0
+    amd64_board.exec(f"rm -rf {cache}/{recent}", user="board")
+    assert_left_nothing(amd64_board)
+
+
 def test_arm64_board_under_qemu_runs_the_worker(arm64_board: Board, tmp_path: Path) -> None:
     check_board_runs_the_worker(arm64_board, tmp_path, 20)
 

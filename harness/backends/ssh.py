@@ -55,6 +55,7 @@ HARNESS_DIR = Path(harness.__file__).resolve().parent
 PR_SET_PDEATHSIG = 1
 WORKER_SOURCES = ("__init__.py", "worker", "runtimes")  # what the worker and the tether import
 BOARD_CACHE = ".cache/harness-board"  # under the board user's home: the installed runtimes
+KEEP_DAYS = 30  # runtimes no session used for this long are removed from the board
 CONNECT_TIMEOUT_S = 15
 COMMAND_TIMEOUT_S = 120.0  # a probe or a cleanup (copies: a dead link ends them, ServerAlive*)
 SSH_OPTIONS = (
@@ -337,6 +338,23 @@ tar -xf - -C "$partial"
 touch "$partial/.complete"
 [ -e "$HOME/{cache}/{key}" ] || mv "$partial" "$HOME/{cache}/{key}"
 """
+# Marks this session's runtimes used, and removes the others no session used for {days} days
+# (other harness versions' or Pythons'; the marker is .used, else .complete for runtimes
+# installed before the marker existed), and the partial installs a killed push left (a day old).
+PRUNE = """cd "$HOME/{cache}" 2>/dev/null || exit 0
+touch {key}/.used
+for found in */; do
+  entry=${{found%/}}
+  [ "$entry" = {key} ] && continue
+  if [ -f "$entry/.complete" ]; then
+    mark="$entry/.complete"; [ -f "$entry/.used" ] && mark="$entry/.used"
+    [ -n "$(find "$mark" -mtime +{days} 2>/dev/null)" ] && rm -rf "$entry"
+  else
+    [ -n "$(find "$entry" -maxdepth 0 -mtime +1 2>/dev/null)" ] && rm -rf "$entry"
+  fi
+done
+exit 0
+"""
 
 
 def parse_probe(stdout: str) -> dict[str, str]:
@@ -588,6 +606,8 @@ class SshBackend:
             what = f"the runtimes ({', '.join(recipe.wheels)})"
             script = INSTALL.format(cache=BOARD_CACHE, key=key)
             self._push(board, script, [(tree, ".")], what, f"~/{BOARD_CACHE}", where)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # best effort: the worker runs anyway
+            board.run(PRUNE.format(cache=BOARD_CACHE, key=shlex.quote(key), days=KEEP_DAYS))
         return remote
 
     def _copy(
