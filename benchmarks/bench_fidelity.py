@@ -25,6 +25,7 @@ written to $HARNESS_CACHE/timing/fidelity.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -152,7 +153,7 @@ def count_rows(folder: Path, only: list[str] | None) -> list[dict[str, Any]]:
     """Each model of `folder` counted under qemu-x86_64 (cached), with its raw estimate."""
     manifest = json.loads((folder / "manifest.json").read_text())
     profile = load_profiles()["x86-64"]
-    cpu = load_cpu_model("x86-64-host")
+    cpu = x86_host()
     rows = []
     for arch in manifest:
         if only and arch not in only:
@@ -208,11 +209,17 @@ def measure_rows(rows: list[dict[str, Any]], seconds: float, rounds: int) -> Non
         row["path"] = str(row["path"])
 
 
+@functools.cache
+def x86_host() -> CpuModel:
+    """The cited x86-64 model, read once: the raw estimates and the fit's stall feature."""
+    return load_cpu_model("x86-64-host")
+
+
 def features(row: dict[str, Any]) -> list[float]:
     """The linear fit's features (harness.timing.calibration.features, as `harness calibrate`
     fits them): class-group instructions and the x86-64-host cache model's stall cycles."""
     point = CalibrationPoint(row["model"], VcpuCounts.from_json(row["counts"]), 1, 1.0)
-    return calibration_features(point, load_cpu_model("x86-64-host"))
+    return calibration_features(point, x86_host())
 
 
 def print_x86(rows: list[dict[str, Any]]) -> dict[str, Any]:
