@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from harness import catalogue
 from harness.devices import DeviceProfile, load_profiles
 from harness.errors import ConfigError, check_keys, expect_type
 from harness.textconfig import GenerateSettings, Prompt, load_prompts, parse_generate
@@ -65,26 +66,10 @@ class GateSpec:
 
 
 GATE_KEYS = tuple(f.name for f in fields(GateSpec))
-RELATIVE_GATES = (
-    "accuracy_max_drop",
-    "latency_max_regression",
-    "memory_max_growth",
-    "instructions_max_regression",
-    "perplexity_max_growth",
-    "decode_max_regression",
-)
-FRACTION_GATES = (
-    "accuracy_min",
-    "accuracy_max_drop",
-    "parity_top1_min",
-    "parity_cosine_min",
-    "device_top1_min",
-    "device_cosine_min",
-    "answer_accuracy_min",
-    "token_agreement_min",
-)
-PARITY_GATES = ("parity_top1_min", "parity_max_abs_error", "parity_cosine_min")
-DEVICE_PARITY_GATES = ("device_top1_min", "device_max_abs_error", "device_cosine_min")
+RELATIVE_GATES = catalogue.gates_of(relative=True)  # they need a baseline
+FRACTION_GATES = catalogue.gates_of(fraction=True)  # thresholds in [0, 1]
+PARITY_GATES = tuple(g for g in catalogue.GATES if g.startswith("parity_"))
+DEVICE_PARITY_GATES = tuple(g for g in catalogue.GATES if g.startswith("device_"))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from harness import stats
+from harness import catalogue, stats
 from harness.config import GateSpec
 from harness.results import (
     ERROR,
@@ -64,197 +64,65 @@ class Rule:
     optional: bool = False  # a record without the figure is not gated (the host: no agreement)
 
 
+def _rule(
+    gate: str, *, figure: str | None = None, suite: str | None = None, **decision: Any
+) -> Rule:
+    """A rule for `gate`, its figure, comparison, label, unit and digits from the catalogue
+    (`figure`/`suite` name another figure the same gate reads, e.g. accuracy's host agreement);
+    `decision` holds how it decides (interval, the emulated figure, against the host...)."""
+    entry = catalogue.gate(gate)
+    shown = catalogue.FIGURES[figure or entry.figure]
+    worse, symbol = (operator.lt, "<") if entry.bound == "min" else (operator.gt, ">")
+    unit = f" {shown.unit}" if shown.unit else ""
+    return Rule(gate, suite or entry.suite, shown.name, shown.title, unit, worse, symbol,
+                digits=shown.digits, **decision)  # fmt: skip
+
+
 RULES = (
-    Rule("size_kb_max", "size", "size_kb", "size", " kB", operator.gt, ">"),
-    Rule("accuracy_min", "accuracy", "accuracy", "accuracy", "", operator.lt, "<", digits=4),
-    Rule("mae_max", "accuracy", "mae", "MAE", "", operator.gt, ">", digits=4),
-    Rule(
-        "nonfinite_max",
-        "accuracy",
-        "nonfinite",
-        "samples with non-finite outputs",
-        "",
-        operator.gt,
-        ">",
-        digits=0,
-    ),
-    Rule(
-        "latency_p90_ms_max",
-        "latency",
-        "p90_ms",
-        "latency p90",
-        " ms",
-        operator.gt,
-        ">",
-        absolute_time=True,
-        digits=3,
-        # On an emulated board: the timing model's estimate, decided on its error band.
-        emulated_figure="estimated_ms",
-        interval=True,
-    ),
-    Rule(
-        "memory_peak_mb_max",
-        "memory",
-        "peak_mb",
-        "memory peak",
-        " MB",
-        operator.gt,
-        ">",
-        emulated_figure="board_peak_mb",
-    ),
-    Rule(
-        "parity_top1_min",
-        "parity",
-        "parity_top1",
-        "parity top-1 agreement",
-        "",
-        operator.lt,
-        "<",
-        digits=4,
-        interval=True,
-    ),
-    Rule(
-        "parity_max_abs_error",
-        "parity",
-        "parity_max_abs_error",
-        "parity max abs error",
-        "",
-        operator.gt,
-        ">",
-        digits=5,
-    ),
-    Rule(
-        "parity_cosine_min",
-        "parity",
-        "parity_cosine_min",
-        "parity cosine min",
-        "",
-        operator.lt,
-        "<",
-        digits=5,
-    ),
-    Rule(
+    _rule("size_kb_max"),
+    _rule("accuracy_min"),
+    _rule("mae_max"),
+    _rule("nonfinite_max"),
+    # On an emulated board: the timing model's estimate, decided on its error band.
+    _rule("latency_p90_ms_max", absolute_time=True, emulated_figure="estimated_ms", interval=True),
+    _rule("memory_peak_mb_max", emulated_figure="board_peak_mb"),
+    _rule("parity_top1_min", interval=True),
+    _rule("parity_max_abs_error"),
+    _rule("parity_cosine_min"),
+    _rule("device_top1_min", against_host=True, interval=True),
+    _rule(
         "device_top1_min",
-        "parity",
-        "device_top1",
-        "top-1 agreement with host",
-        "",
-        operator.lt,
-        "<",
-        digits=4,
-        against_host=True,
-        interval=True,
-    ),
-    Rule(
-        "device_top1_min",
-        "accuracy",
-        "host_agreement",
-        "top-1 agreement with host",
-        "",
-        operator.lt,
-        "<",
-        digits=4,
+        figure="host_agreement",
+        suite="accuracy",
         against_host=True,
         interval=True,
         optional=True,
-    ),
-    Rule(
-        "device_max_abs_error",
-        "parity",
-        "device_max_abs_error",
-        "max abs error vs host",
-        "",
-        operator.gt,
-        ">",
-        digits=6,
-        against_host=True,
-    ),
-    Rule(
-        "device_cosine_min",
-        "parity",
-        "device_cosine_min",
-        "cosine min vs host",
-        "",
-        operator.lt,
-        "<",
-        digits=6,
-        against_host=True,
-    ),
+    ),  # fmt: skip
+    _rule("device_max_abs_error", against_host=True),
+    _rule("device_cosine_min", against_host=True),
     # language models (task = "generate")
-    Rule(
-        "perplexity_max", "perplexity", "perplexity", "perplexity", "", operator.gt, ">", digits=3
-    ),
-    Rule(
-        "answer_accuracy_min",
-        "answers",
-        "answer_accuracy",
-        "answer accuracy",
-        "",
-        operator.lt,
-        "<",
-        digits=4,
-    ),
-    Rule(
-        "ttft_p90_ms_max",
-        "generation",
-        "ttft_p90_ms",
-        "time to first token p90",
-        " ms",
-        operator.gt,
-        ">",
-        absolute_time=True,
-        digits=3,
-        emulated_figure="estimated_ttft_ms",  # the timing model's estimate, on its band
-        interval=True,
-    ),
-    Rule(
+    _rule("perplexity_max"),
+    _rule("answer_accuracy_min"),
+    # the timing model's estimate under emulation, on its band
+    _rule(
+        "ttft_p90_ms_max", absolute_time=True, emulated_figure="estimated_ttft_ms", interval=True
+    ),  # fmt: skip
+    _rule(
         "decode_p90_ms_max",
-        "generation",
-        "decode_p90_ms",
-        "decode p90 per token",
-        " ms",
-        operator.gt,
-        ">",
         absolute_time=True,
-        digits=3,
-        emulated_figure="estimated_decode_ms",  # the timing model's estimate, on its band
+        emulated_figure="estimated_decode_ms",
         interval=True,
-    ),
-    Rule(
+    ),  # fmt: skip
+    # Measured: decided on the interval of the median step (tokens_per_s_low/high, the suite's
+    # stopping rule); emulated: on the timing model's band.
+    _rule(
         "tokens_per_s_min",
-        "generation",
-        "tokens_per_s",
-        "tokens/s",
-        "",
-        operator.lt,
-        "<",
         absolute_time=True,
-        digits=1,
-        # Measured: decided on the interval of the median step (tokens_per_s_low/high, the
-        # suite's stopping rule); emulated: on the timing model's band.
         emulated_figure="estimated_tokens_per_s",
         interval=True,
-    ),
-    Rule(
-        "perplexity_ratio_max",
-        "token_parity",
-        "perplexity_ratio",
-        "perplexity ratio",
-        "",
-        operator.gt,
-        ">",
-        digits=4,
-    ),
-    Rule(
-        "token_agreement_min",
-        "token_parity",
-        "token_agreement",
-        "greedy token agreement",
-        "",
-        operator.lt,
-        "<",
-        digits=4,
-    ),
+    ),  # fmt: skip
+    _rule("perplexity_ratio_max"),
+    _rule("token_agreement_min"),
 )
 
 
@@ -417,14 +285,7 @@ def _properties_held(figures: Mapping[str, Any], device: str, fidelity: str) -> 
     return Check("properties", "examples", examples, 1, held, message)
 
 
-RELATIVE = {
-    "accuracy_max_drop": "accuracy",
-    "latency_max_regression": "latency",
-    "memory_max_growth": "memory",
-    "instructions_max_regression": "instructions",
-    "perplexity_max_growth": "perplexity",
-    "decode_max_regression": "generation",
-}
+RELATIVE = {name: catalogue.gate(name).suite for name in catalogue.gates_of(relative=True)}
 
 
 def _relative_checks(

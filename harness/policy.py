@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from harness import catalogue
 from harness.config import GateSpec, HarnessConfig, ModelSpec
 from harness.results import FAIL, PASS, Check, Verdict
 
@@ -38,8 +39,8 @@ def _shown(value: object) -> str:
 
 
 def _stricter_is_higher(key: str) -> bool:
-    """`*_min` gates demand at least a value; every other gate is a most-allowed value."""
-    return key.endswith("_min")
+    """`min` gates demand at least a value; `max` gates allow at most one (the catalogue)."""
+    return catalogue.gate(key).bound == "min"
 
 
 def _compare(scope: str, key: str, before: float | None, after: float | None) -> GateChange | None:

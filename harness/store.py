@@ -27,15 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import catalogue
 from harness.identity import git_revision, machine_fingerprint, machine_info, model_sha256
 
 DEFAULT_PATH = Path(".harness") / "history.sqlite"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 60.0
-
-# Figures whose series are judged for regressions: +1 higher is better, -1 lower is better.
-_HIGHER_IS_BETTER = ("accuracy",)
-_LOWER_IS_BETTER_SUFFIXES = ("_ms", "_mb", "_kb", "_bytes", "mae", "instructions", "ratio")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -144,11 +141,8 @@ class Trend:
 
 
 def figure_direction(figure: str) -> int:
-    if figure in _HIGHER_IS_BETTER:
-        return 1
-    if figure.endswith(_LOWER_IS_BETTER_SUFFIXES):
-        return -1
-    return 0
+    """+1 higher is better, -1 lower is better, 0 not judged: the catalogue's."""
+    return catalogue.direction(figure)
 
 
 def model_hashes_from_config(config_path: Path) -> dict[str, str]:

@@ -1,0 +1,167 @@
+"""The catalogue: every gate and every headline or gated figure, written once.
+
+A gate is a config key under `gates` (and per-device overrides): the figure it reads, the suite
+that reports it, whether the figure must stay at most (`max`) or at least (`min`) the threshold,
+whether the threshold is a fraction in [0, 1], and whether it compares with a baseline
+(`relative`). A figure is a number a suite reports: its unit, digits, label, and which way is
+better (+1 higher, -1 lower, 0 not judged: a count of samples, say).
+
+`config` (the gate keys it accepts and checks), `gates` (the rules' figures, units, digits and
+comparisons), `policy` (whether a changed threshold is stricter), the history's trends and the
+registry's headlines all read this module; tests/test_catalogue.py fails when a gate or a
+headline figure is used without an entry here. Ground floor: it imports nothing of harness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "FIGURES",
+    "GATES",
+    "HIGHER",
+    "LOWER",
+    "UNJUDGED",
+    "Figure",
+    "Gate",
+    "direction",
+    "gate",
+    "gates_of",
+]
+
+HIGHER, LOWER, UNJUDGED = 1, -1, 0  # which way a figure is better
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    suite: str  # the suite whose records carry it
+    better: int  # HIGHER, LOWER or UNJUDGED
+    unit: str = ""  # "ms", "MB", "kB", "" (a plain number or a fraction)
+    digits: int = 4  # decimals a gate message prints
+    label: str = ""  # how messages name it (default: the name with spaces)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str  # the config key
+    suite: str  # the suite whose items it decides
+    figure: str  # the figure it reads (for a relative gate: the comparison's figure)
+    bound: str  # "max": the figure must not exceed the threshold; "min": not fall below it
+    fraction: bool = False  # the threshold is a fraction in [0, 1]
+    relative: bool = False  # compares with a baseline (--baseline)
+
+    @property
+    def stricter(self) -> int:
+        """Which way of changing the threshold lets less through: HIGHER for `min` gates,
+        LOWER for `max` gates."""
+        return HIGHER if self.bound == "min" else LOWER
+
+    def tightened(self, before: float, after: float) -> bool:
+        """True when `after` lets no more through than `before`."""
+        return after >= before if self.bound == "min" else after <= before
+
+
+def _figures(*entries: Figure) -> Mapping[str, Figure]:
+    return {f.name: f for f in entries}
+
+
+FIGURES: Mapping[str, Figure] = _figures(
+    Figure("size_kb", "size", LOWER, "kB", 1, "size"),
+    Figure("errors", "operators", LOWER, digits=0, label="operator errors"),
+    Figure("accuracy", "accuracy", HIGHER),
+    Figure("mae", "accuracy", LOWER, label="MAE"),
+    Figure("nonfinite", "accuracy", LOWER, digits=0, label="samples with non-finite outputs"),
+    Figure("accuracy_drop", "accuracy", LOWER, label="accuracy drop"),
+    Figure("host_agreement", "accuracy", HIGHER, label="top-1 agreement with host"),
+    Figure("p50_ms", "latency", LOWER, "ms", 3, "latency p50"),
+    Figure("p90_ms", "latency", LOWER, "ms", 3, "latency p90"),
+    Figure("p99_ms", "latency", LOWER, "ms", 3, "latency p99"),
+    Figure("estimated_ms", "latency", LOWER, "ms", 3, "estimated latency"),
+    Figure("ratio", "latency", LOWER, digits=4, label="latency ratio"),
+    Figure("peak_mb", "memory", LOWER, "MB", 1, "memory peak"),
+    Figure("board_peak_mb", "memory", LOWER, "MB", 1, "board memory peak"),
+    Figure("model_share_mb", "memory", LOWER, "MB", 1, "model share"),
+    Figure("memory_growth", "memory", LOWER, label="memory growth"),
+    Figure("parity_top1", "parity", HIGHER, label="parity top-1 agreement"),
+    Figure("parity_max_abs_error", "parity", LOWER, digits=5, label="parity max abs error"),
+    Figure("parity_cosine_min", "parity", HIGHER, digits=5, label="parity cosine min"),
+    Figure("device_top1", "parity", HIGHER, label="top-1 agreement with host"),
+    Figure("device_max_abs_error", "parity", LOWER, digits=6, label="max abs error vs host"),
+    Figure("device_cosine_min", "parity", HIGHER, digits=6, label="cosine min vs host"),
+    Figure("examples", "robustness", UNJUDGED, digits=0, label="generated inputs"),
+    Figure("instructions_per_inference", "instructions", LOWER, digits=1),
+    Figure("instructions_ratio", "instructions", LOWER, label="instructions ratio"),
+    Figure("loosened", "policy", LOWER, digits=0, label="gates loosened"),
+    # language models (task = "generate")
+    Figure("perplexity", "perplexity", LOWER, digits=3),
+    Figure("perplexity_growth", "perplexity", LOWER, label="perplexity growth"),
+    Figure("answer_accuracy", "answers", HIGHER, label="answer accuracy"),
+    Figure("token_agreement", "token_parity", HIGHER, label="greedy token agreement"),
+    Figure("perplexity_ratio", "token_parity", LOWER, label="perplexity ratio"),
+    Figure("ttft_p90_ms", "generation", LOWER, "ms", 3, "time to first token p90"),
+    Figure("decode_p90_ms", "generation", LOWER, "ms", 3, "decode p90 per token"),
+    Figure("tokens_per_s", "generation", HIGHER, digits=1, label="tokens/s"),
+    Figure("estimated_ttft_ms", "generation", LOWER, "ms", 3),
+    Figure("estimated_decode_ms", "generation", LOWER, "ms", 3),
+    Figure("estimated_tokens_per_s", "generation", HIGHER, digits=1),
+)
+
+
+def _gates(*entries: Gate) -> Mapping[str, Gate]:
+    return {g.name: g for g in entries}
+
+
+GATES: Mapping[str, Gate] = _gates(
+    Gate("accuracy_min", "accuracy", "accuracy", "min", fraction=True),
+    Gate("accuracy_max_drop", "accuracy", "accuracy_drop", "max", fraction=True, relative=True),
+    Gate("mae_max", "accuracy", "mae", "max"),
+    Gate("nonfinite_max", "accuracy", "nonfinite", "max"),
+    Gate("latency_p90_ms_max", "latency", "p90_ms", "max"),
+    Gate("latency_max_regression", "latency", "ratio", "max", relative=True),
+    Gate("memory_peak_mb_max", "memory", "peak_mb", "max"),
+    Gate("memory_max_growth", "memory", "memory_growth", "max", relative=True),
+    Gate("instructions_max_regression", "instructions", "instructions_ratio", "max", relative=True),
+    Gate("size_kb_max", "size", "size_kb", "max"),
+    Gate("parity_top1_min", "parity", "parity_top1", "min", fraction=True),
+    Gate("parity_max_abs_error", "parity", "parity_max_abs_error", "max"),
+    Gate("parity_cosine_min", "parity", "parity_cosine_min", "min", fraction=True),
+    Gate("device_top1_min", "parity", "device_top1", "min", fraction=True),
+    Gate("device_max_abs_error", "parity", "device_max_abs_error", "max"),
+    Gate("device_cosine_min", "parity", "device_cosine_min", "min", fraction=True),
+    Gate("perplexity_max", "perplexity", "perplexity", "max"),
+    Gate("perplexity_max_growth", "perplexity", "perplexity_growth", "max", relative=True),
+    Gate("answer_accuracy_min", "answers", "answer_accuracy", "min", fraction=True),
+    Gate("ttft_p90_ms_max", "generation", "ttft_p90_ms", "max"),
+    Gate("decode_p90_ms_max", "generation", "decode_p90_ms", "max"),
+    Gate("tokens_per_s_min", "generation", "tokens_per_s", "min"),
+    Gate("decode_max_regression", "generation", "ratio", "max", relative=True),
+    Gate("perplexity_ratio_max", "token_parity", "perplexity_ratio", "max"),
+    Gate("token_agreement_min", "token_parity", "token_agreement", "min", fraction=True),
+)
+
+
+def gate(name: str) -> Gate:
+    return GATES[name]
+
+
+def gates_of(*, relative: bool | None = None, fraction: bool | None = None) -> tuple[str, ...]:
+    """Gate names, in catalogue order, filtered by kind."""
+    return tuple(
+        g.name
+        for g in GATES.values()
+        if (relative is None or g.relative == relative)
+        and (fraction is None or g.fraction == fraction)
+    )
+
+
+def direction(figure: str) -> int:
+    """+1: higher is better, -1: lower is better, 0: not judged (or not catalogued). A
+    baseline's copy of a figure (`baseline_<figure>`) goes the same way."""
+    known = FIGURES.get(figure) or FIGURES.get(figure.removeprefix("baseline_"))
+    return known.better if known is not None else UNJUDGED
