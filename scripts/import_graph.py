@@ -40,7 +40,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.stats", "harness.operator_tables", "harness.modelgen", "harness.textscore"),
     ("harness.textconfig",),
     ("harness.devices",),
-    ("harness.results", "harness.identity", "harness.errors"),  # ground floor
+    ("harness.results", "harness.identity", "harness.errors", "harness.catalogue"),  # ground floor
     ("harness.worker",),  # in the target: standard library, numpy and the runtime only
     ("harness.runtimes",),
 )
