@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.commands import calibrate, counting, devices, images
+from harness.commands import calibrate, counting, devices, gate, images
 from harness.errors import ConfigError
 
 # -- merge, report, comment, history: CI reports and the results history -------------------
@@ -37,12 +37,18 @@ def _read_results(paths: Sequence[str], allow_none: bool = False) -> list[dict[s
 
 
 def _model_files(document: dict[str, Any], repo_root: Path) -> dict[str, str]:
-    """{model name: its file relative to the repository}, for annotations: from a record's
-    `model_path`, else from the config each session ran with (where it is on this disk)."""
+    """{model name: its file relative to the repository}, for annotations: a record's
+    `model_file` (its path in the repository, the same in every job's checkout), else its
+    `model_path` or the config its session ran with, where they lie under `repo_root`."""
     from harness.config import load_config
 
+    relative: dict[str, str] = {
+        r["model"]: r["model_file"] for r in document.get("results", []) if r.get("model_file")
+    }
     files: dict[str, Path] = {}
     for record in document.get("results", []):
+        if record["model"] in relative:
+            continue
         if record.get("model_path"):
             files.setdefault(record["model"], Path(record["model_path"]))
     configs = {s.get("config") for s in document.get("sessions") or [document]} - {None}
@@ -53,8 +59,9 @@ def _model_files(document: dict[str, Any], repo_root: Path) -> dict[str, str]:
             continue
         for spec in specs:
             files.setdefault(spec.name, Path(config).parent / spec.path)
-    relative: dict[str, str] = {}
     for name, path in files.items():
+        if name in relative:
+            continue
         try:
             relative[name] = path.resolve().relative_to(repo_root.resolve()).as_posix()
         except ValueError:
@@ -98,6 +105,25 @@ def _print_outcome(document: dict[str, Any], verdict: Any, paths: dict[str, Path
     print(f"harness: {verdict.headline()}; written {shown}")
 
 
+def _expected_items(args: argparse.Namespace, devices: list[str]) -> list[str]:
+    """What the base requires on `devices`, computed here from git (or the folder) and the
+    change's config, never from what the device jobs wrote (harness.boundary)."""
+    from harness.boundary import expected_items, under_base
+    from harness.config import load_config, search_config
+
+    path = Path(args.config) if args.config else search_config(Path.cwd())
+    if path is None or not path.is_file():
+        raise ConfigError("--baseline needs the change's harness config: pass --config PATH")
+    baseline, boundary = under_base(load_config(path), args.baseline, args.allow_gate_changes)
+    try:
+        if boundary is None:
+            return []
+        return expected_items(boundary.config, devices or boundary.config.devices, policy=True)
+    finally:
+        if baseline is not None:
+            baseline.close()
+
+
 def _merge(args: argparse.Namespace) -> int:
     from harness import github
     from harness.report.files import write_reports
@@ -106,7 +132,8 @@ def _merge(args: argparse.Namespace) -> int:
 
     document = merge(_read_results(args.results, allow_none=True))
     expected = [d for item in args.expect_device or [] for d in item.replace(",", " ").split()]
-    verdict = overall(document, expected, allow_unmeasured=args.allow_unmeasured)
+    items = _expected_items(args, expected) if args.baseline else []
+    verdict = overall(document, expected, args.allow_unmeasured, items, args.expect_commit)
     kinds = [k for k in ("markdown", "html") if getattr(args, k)] or ["markdown", "html"]
     paths, text = write_reports(document, Path(args.out), verdict=verdict, kinds=kinds)
     _print_outcome(document, verdict, paths)
@@ -349,6 +376,21 @@ def _add_report_commands(commands: Any) -> None:
         help="devices that must have results (repeatable or comma-separated)",
     )
     merge.add_argument(
+        "--baseline",
+        metavar="REF_OR_PATH",
+        help="the base the device jobs compared with: every item the judged config implies on "
+        "the expected devices must have reported",
+    )
+    merge.add_argument("--config", metavar="PATH", help="with --baseline: the change's config")
+    merge.add_argument(
+        "--allow-gate-changes",
+        action="store_true",
+        help="with --baseline: the device jobs measured the change's own config",
+    )
+    merge.add_argument(
+        "--expect-commit", metavar="SHA", help="every session must have measured this commit"
+    )
+    merge.add_argument(
         "--repo-root",
         help="annotation paths are relative to it (default: "
         "$GITHUB_WORKSPACE, else the current folder)",
@@ -428,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    for group in (devices, images, counting, calibrate):
+    for group in (devices, images, counting, calibrate, gate):
         group.add_parser(commands)
     _add_report_commands(commands)
     return parser

@@ -8,6 +8,8 @@ as `problems`: its items fail with the message while the rest of the session run
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import tomllib
 from collections.abc import Collection, Mapping
@@ -214,8 +216,9 @@ def search_config(start: Path, stop: Path | None = None) -> Path | None:
 
 def load_config(path: Path, profiles: Mapping[str, DeviceProfile] | None = None) -> HarnessConfig:
     """Parse the config at `path`, with the device profiles it can name (built-ins + matrix,
-    or the `profiles` given: a base commit's config is read with today's profiles)."""
-    path = path.resolve()
+    or the `profiles` given). The path is kept as named, not resolved: a config that is a
+    symbolic link is judged where the command named it (harness.baseline)."""
+    path = Path(os.path.abspath(path))
     try:
         document = tomllib.loads(path.read_text())
     except OSError as exc:
@@ -236,13 +239,22 @@ def load_config(path: Path, profiles: Mapping[str, DeviceProfile] | None = None)
     return parse_config(table, path, prefix, profiles)
 
 
+def _number(value: Any, where: str, key: str) -> float:
+    """An int or float that is a finite number: TOML's `nan` and `inf` are floats, and every
+    comparison with NaN is false, so a `nan` threshold would pass anything."""
+    expect_type(value, (int, float), where, key)
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: {key} = {value} must be a finite number")
+    return float(value)
+
+
 def _gates(table: Any, where: str, override: bool = False) -> GateSpec:
     """A gates table; an `override` (per device) sets only the keys it names."""
     expect_type(table, dict, where, "the gates table")
     check_keys(table, GATE_KEYS, where)
     values: dict[str, float] = {}
     for key, value in table.items():
-        expect_type(value, (int, float), where, key)
+        _number(value, where, key)
         if value < 0:
             raise ConfigError(f"{where}: {key} = {value} must not be negative")
         if key in FRACTION_GATES and value > 1:
@@ -332,9 +344,9 @@ def _model(
     values = table.get("input_values", {})
     expect_type(values, dict, here, "input_values")
     for key, value in values.items():
-        if not isinstance(value, (int, float)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(
-                f"{here}: input_values.{key} = {value!r} must be a number (a scalar input's "
+                f"{here}: input_values.{key} = {value!r} must be a finite number (a scalar input's "
                 "value, or the value a state input is filled with)"
             )
     device_gates = {}
@@ -372,10 +384,16 @@ def _settings(kind: Any, table: Any, where: str) -> Any:
     expect_type(table, dict, where, "this table")
     check_keys(table, [f.name for f in fields(kind)], where)
     for key, value in table.items():
-        expect_type(value, (int, float), where, key)
+        _number(value, where, key)
         if value < 0:
             raise ConfigError(f"{where}: {key} = {value} must not be negative")
     return kind(**table)
+
+
+def _timeout(value: Any, where: str) -> float:
+    if _number(value, where, "timeout_s") <= 0:
+        raise ConfigError(f"{where}: timeout_s = {value} must be positive (seconds per request)")
+    return float(value)
 
 
 def parse_config(
@@ -413,7 +431,7 @@ def parse_config(
     expect_type(latency_table, dict, where, f"{prefix}latency")
     check_keys(latency_table, [f.name for f in fields(LatencySettings)], f"{where}: latency")
     for key, value in latency_table.items():
-        expect_type(value, (int, float), f"{where}: latency", key)
+        _number(value, f"{where}: latency", key)
         if value < 0 or (key != "warmup" and value == 0):
             raise ConfigError(f"{where}: latency.{key} = {value} must be positive")
         if key == "confidence" and not 0.5 <= value < 1:
@@ -459,8 +477,6 @@ def parse_config(
         latency=latency,
         robustness=robustness,
         plan=plan,
-        timeout_s=float(
-            expect_type(table.get("timeout_s", 300.0), (int, float), where, "timeout_s")
-        ),
+        timeout_s=_timeout(table.get("timeout_s", 300.0), where),
         seed=int(expect_type(table.get("seed", 0), int, where, "seed")),
     )

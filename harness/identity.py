@@ -88,6 +88,21 @@ def git_revision(folder: Path) -> tuple[str | None, str | None]:
     return commit, ref
 
 
+def repository_root(folder: Path) -> Path | None:
+    """The top of the git checkout holding `folder` (None outside one)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return Path(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip() else None
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:

@@ -10,6 +10,7 @@ import pytest
 
 from harness.backends.base import WorkerError, WorkerFailure
 from harness.baseline import Baseline
+from harness.boundary import POLICY_DEVICE, Boundary
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
 from harness.gates import RELATIVE, decide
@@ -44,10 +45,10 @@ class HarnessConfigFile(pytest.File):
     devices: list[DeviceProfile]
     pool: PairPool
     baseline: Baseline | None = None
-    allow_gate_changes: bool = False
+    boundary: Boundary | None = None  # under a base with a config: what it decides
 
     def collect(self) -> Iterator[pytest.Item]:
-        if self.baseline is not None and self.baseline.kind in ("git", "folder"):
+        if self.boundary is not None:
             for model in self.config_data.models:
                 yield PolicyItem.from_parent(self, name=f"policy[{model.name}]", model=model)
         for model in self.config_data.models:
@@ -167,7 +168,7 @@ class HarnessItem(_ConfigItem):
         )
         plan = pair.plan.as_json() if pair.has_plan and not self.suite.static else None
         self._publish(verdict, measurement, pair_info(pair), plan=plan)
-        if verdict.status == FAIL or (
+        if verdict.status in (FAIL, ERROR) or (
             verdict.status == INCONCLUSIVE and config.inconclusive == "fail"
         ):
             raise GateFailure("\n".join(verdict.reasons))
@@ -193,7 +194,7 @@ class HarnessItem(_ConfigItem):
 class PolicyItem(_ConfigItem):
     """`policy[<model>]`: the model's gates against the base checkout's (harness.policy)."""
 
-    DEVICE = "any"  # the gates of every device
+    DEVICE = POLICY_DEVICE  # the gates of every device
 
     def __init__(self, *, model: ModelSpec, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -202,25 +203,24 @@ class PolicyItem(_ConfigItem):
             self.keywords[keyword] = True
 
     def runtest(self) -> None:
-        from harness.policy import changes_for, decide_policy
+        from harness.policy import decide_policy
 
-        baseline, config = self.harness_file.baseline, self.harness_file.config_data
-        assert baseline is not None
-        figures: dict[str, Any] = {"baseline": baseline.label}
-        if baseline.config_problem:
-            verdict = Verdict(ERROR, (), (baseline.config_problem,))
-        elif baseline.config is None:
-            message = str(baseline.config_absent)
+        boundary = self.harness_file.boundary
+        assert boundary is not None
+        figures: dict[str, Any] = {"baseline": boundary.label}
+        if boundary.problem:
+            verdict = Verdict(ERROR, (), (boundary.problem,))
+        elif boundary.absent:
+            message = str(boundary.absent)
             verdict = Verdict(PASS, (Check("policy", "gate_change", 0, 0, True, message),))
         else:
-            changes = changes_for(baseline.config, config, self.model.name)
-            allowed = self.harness_file.allow_gate_changes
-            verdict = decide_policy(changes, baseline.label, allowed)
+            changes = boundary.changes_for(self.model.name)
+            verdict = decide_policy(changes, boundary.label, boundary.allowed)
             figures |= {
                 "changes": [str(c) for c in changes],
-                "loosened": sum(c.kind == "loosened" for c in changes),
+                "loosened": sum(c.blocks for c in changes),
                 "tightened": sum(c.kind == "tightened" for c in changes),
-                "allowed": allowed,
+                "allowed": boundary.allowed,
             }
         rec = record(
             self.nodeid,

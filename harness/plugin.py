@@ -25,6 +25,7 @@ class HarnessState:
     devices: list[DeviceProfile]
     json_path: Path | None
     baseline: Any = None  # harness.baseline.Baseline under --baseline
+    boundary: Any = None  # harness.boundary.Boundary under a base with a config (or none)
     report_dir: Path | None = None
     history_path: Path | None = None
     notes: list[str] = field(default_factory=list)  # printed at the end of the summary
@@ -101,6 +102,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "listed in policy[...] items and the reports)",
     )
     group.addoption(
+        "--harness-inconclusive",
+        choices=("fail", "pass"),
+        metavar="fail|pass",
+        help="what an INCONCLUSIVE verdict does (overrides the config's `inconclusive`; the "
+        "reusable workflow's `inconclusive` input)",
+    )
+    group.addoption(
         "--allow-unmeasured",
         action="store_true",
         help="let a session pass when a selected device measured nothing (every item that "
@@ -136,16 +144,24 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     try:
         harness_config = load_config(path)
+        from harness.boundary import under_base
+
+        # Under a base with a config, the base decides what is measured (harness.boundary);
+        # the change's gate changes count as accepted only from the command line, never from
+        # an ini file's addopts.
+        allowed = "--allow-gate-changes" in config.invocation_params.args
+        baseline, boundary = under_base(
+            harness_config, config.getoption("baseline"), allowed, tuple(wanted or ())
+        )
+        if baseline is not None:
+            config.add_cleanup(baseline.close)
+        if boundary is not None:
+            harness_config = boundary.config
         devices = select(
             dict(harness_config.profiles),
             wanted or list(harness_config.devices),
             "--device" if wanted else f"{path}: devices",
         )
-        baseline = None
-        if config.getoption("baseline"):
-            from harness.baseline import resolve_baseline
-
-            baseline = resolve_baseline(config.getoption("baseline"), harness_config)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     harness_config = _with_overrides(config, harness_config)
@@ -159,6 +175,7 @@ def pytest_configure(config: pytest.Config) -> None:
         report_dir=Path(report_dir).resolve() if report_dir else None,
         history_path=_history_path(config, harness_config),
         allow_unmeasured=bool(config.getoption("allow_unmeasured")),
+        boundary=boundary,
     )
     config.stash[STATE] = state
     config.pluginmanager.register(
@@ -167,7 +184,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _with_overrides(config: pytest.Config, harness_config: HarnessConfig) -> HarnessConfig:
-    """Command-line overrides of the latency budget (nightly runs sample longer)."""
+    """Command-line overrides: the latency budget (nightly runs sample longer), counting, and
+    what an INCONCLUSIVE verdict does."""
     changes: dict[str, Any] = {}
     if config.getoption("harness_samples"):
         changes["samples"] = config.getoption("harness_samples")
@@ -175,6 +193,10 @@ def _with_overrides(config: pytest.Config, harness_config: HarnessConfig) -> Har
         changes["time_budget_s"] = config.getoption("harness_time_budget")
     if config.getoption("counting"):
         harness_config = replace(harness_config, counting=True)
+    if config.getoption("harness_inconclusive"):
+        harness_config = replace(
+            harness_config, inconclusive=config.getoption("harness_inconclusive")
+        )
     if not changes:
         return harness_config
     return replace(harness_config, latency=replace(harness_config.latency, **changes))
@@ -193,7 +215,7 @@ def _state(config: pytest.Config) -> HarnessState | None:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     state = _state(parent.config)
-    if state is None or file_path.resolve() != state.config.source:
+    if state is None or file_path.resolve() != state.config.source.resolve():
         return None
     from harness.items import HarnessConfigFile
 
@@ -202,7 +224,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     collector.devices = state.devices
     collector.pool = state.pairs()
     collector.baseline = state.baseline
-    collector.allow_gate_changes = bool(parent.config.getoption("allow_gate_changes"))
+    collector.boundary = state.boundary
     return collector
 
 
@@ -259,18 +281,27 @@ class HarnessReporter:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.state.pool is not None:
             self.state.pool.close()
-        if self.is_xdist_worker or not self.state.results:
+        # Under a base, a session that reported nothing still has its verdict (it lacks items).
+        if self.is_xdist_worker or not (self.state.results or self.state.boundary):
             return
         from harness.results import build_document, write_document
         from harness.verdict import unmeasured_problems
 
         state = self.state
-        if not state.allow_unmeasured:
-            problems = unmeasured_problems(state.results.values())
-            state.notes += [f"harness: FAIL: {problem}" for problem in problems]
-            if problems and session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
-            exitstatus = int(session.exitstatus)
+        problems = [] if state.allow_unmeasured else unmeasured_problems(state.results.values())
+        missing = self._missing()
+        if missing:
+            shown = ", ".join(missing[:10]) + (
+                f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            )
+            problems.append(
+                f"{len(missing)} items the judged config requires did not report (deselected, "
+                f"skipped or never collected): {shown}; under --baseline every item must run"
+            )
+        state.notes += [f"harness: FAIL: {problem}" for problem in problems]
+        if problems and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        exitstatus = int(session.exitstatus)
         baseline = state.baseline.label if state.baseline is not None else None
         document = build_document(
             state.config.source,
@@ -279,6 +310,10 @@ class HarnessReporter:
             int(exitstatus),
             baseline,
         )
+        document["config_snapshot"] = self._config_snapshot()
+        if state.boundary is not None:
+            document["expected"] = self._expected()
+            document["missing"] = missing
         if state.json_path is not None:
             write_document(state.json_path, document)
         if state.report_dir is not None:
@@ -287,13 +322,47 @@ class HarnessReporter:
             paths, _ = write_reports(document, state.report_dir)
             state.notes.append(f"harness: reports in {state.report_dir} ({', '.join(paths)})")
         if state.history_path is not None:
+            from harness.links import refuse_links
             from harness.store import record_session
 
             try:
+                refuse_links(state.history_path, state.config.root, "the history")
                 run, path = record_session(document, state.config.source, state.history_path)
                 state.notes.append(f"harness: history run {run} in {path}")
             except Exception as exc:  # the figures are in the reports; the history is extra
                 state.notes.append(f"harness: WARNING: history not written: {exc}")
+
+    def _expected(self) -> list[str]:
+        """The items the judged config implies on this session's devices."""
+        from harness.boundary import expected_items
+
+        devices = [d.name for d in self.state.devices]
+        return expected_items(self.state.config, devices, policy=True)
+
+    def _missing(self) -> list[str]:
+        """Expected items that did not report, under a base with a config (harness.boundary):
+        deselected, skipped or dropped, whatever the reason."""
+        if self.state.boundary is None:
+            return []
+        from harness.registry import missing_items
+
+        records = self.state.results.values()
+        return missing_items(self._expected(), records, self.state.allow_unmeasured)
+
+    def _config_snapshot(self) -> dict[str, Any]:
+        """The config this session measured, its files' digests and its devices' profiles:
+        what lets the results document be a base later (harness.baseline)."""
+        from harness.baseline import config_snapshot, file_digest
+        from harness.policy import profile_identity
+
+        state = self.state
+        measured = state.config
+        base = state.baseline.config if state.baseline is not None else None
+        if state.boundary is not None and not state.boundary.allowed and base is not None:
+            measured = base
+        profiles = {d.name: profile_identity(d, file_digest) for d in state.devices}
+        return config_snapshot(state.config, measured.source, [base.root] if base else [],
+                               profiles)  # fmt: skip
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.state.results:

@@ -8,9 +8,11 @@ imported only when an item runs, so reports can read this registry without the b
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from harness.results import SKIPPED
 
 if TYPE_CHECKING:
     from harness.config import HarnessConfig, ModelSpec
@@ -150,3 +152,21 @@ def headline_of(record: Mapping[str, Any]) -> str | None:
 def headline_figures() -> tuple[str, ...]:
     """Every suite's headline figures: what the history draws trends of."""
     return tuple(f for s in SUITES for f in s.headline)
+
+
+def item_key(suite: str, model: str, device: str) -> str:
+    """An item's name as records and reports write it: `latency[digits@rpi4]`."""
+    return f"{suite}[{model}@{device}]"
+
+
+def missing_items(
+    expected: Iterable[str], records: Iterable[Mapping[str, Any]], allow_skipped: bool = False
+) -> list[str]:
+    """The `expected` items (item_key names) without a record that ran: a skipped one did
+    not, unless `allow_skipped` (--allow-unmeasured: a GPU device on a machine without one)."""
+    reported = {
+        item_key(str(r["suite"]), str(r["model"]), str(r["device"]))
+        for r in records
+        if allow_skipped or r["verdict"]["status"] != SKIPPED
+    }
+    return [name for name in expected if name not in reported]

@@ -111,6 +111,7 @@ class Record(TypedDict):
     worker: dict[str, Any]  # runtime, versions, machine and limits of the target
     error: str | None  # the measurement failed (no figures); the message says why
     plan: NotRequired[dict[str, Any]]  # how much the suites did on this device (harness.plan)
+    model_file: NotRequired[str]  # the model's path in the repository (build_document)
 
 
 def record(
@@ -160,9 +161,10 @@ def build_document(
     import platform
 
     import harness
-    from harness.identity import git_revision, machine_fingerprint, machine_info
+    from harness.identity import git_revision, machine_fingerprint, machine_info, repository_root
 
     commit, ref = git_revision(config.parent)
+    top = repository_root(config.parent)
     return {
         "schema": SCHEMA,
         "harness_version": harness.__version__,
@@ -179,8 +181,21 @@ def build_document(
         },
         "exitstatus": exitstatus,
         "devices": devices,
-        "results": sort_records(results),
+        "results": sort_records(with_model_file(r, top) for r in results),
     }
+
+
+def with_model_file(record: Record, top: Path | None) -> Record:
+    """The record with `model_file`, its model's path in the repository (`models/x.onnx`): the
+    same in every job's checkout, where the absolute `model_path` is not (annotations)."""
+    path = record.get("model_path")
+    if top is None or not path:
+        return record
+    try:
+        relative = Path(os.path.abspath(path)).relative_to(top.resolve()).as_posix()
+    except ValueError:
+        return record
+    return {**record, "model_file": relative}
 
 
 def sort_records(results: Iterable[Record]) -> list[Record]:
@@ -251,6 +266,9 @@ def merge(documents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 "host": document.get("host"),
                 "git": document.get("git"),
                 "devices": [d["name"] for d in document.get("devices", [])],
+                "baseline": document.get("baseline"),
+                "expected": document.get("expected"),
+                "missing": document.get("missing"),
             }
         )
         for rec in document.get("results", []):

@@ -483,7 +483,7 @@ class PairPool:
         key = (model.name, profile.name)
         if key not in self.pairs:
             context = (
-                self.baseline.context(model.name, profile.name)
+                self.baseline.context(model, profile.name)
                 if self.baseline is not None
                 else BaselineContext()
             )

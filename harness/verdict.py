@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.registry import BY_NAME
+from harness.registry import BY_NAME, missing_items
 from harness.results import ERROR, FAIL, INCONCLUSIVE, NO_GATE, PASS, SKIPPED, STATUSES
 
 # pytest exit statuses: 0 ok, 1 tests failed, 5 no tests; anything else broke the session.
@@ -63,9 +63,15 @@ def unmeasured_problems(results: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def overall(
-    document: Mapping[str, Any], expect_devices: Sequence[str] = (), allow_unmeasured: bool = False
+    document: Mapping[str, Any],
+    expect_devices: Sequence[str] = (),
+    allow_unmeasured: bool = False,
+    expect_items: Sequence[str] = (),
+    expect_commit: str | None = None,
 ) -> Overall:
-    """The one verdict over a (merged) results document."""
+    """The one verdict over a (merged) results document. `expect_items`: items that must have
+    reported (what the base requires, computed apart from the results: harness.boundary);
+    `expect_commit`: the commit every session must have measured."""
     results = document.get("results", [])
     counts = Counter(str(r["verdict"]["status"]) for r in results)
     problems: list[str] = []
@@ -75,6 +81,15 @@ def overall(
         where = session.get("source") or "the pytest session"
         if status is not None and int(status) not in _SESSION_OK:
             problems.append(f"{where}: pytest ended with exit status {status} (session broken)")
+    for session in sessions:
+        missing = session.get("missing") or []
+        if missing:
+            where = session.get("source") or "the pytest session"
+            problems.append(
+                f"{where}: {len(missing)} items the judged config requires did not report: "
+                + ", ".join(missing[:10])
+                + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            )
     # A session that failed only because a device measured nothing explains its own exit 1.
     failing_records = counts[FAIL] + counts[ERROR] + counts[INCONCLUSIVE]
     failing_records += len(unmeasured_devices(results))
@@ -83,6 +98,20 @@ def overall(
     seen = {r["device"] for r in results}
     for session in sessions:
         seen |= {d if isinstance(d, str) else d["name"] for d in session.get("devices") or []}
+    missing = missing_items(expect_items, results, allow_unmeasured)
+    if missing:
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        problems.append(
+            f"{len(missing)} items the base requires sent no results: "
+            + ", ".join(missing[:10])
+            + more
+        )
+    if expect_commit:
+        for session in sessions:
+            commit = (session.get("git") or {}).get("commit")
+            if commit != expect_commit:
+                where = session.get("source") or "a session"
+                problems.append(f"{where} measured commit {commit}, not {expect_commit}")
     for device in expect_devices:
         if device not in seen:
             problems.append(f"no results for device {device} (its job failed before writing them?)")

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.items", "harness.model"),  # collection and fixtures
     ("harness.suites",),  # what each suite measures
     ("harness.report",),  # rendering
-    ("harness.verdict",),  # the one verdict over a document
+    ("harness.verdict", "harness.boundary"),  # the one verdict; what a base requires
     ("harness.registry",),  # the suites declared once
     ("harness.runner", "harness.baseline", "harness.timing"),  # workers, the base, timing
     # pure: how much, gate changes; the board answers kept across sessions
@@ -40,7 +40,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.stats", "harness.operator_tables", "harness.modelgen", "harness.textscore"),
     ("harness.textconfig",),
     ("harness.devices",),
-    ("harness.results", "harness.identity", "harness.errors", "harness.catalogue"),  # ground floor
+    ("harness.results", "harness.identity", "harness.errors", "harness.catalogue", "harness.links"),  # ground floor
     ("harness.worker",),  # in the target: standard library, numpy and the runtime only
     ("harness.runtimes",),
 )

@@ -148,7 +148,8 @@ def test_stored_results_as_baseline(pytester: pytest.Pytester) -> None:
     (pytester.path / "harness.toml").write_text(config("latency_max_regression = 3.0"))
     pytester.runpytest("--harness-json=base.json").assert_outcomes(passed=4)
     out = pytester.path / "new.json"
-    pytester.runpytest("--baseline=base.json", f"--harness-json={out}").assert_outcomes(passed=4)
+    # policy[loop] too: the results document carries the config it was made with
+    pytester.runpytest("--baseline=base.json", f"--harness-json={out}").assert_outcomes(passed=5)
     latency = next(r for r in json.loads(out.read_text())["results"] if r["suite"] == "latency")
     assert latency["figures"]["paired"] is False
     assert latency["figures"]["ratio_low"] <= latency["figures"]["ratio_high"]
@@ -173,7 +174,8 @@ def test_a_stored_baseline_from_another_machine_is_flagged(pytester: pytest.Pyte
     document["host"]["fingerprint"] = "another-machine"
     (pytester.path / "base.json").write_text(json.dumps(document))
     out = pytester.path / "new.json"
-    pytester.runpytest("--baseline=base.json", f"--harness-json={out}").assert_outcomes(passed=4)
+    # policy[loop] too: the results document carries the config it was made with
+    pytester.runpytest("--baseline=base.json", f"--harness-json={out}").assert_outcomes(passed=5)
     latency = next(r for r in json.loads(out.read_text())["results"] if r["suite"] == "latency")
     assert latency["flags"]["baseline_other_machine"] is True
     (check,) = latency["verdict"]["checks"]

@@ -187,7 +187,8 @@ def test_a_pull_request_that_loosens_its_gates_fails_policy(pytester: pytest.Pyt
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*policy[[]m[]]: this change loosens gates against HEAD (*): accuracy_min 0.95 → 0.9 "
+            "*policy[[]m[]]: this change loosens gates or changes what is measured against HEAD "
+            "(*): accuracy_min 0.95 → 0.9 "
             "(loosened); devices.rpi4.memory_peak_mb_max 100 → 150 (loosened); "
             "config.inconclusive fail → pass (loosened)*"
         ]  # fmt: skip

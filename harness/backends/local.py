@@ -100,5 +100,7 @@ def worker_environment(threads: int) -> dict[str, str]:
 
 class LocalBackend:
     def start(self, profile: DeviceProfile, files: Sequence[Path], threads: int) -> Target:
-        command = [sys.executable, "-m", "harness.worker"]
+        # -P: the current folder (a checkout) is not put on the import path, so no file there can
+        # stand in for numpy or a runtime inside the worker.
+        command = [sys.executable, "-P", "-m", "harness.worker"]
         return Target(ProcessChannel(command, worker_environment(threads)), fidelity="measured")

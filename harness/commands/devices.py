@@ -57,9 +57,23 @@ def _github_matrix(args: argparse.Namespace) -> int:
         raise ConfigError(f"--config {args.config}: no such file")
     config = load_config(config_path)  # its profiles: the built-ins and its own `matrix`
     wanted = (args.devices or "").replace(",", " ").split()
-    entries = ci_matrix(config.profiles, wanted, list(config.devices))
+    baseline = None
+    if args.baseline:  # the base decides the devices and their profiles (harness.boundary)
+        from harness.boundary import under_base
+
+        baseline, boundary = under_base(config, args.baseline, args.allow_gate_changes, wanted)
+        if boundary is not None:
+            config = boundary.config
+    try:
+        entries = ci_matrix(config.profiles, wanted, list(config.devices))
+    finally:
+        if baseline is not None:
+            baseline.close()
     print("devices=" + json.dumps(entries))
     print("names=" + ",".join(entry["name"] for entry in entries))
+    # For a single job that runs every device (action.yml): does any need QEMU, which need images.
+    print("emulated=" + str(any(e["fidelity"] == "emulated" for e in entries)).lower())
+    print("docker=" + " ".join(e["name"] for e in entries if e["backend"] == "docker"))
     return 0
 
 
@@ -105,7 +119,8 @@ def add_parser(commands: Any) -> None:
         "--github-matrix",
         action="store_true",
         help="print the device matrix of a config as GitHub step outputs: devices=<JSON list "
-        "of name, backend, arch, fidelity, image> and names=<comma-separated>",
+        "of name, backend, arch, fidelity, image>, names=<comma-separated>, emulated=<true if "
+        "any device is emulated> and docker=<space-separated Docker devices>",
     )
     devices.add_argument(
         "--config",
@@ -117,5 +132,15 @@ def add_parser(commands: Any) -> None:
         metavar="NAMES",
         help="with --github-matrix: comma- or space-separated device names (default: the "
         "config's devices; all: every CPU profile)",
+    )
+    devices.add_argument(
+        "--baseline",
+        metavar="REF_OR_PATH",
+        help="with --github-matrix: the base whose config decides the devices and profiles",
+    )
+    devices.add_argument(
+        "--allow-gate-changes",
+        action="store_true",
+        help="with --baseline: the change's own devices and profiles are accepted",
     )
     devices.set_defaults(handler=_run)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import WorkerFailure
+from harness.links import refuse_links
 from harness.results import Flags, Measurement
 from harness.runner import Pair
 
@@ -68,6 +69,7 @@ def check_prompt(pair: Pair, prompt: str, new_tokens: int, context: int) -> None
 
 def _save(pair: Pair, prompt: str, failure: PropertyFailure) -> Path:
     folder = pair.config.root / ".harness" / "counterexamples"
+    refuse_links(folder, pair.config.root, "a counterexample")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{pair.model.name}@{pair.profile.name}-{failure.name}.json"
     path.write_text(json.dumps({"prompt": prompt, "failure": str(failure)}))
