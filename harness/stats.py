@@ -272,7 +272,10 @@ def percentile_ci(samples: Samples, q: float, confidence: float = 0.95) -> Inter
     h = (n - 1) * q / 100.0 + 1.0
     low_rank = min(max(low_rank, 1), math.floor(h))
     high_rank = max(min(high_rank, n), math.ceil(h))
-    return Interval(float(arr[low_rank - 1]), float(arr[high_rank - 1]))
+    # The ranks come from h as computed here; the estimate (numpy's) rounds its own way, and at
+    # q = 99.99999999999999 the two disagree in the last bit: widen to the estimate itself.
+    point = percentile(arr, q)
+    return Interval(min(float(arr[low_rank - 1]), point), max(float(arr[high_rank - 1]), point))
 
 
 def min_samples_for_percentile(q: float, confidence: float = 0.95) -> int:

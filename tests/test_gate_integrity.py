@@ -288,3 +288,76 @@ def test_without_a_timing_model_the_emulated_gate_says_how_to_get_one() -> None:
     verdict = decide("latency", figures, GateSpec(latency_p90_ms_max=500), "rpi4", "emulated")
     (check,) = verdict.checks
     assert check.passed is None and "run X" in check.message
+
+
+def test_an_error_verdict_fails_its_item_and_the_session(pytester: pytest.Pytester) -> None:
+    """A stored baseline that gives a relative gate nothing to compare with is an ERROR: pytest's
+    outcome, its exit status and the JSON agree (it used to pass in pytest)."""
+    import json
+
+    onnx_models.mlp(pytester.path / "m.onnx")
+    (pytester.path / "harness.toml").write_text(
+        _policy_config("memory_max_growth = 0.5", "[robustness]\nexamples = 0")
+    )
+    pytester.runpytest("--harness-json=base.json", "-p", "no:cacheprovider").assert_outcomes(
+        passed=4
+    )
+    stored = json.loads((pytester.path / "base.json").read_text())
+    stored["results"] = [r for r in stored["results"] if r["suite"] != "memory"]
+    (pytester.path / "base.json").write_text(json.dumps(stored))
+    result = pytester.runpytest(
+        "--baseline=base.json", "--harness-json=out.json", "-p", "no:cacheprovider"
+    )
+    assert result.ret == 1
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(["*memory[[]m@host[]]*memory_max_growth: no memory_growth*"])
+    document = json.loads((pytester.path / "out.json").read_text())
+    memory = next(r for r in document["results"] if r["suite"] == "memory")
+    assert memory["verdict"]["status"] == "ERROR"
+
+
+def test_the_history_is_not_written_through_a_link(pytester: pytest.Pytester) -> None:
+    """A committed `.harness` link would send the history elsewhere: harness refuses it."""
+    elsewhere = pytester.path / "elsewhere"
+    elsewhere.mkdir()
+    (pytester.path / ".harness").symlink_to(elsewhere)
+    onnx_models.mlp(pytester.path / "m.onnx")
+    (pytester.path / "harness.toml").write_text(
+        _policy_config("size_kb_max = 64", "[robustness]\nexamples = 0")
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*history not written*is a symbolic link*"])
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ("[models.gates]\naccuracy_min = nan", "accuracy_min = nan"),
+        ("[models.gates]\nsize_kb_max = inf", "size_kb_max = inf"),
+        ("[models.devices.host]\nmae_max = -inf", "mae_max = -inf"),
+        ("[models.gates]\nparity_max_abs_error = nan", "parity_max_abs_error = nan"),
+    ],
+)
+def test_non_finite_thresholds_are_refused_naming_the_key(
+    tmp_path: Path, table: str, key: str
+) -> None:
+    from harness.config import load_config
+    from harness.errors import ConfigError
+
+    (tmp_path / "harness.toml").write_text(f'[[models]]\nname = "m"\npath = "m.onnx"\n{table}\n')
+    with pytest.raises(ConfigError, match=f"{key} must be a finite number"):
+        load_config(tmp_path / "harness.toml")
+
+
+@pytest.mark.parametrize(
+    "table", ["[latency]\ntime_budget_s = nan", "[plan]\nbudget_s = inf", "timeout_s = nan"]
+)
+def test_non_finite_settings_are_refused(tmp_path: Path, table: str) -> None:
+    from harness.config import load_config
+    from harness.errors import ConfigError
+
+    (tmp_path / "harness.toml").write_text(f'{table}\n[[models]]\nname = "m"\npath = "m.onnx"\n')
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        load_config(tmp_path / "harness.toml")

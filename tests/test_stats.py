@@ -160,6 +160,14 @@ def test_percentile_ci_contains_point_estimate(data: list[float], q: float, c: f
     assert min(data) <= interval.low and interval.high <= max(data)
 
 
+def test_percentile_ci_holds_the_estimate_where_the_rank_and_numpy_round_apart() -> None:
+    """Found by Hypothesis on a fresh machine: the ranks' h rounded to 3.0, numpy's estimate to
+    1.9999999999999998, and the interval was [2.0, 2.0]."""
+    data, q = [1.0, 1.0, 2.0], 99.99999999999999
+    interval = percentile_ci(data, q, 0.5)
+    assert interval.low <= percentile(data, q) <= interval.high
+
+
 @settings(max_examples=60)
 @given(latencies, quantiles)
 def test_percentile_ci_widens_with_confidence(data: list[float], q: float) -> None:

@@ -180,7 +180,7 @@ class Runner:
             "github": {
                 "workspace": str(workspace),
                 "base_ref": "",
-                "sha": "0123456789abcdef0123456789abcdef01234567",
+                "sha": _head(workspace) or "0123456789abcdef0123456789abcdef01234567",
                 "ref": "refs/heads/main",
                 "repository": "octo/models",
                 "server_url": "https://github.com",
@@ -306,9 +306,29 @@ class Runner:
 
 
 def _workspace(tmp_path: Path) -> Path:
+    """The example model repository, as a git checkout of one commit."""
+    from conftest import git
+
     workspace = tmp_path / "workspace"
     shutil.copytree(EXAMPLE, workspace, ignore=shutil.ignore_patterns(".github", ".harness"))
+    git(workspace, "init", "-q")
+    git(workspace, "add", "-A")
+    git(workspace, "commit", "-qm", "the model repository")
     return workspace
+
+
+def _head(folder: Path) -> str | None:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _upload(results: Path, runner: Runner, source: Path) -> None:
+    """A device job's results as the gate job downloads them: measured on the runner's commit
+    (the example's results were measured elsewhere)."""
+    document = json.loads(source.read_text())
+    document["git"] = {"commit": runner.context["github"]["sha"], "ref": "refs/heads/main"}
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "host.json").write_text(json.dumps(document))
 
 
 # -- actionlint -------------------------------------------------------------------------------
@@ -416,10 +436,10 @@ def test_model_gate_matrix_device_and_gate_steps(tmp_path: Path) -> None:
     # One device job, on the host (the emulated one needs Docker and QEMU: tests/test_docker*).
     runner.context["needs"] = {"matrix": {"outputs": matrix.outputs, "result": "success"}}
     runner.context["matrix"] = {"device": devices[0]}
+    assert matrix.steps["baseline"]["outputs"] == {"ref": ""}  # one commit: nothing before it
     device = runner.run_job("device", skip=("install",))
     assert not device.failed, device.log
     assert "Build or load the device image" not in device.ran  # host: no image
-    assert device.steps["baseline"]["outputs"] == {"ref": ""}  # not a git checkout here
     results = tmp_path / "runner" / "results" / "host.json"
     document = json.loads(results.read_text())
     assert {r["device"] for r in document["results"]} == {"host"}
@@ -431,7 +451,8 @@ def test_model_gate_matrix_device_and_gate_steps(tmp_path: Path) -> None:
     runner.context["needs"]["device"] = {"outputs": {}, "result": "success"}
     gate = runner.run_job("gate", skip=("install",))
     assert not gate.failed, gate.log
-    assert gate.outputs == {"verdict": "PASS", "report": "harness-report/report.md"}
+    assert gate.outputs["verdict"] == "PASS"
+    assert gate.outputs["report"] == str(workspace / "harness-report" / "report.md")
     assert f"harness model gate: PASS ({count} pass)" in gate.summary
     assert "| host | digits-onnx | latency | p90 " in gate.summary
     assert (workspace / "harness-report" / "pr-number").read_text().strip() == "7"
@@ -472,7 +493,8 @@ def test_matrix_job_takes_the_configs_devices_and_profiles_from_harness_devices(
     runner = Runner(WORKFLOWS / workflow, workspace, tmp_path, inputs)
     steps = runner.document["jobs"]["matrix"]["steps"]
     step = next(s for s in steps if s.get("id") == "matrix")
-    assert "harness devices --github-matrix" in step["run"] and "python" not in step["run"]
+    assert "harness devices" in step["run"] and "--github-matrix" in step["run"]
+    assert "python" not in step["run"]
     if workflow == "nightly.yml":
         runner.document["env"]["DEVICES"] = ""  # as a caller passing no devices would
     matrix = runner.run_job("matrix", skip=("install",))
@@ -525,9 +547,7 @@ def test_model_gate_gate_job_cannot_be_skipped_into_success(
         "device": {"outputs": {}, "result": device_result},
     }
     if uploaded:
-        results = tmp_path / "runner" / "results"
-        results.mkdir(parents=True)
-        shutil.copy(example_results(tmp_path_factory), results / "host.json")
+        _upload(tmp_path / "runner" / "results", runner, example_results(tmp_path_factory))
     gate = runner.run_job("gate", skip=("install",))
     assert not gate.skipped, (
         f"{case}: the gate job is skipped, which a required check reads as success"
@@ -548,9 +568,7 @@ def test_model_gate_gate_job_passes_only_when_every_job_succeeded(
         "matrix": {"outputs": {"names": "host"}, "result": "success"},
         "device": {"outputs": {}, "result": "success"},
     }
-    results = tmp_path / "runner" / "results"
-    results.mkdir(parents=True)
-    shutil.copy(example_results(tmp_path_factory), results / "host.json")
+    _upload(tmp_path / "runner" / "results", runner, example_results(tmp_path_factory))
     gate = runner.run_job("gate", skip=("install",))
     assert not gate.failed, gate.log
     assert gate.outputs["verdict"] == "PASS"
@@ -579,14 +597,14 @@ def test_model_gate_passes_allow_gate_changes_only_with_the_named_label(
     runner.context["matrix"] = {"device": {"name": "host", "backend": "local", "arch": "amd64"}}
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    calls = tmp_path / "python-calls"
-    (fake_bin / "python").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    (fake_bin / "python").chmod(0o755)
+    calls = tmp_path / "harness-calls"
+    (fake_bin / "harness").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (fake_bin / "harness").chmod(0o755)
     runner.env_base["PATH"] = f"{fake_bin}{os.pathsep}{runner.env_base['PATH']}"
     device = runner.run_job("device", skip=("install",), event=event)
     assert not device.failed, device.log
-    pytest_call = next(c for c in calls.read_text().splitlines() if c.startswith("-m pytest"))
-    assert ("--allow-gate-changes" in pytest_call.split()) is allowed, pytest_call
+    run_call = next(c for c in calls.read_text().splitlines() if c.startswith("run "))
+    assert ("--allow-gate-changes" in run_call.split()) is allowed, run_call
 
 
 def test_composite_action_steps(tmp_path: Path) -> None:
@@ -594,7 +612,8 @@ def test_composite_action_steps(tmp_path: Path) -> None:
     runner = Runner(ROOT / "action.yml", workspace, tmp_path, {"devices": "host"})
     job = runner.run_job(None, skip=("install",))
     assert not job.failed, job.log
-    assert job.steps["devices"]["outputs"] == {"names": "host", "emulated": "false", "docker": ""}
+    outputs = job.steps["devices"]["outputs"]
+    assert (outputs["names"], outputs["emulated"], outputs["docker"]) == ("host", "false", "")
     assert job.outputs["verdict"] == "PASS"
     assert job.outputs["report"].endswith("harness-report/report.md")
     assert Path(job.outputs["report"]).is_file()
@@ -671,3 +690,69 @@ def test_workflow_scripts_use_env_not_inline_expressions(path: Path) -> None:
     for job in document["jobs"].values():
         for step in job.get("steps", []):
             assert "${{" not in step.get("run", ""), f"{path.name}: {step.get('name')}"
+
+
+# -- the trust boundary in the workflows (docs/security.md) ------------------------------------
+
+TRUSTED_FILES = [WORKFLOWS / "model-gate.yml", ROOT / "action.yml"]  # the PR check's
+
+
+@pytest.mark.parametrize("path", TRUSTED_FILES, ids=lambda p: p.name)
+def test_no_step_runs_python_where_the_checkout_can_shadow_it(path: Path) -> None:
+    """pip installs from outside the checkout in isolated mode; no inline program, and no
+    `python -m pytest`, whose import path starts at the checkout."""
+    document = yaml.safe_load(path.read_text())
+    jobs = document.get("jobs") or {"action": {"steps": document["runs"]["steps"]}}
+    for job in jobs.values():
+        for step in job.get("steps", []):
+            run = step.get("run", "")
+            assert "python3 -" not in run and "python -\n" not in run, step.get("name")
+            assert "-m pytest" not in run, step.get("name")
+            if "pip install" in run:
+                assert "python -I -m pip install" in run, step.get("name")
+                assert step.get("working-directory") == "${{ runner.temp }}", step.get("name")
+
+
+def test_the_gate_job_takes_no_code_from_the_checkout(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Modules a pull request commits (json.py, pip/) sit in the checkout the gate job reads as
+    data: a failing result and a failed device job still end in FAIL."""
+    workspace = _workspace(tmp_path)
+    for folder in (workspace, workspace / "checkout"):
+        folder.mkdir(exist_ok=True)
+        (folder / "json.py").write_text("raise SystemExit(0)\n")
+        (folder / "pip").mkdir()
+        (folder / "pip" / "__main__.py").write_text("raise SystemExit(0)\n")
+    runner = Runner(WORKFLOWS / "model-gate.yml", workspace, tmp_path, {})
+    runner.context["needs"] = {
+        "matrix": {"outputs": {"names": "host", "base": ""}, "result": "success"},
+        "device": {"outputs": {}, "result": "failure"},
+    }
+    results = tmp_path / "runner" / "results"
+    _upload(results, runner, example_results(tmp_path_factory))
+    document = json.loads((results / "host.json").read_text())
+    record = next(r for r in document["results"] if r["suite"] == "accuracy")
+    record["verdict"]["status"] = "FAIL"
+    (results / "host.json").write_text(json.dumps(document))
+    gate = runner.run_job("gate", skip=("install",))
+    assert gate.failed, gate.log
+    assert gate.steps["merge"]["outputs"]["verdict"] == "FAIL"
+    assert gate.outputs["verdict"] == "FAIL"
+
+
+def test_a_push_is_judged_against_the_commit_before_it(tmp_path: Path) -> None:
+    """On a push of two commits, the base is the push's `before`, not HEAD~1."""
+    from conftest import git
+
+    workspace = _workspace(tmp_path)
+    before = _head(workspace)
+    for change in ("first", "second"):
+        (workspace / "README.md").write_text(change)
+        git(workspace, "commit", "-qam", change)
+    runner = Runner(WORKFLOWS / "model-gate.yml", workspace, tmp_path, {"devices": "host"})
+    event = {"before": before, "after": _head(workspace)}
+    runner.context["github"]["event"] = event
+    matrix = runner.run_job("matrix", skip=("install",), event=event)
+    assert not matrix.failed, matrix.log
+    assert matrix.outputs["base"] == before

@@ -9,6 +9,9 @@ not put the current folder on the import path) with an empty ini file of its own
 conftest files, no cache, `PYTEST_ADDOPTS` and `PYTEST_PLUGINS` cleared, and the config file as
 the only thing collected. See docs/security.md.
 
+`harness base` works out the base a workflow compares with: the merge base on a pull request,
+the commit before the push on a push (a push of several commits is judged as a whole).
+
 `harness needs` is the gate job's last step: every job the gate needs must have succeeded.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,45 @@ def _run(args: argparse.Namespace) -> int:
         return int(pytest.main(pytest_arguments(args, Path(os.path.abspath(config)), ini)))
 
 
+NO_COMMIT = "0" * 40  # a push's `before` when the branch is new
+
+
+def _git(*arguments: str) -> str | None:
+    done = subprocess.run(["git", *arguments], capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+
+
+def base_ref(baseline: str, base_branch: str, before: str) -> str:
+    """`baseline` as given (`none`: no comparison); else the merge base with the pull
+    request's base branch; else a push's `before`; else HEAD~1; else none."""
+    if baseline == "none":
+        return ""
+    if baseline:
+        return baseline
+    if base_branch:
+        merge_base = _git("merge-base", f"origin/{base_branch}", "HEAD")
+        if merge_base is None:
+            raise ConfigError(
+                f"no merge base of HEAD and origin/{base_branch}: check out with fetch-depth: 0"
+            )
+        return merge_base
+    if before and before != NO_COMMIT and _git("cat-file", "-t", before) == "commit":
+        return before
+    return _git("rev-parse", "-q", "--verify", "HEAD~1") or ""
+
+
+def _base(args: argparse.Namespace) -> int:
+    event: dict[str, Any] = {}
+    if os.environ.get("GITHUB_EVENT_PATH"):
+        try:
+            event = json.loads(Path(os.environ["GITHUB_EVENT_PATH"]).read_text())
+        except (OSError, json.JSONDecodeError):
+            event = {}
+    before = str(event.get("before") or "")
+    print(f"ref={base_ref(args.baseline, os.environ.get('GITHUB_BASE_REF', ''), before)}")
+    return 0
+
+
 def _needs(args: argparse.Namespace) -> int:
     """Fail unless every job in `needs` (the workflow's `toJSON(needs)`) succeeded; a FAIL the
     merge found stays FAIL, anything else is an ERROR."""
@@ -116,6 +159,16 @@ def add_parser(commands: Any) -> None:
     )
     run.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then pytest arguments")
     run.set_defaults(handler=_run)
+
+    base = commands.add_parser(
+        "base",
+        help="print ref=<the base commit> for a workflow step (GITHUB_OUTPUT)",
+        description="The base a pull request or push is compared with: --baseline as given "
+        "(`none`: no comparison); else the merge base with $GITHUB_BASE_REF; else the push "
+        "event's `before` commit; else HEAD~1.",
+    )
+    base.add_argument("--baseline", default="", help="the workflow's baseline input")
+    base.set_defaults(handler=_base)
 
     needs = commands.add_parser(
         "needs", help="fail unless every job the gate needs succeeded (the gate job's last step)"

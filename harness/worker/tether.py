@@ -94,8 +94,10 @@ def main(argv: list[str]) -> int:
         start_new_session=True,  # its own group: killing it spares the tether
         preexec_fn=_die_with_parent,
     )
-    with open(os.path.join(folder, "pids"), "w") as pids:
+    # Written aside and renamed: a reader never sees the file half written.
+    with open(os.path.join(folder, "pids.partial"), "w") as pids:
         pids.write(f"{os.getpid()} -{worker.pid}\n")
+    os.replace(os.path.join(folder, "pids.partial"), os.path.join(folder, "pids"))
     try:
         _relay(worker)
     except (Ended, OSError):  # a signal, or stdout/stdin gone with the connection
