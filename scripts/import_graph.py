@@ -40,7 +40,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.stats", "harness.operator_tables", "harness.modelgen", "harness.textscore"),
     ("harness.textconfig",),
     ("harness.devices",),
-    ("harness.results", "harness.identity", "harness.errors", "harness.catalogue", "harness.links"),  # ground floor
+    # ground floor
+    ("harness.results", "harness.identity", "harness.errors", "harness.catalogue", "harness.links"),
     ("harness.worker",),  # in the target: standard library, numpy and the runtime only
     ("harness.runtimes",),
 )
