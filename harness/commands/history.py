@@ -215,7 +215,13 @@ def _read_source(source: str, args: argparse.Namespace) -> list[RunRecord]:
         raise ConfigError(f"no history at {source}")
     kind_of(source)  # an unknown scheme says which ones there are
     with contextlib_closing(
-        open_store(source, readonly=True, create=False, cache=args.history_cache)
+        open_store(
+            source,
+            readonly=True,
+            create=False,
+            repository=args.repository,
+            cache=args.history_cache,
+        )
     ) as store:
         return list(store.records())
 

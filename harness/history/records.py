@@ -237,16 +237,17 @@ def document_digest(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def testbed(record: Mapping[str, Any], document: Mapping[str, Any]) -> str:
-    """The device profile and the image it ran in: `rpi4 harness-device:arm64-...` (the image
-    tag is a hash of its recipe), or the device's name where no image was used."""
-    limits = (record.get("worker") or {}).get("limits") or {}
-    image = limits.get("image") or (record.get("worker") or {}).get("image")
-    if not image:
-        for device in document.get("devices") or []:
-            if device.get("name") == record["device"] and device.get("backend") == "docker":
-                image = device.get("image")
-    return f"{record['device']} {image}" if image else str(record["device"])
+def testbeds(document: Mapping[str, Any]) -> dict[str, str]:
+    """{device: its testbed}: the device profile and the image its workers ran in, `rpi4
+    harness-device:arm64-...` (the image tag is a hash of its recipe), from any record of that
+    device that names one; the device's name where none ran in an image (the host)."""
+    found: dict[str, str] = {}
+    for record in document.get("results", []):
+        limits = (record.get("worker") or {}).get("limits") or {}
+        image = limits.get("image")
+        if image and record["device"] not in found:
+            found[str(record["device"])] = f"{record['device']} {image}"
+    return found
 
 
 def from_results(
@@ -268,13 +269,14 @@ def from_results(
     git = document.get("git") or {}
     hashes = dict(model_hashes or {})
     now = _now()
+    beds = testbeds(document)
     rows: list[FigureRow] = []
     for record in document.get("results", []):
         status = str((record.get("verdict") or {}).get("status", "ERROR"))
         versions = canonical((record.get("worker") or {}).get("versions") or {})
         summary = canonical(raw_summary(record))
         sha = hashes.get(record["model"]) or record.get("model_sha256")
-        bed = testbed(record, document)
+        bed = beds.get(str(record["device"]), str(record["device"]))
         for figure, value in (record.get("figures") or {}).items():
             number = _number(value)
             if number is None:

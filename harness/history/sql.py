@@ -165,9 +165,10 @@ class Queries:
         return {str(row[0]) for row in self._execute("SELECT digest FROM runs").fetchall()}
 
     def records(self) -> Iterator[RunRecord]:
-        """Every stored run as a record, oldest first (export)."""
+        """Every stored run (of the repository, when scoped) as a record, oldest first."""
+        where, params = self._where({})
         runs = self._execute(
-            f"SELECT id, {RUN_COLUMNS} FROM runs ORDER BY created, digest"
+            f"SELECT r.id, {RUN_COLUMNS} FROM runs r{where} ORDER BY r.created, r.digest", params
         ).fetchall()
         for run in runs:
             rows = self._execute(
