@@ -40,7 +40,7 @@ def _record(suite: str, model: str, device: str, fidelity: str, figures: dict[st
 def language_model_records(night: int) -> list[dict[str, Any]]:
     """generation, perplexity (slm-int4 on the host) and instructions (digits-onnx on rpi4,
     counted) as their suites report them; night 2 with the planted moves."""
-    rng = np.random.default_rng(night)
+    rng = np.random.default_rng(7)  # the same draws each night: only the plant differs
     slow = 10 / 7 if night == 2 else 1.0
     first = [int(v) for v in rng.normal(31e6, 4e5, 12)]
     steps = [int(v * slow) for v in rng.normal(20e6, 2e5, 240)]
