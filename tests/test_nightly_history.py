@@ -212,3 +212,24 @@ def test_the_site_renders_on_a_desktop_and_a_phone(
         assert pixels[: PHONE[1], : PHONE[0]].std() > 0.02  # something is drawn
     _shot(browser, tmp_path / "s3", site / "models" / "slm-int4.html", "1280,1400",
           shots / "nightly-model-desktop.png")  # fmt: skip
+
+
+def test_a_pull_requests_report_shows_each_figures_trend_and_leaves_the_branch_alone(
+    nights: dict[str, Any],
+) -> None:
+    """What a pull request's check runs: `harness report` with the branch read-only; the full
+    table gets a history column (sparkline, newest stored value) beside the PR's own value."""
+    clone = _fresh_clone(nights, "pull-request")
+    tip = ["git", "--git-dir", str(nights["origin"]), "rev-parse", "harness-history"]
+    before = subprocess.run(tip, capture_output=True, text=True, check=True).stdout
+    out = nights["root"] / "pr-report"
+    done = _harness(clone, nights["root"] / "pr-cache", "report",
+                    str(nights["root"] / "night2.json"), "--history", "git:origin",
+                    "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr  # no gate failed; trends only shown
+    text = (out / "report.md").read_text()
+    assert "| device | model | suite | figure | history | vs baseline |" in text
+    row = next(line for line in text.splitlines() if "| generation |" in line)
+    assert "█▁ last 35 (2 runs) 🔺" in row, row
+    after = subprocess.run(tip, capture_output=True, text=True, check=True).stdout
+    assert after == before
