@@ -100,16 +100,6 @@ def _records_from(documents: Iterable[dict[str, Any]], args: argparse.Namespace)
     return records
 
 
-def add_records(store: Queries, records: list[RunRecord]) -> list[int]:
-    """Store records: one commit for all of them on a git branch, one transaction each
-    elsewhere. Their run ids in this store."""
-    from harness.history.gitbranch import GitHistory
-
-    if isinstance(store, GitHistory):
-        store.append(records)
-    return [store.add_record(record) for record in records]
-
-
 # -- harness history --------------------------------------------------------------------------
 
 
@@ -142,7 +132,7 @@ def _show(args: argparse.Namespace) -> int:
             except (ValueError, OSError) as exc:
                 raise ConfigError(str(exc)) from None
             found = _records_from(documents, args)
-            ids = add_records(store, [record for _, record in found])
+            ids = store.add_records([record for _, record in found])
             for (source, _), run in zip(found, ids, strict=True):
                 print(f"harness: stored {source} as run {run} in {shown_as}")
         figures = args.figure or [*headline_figures(), "ratio"]
@@ -260,7 +250,7 @@ def _import(args: argparse.Namespace) -> int:
     location = _location(args)
     with contextlib_closing(open_store(location, cache=args.history_cache)) as store:
         before = store.digests()
-        add_records(store, records)
+        store.add_records(records)
         added = len({r.digest for r in records} - before)
     print(
         f"harness: imported {added} new runs into {describe(location)} "

@@ -281,9 +281,16 @@ class GitHistory(Store):
     # -- writing ----------------------------------------------------------------------------
 
     def add_record(self, record: RunRecord) -> int:
-        self.append([record])
-        row = self.db.execute("SELECT id FROM runs WHERE digest = ?", (record.digest,)).fetchone()
-        return int(row[0])
+        return self.add_records([record])[0]
+
+    def add_records(self, records: Sequence[RunRecord]) -> list[int]:
+        """Append the records to the branch in one commit; their run ids in the cache."""
+        self.append(records)
+        found = []
+        for record in records:
+            row = self.db.execute("SELECT id FROM runs WHERE digest = ?", (record.digest,))
+            found.append(int(row.fetchone()[0]))
+        return found
 
     def append(self, records: Sequence[RunRecord], message: str | None = None) -> int:
         """Commit the records not on the branch yet and push; how many were added."""

@@ -133,6 +133,10 @@ class Queries:
             )
         return run_id
 
+    def add_records(self, records: Sequence[RunRecord]) -> list[int]:
+        """Store several records (one transaction each); their run ids here."""
+        return [self.add_record(record) for record in records]
+
     def add_results(
         self,
         document: Mapping[str, Any],
