@@ -111,6 +111,60 @@ def slm_models() -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="session")
+def postgresql() -> object:
+    """postgresql://... of a throwaway PostgreSQL server, started once per session from Debian's
+    packages (initdb and pg_ctl under /usr/lib/postgresql/*/bin) in a temporary folder,
+    listening only on a Unix socket there; as root it runs as the `postgres` user the package
+    creates. Stopped and removed at the end of the session."""
+    import glob
+    import shutil
+    import tempfile
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    if not found[-1]:
+        unavailable("PostgreSQL is not installed (apt-get install postgresql)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        unavailable("psycopg is not installed (pip install -e '.[dev]')")
+    bindir = Path(str(found[-1])).parent
+    folder = Path(tempfile.mkdtemp(prefix="harness-pg-"))
+    prefix: list[str] = []
+    user = "postgres"
+    if os.geteuid() == 0:  # the server refuses to run as root
+        prefix = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres", "postgres")
+    else:
+        import getpass
+
+        user = getpass.getuser()
+    data = folder / "data"
+    subprocess.run(
+        [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", user, "-A", "trust",
+         "--no-sync", "-E", "UTF8", "--locale", "C"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    options = f"-c listen_addresses='' -c unix_socket_directories={folder} -c fsync=off"
+    subprocess.run(
+        [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+         str(folder / "log"), "-w", "start"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        subprocess.run(
+            [str(bindir / "createdb"), "-h", str(folder), "-U", user, "harness"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        yield f"postgresql://{user}@/harness?host={folder}"
+    finally:
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )  # fmt: skip
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _preload_harness() -> None:
     """Import every harness module now, and the libraries harness imports lazily: pytester's
     in-process runs drop modules first imported inside a run, which would give later runs second

@@ -25,7 +25,10 @@ __all__ = [
     "UNJUDGED",
     "Figure",
     "Gate",
+    "VARY",
     "direction",
+    "entry",
+    "exact",
     "gate",
     "gates_of",
 ]
@@ -110,6 +113,62 @@ FIGURES: Mapping[str, Figure] = _figures(
     Figure("estimated_ttft_ms", "generation", LOWER, "ms", 3),
     Figure("estimated_decode_ms", "generation", LOWER, "ms", 3),
     Figure("estimated_tokens_per_s", "generation", HIGHER, digits=1),
+    # What else a record carries and the history keeps: the rest of a distribution, memory's
+    # parts, sample counts and settings (UNJUDGED: neither better nor worse).
+    Figure("n", "", UNJUDGED, digits=0, label="samples"),
+    Figure("mean_ms", "latency", LOWER, "ms", 3, "latency mean"),
+    Figure("min_ms", "latency", LOWER, "ms", 3, "latency min"),
+    Figure("threads", "latency", UNJUDGED, digits=0),
+    Figure("rounds", "latency", UNJUDGED, digits=0),
+    Figure("interval_confidence", "", UNJUDGED, label="interval confidence"),
+    Figure("size_bytes", "size", LOWER, digits=0, label="size in bytes"),
+    Figure("empty_peak_mb", "memory", LOWER, "MB", 1, "empty worker peak"),
+    Figure("native_empty_peak_mb", "memory", LOWER, "MB", 1, "native empty worker peak"),
+    Figure("emulated_peak_mb", "memory", LOWER, "MB", 1, "emulated peak"),
+    Figure("rss_after_load_mb", "memory", LOWER, "MB", 1, "RSS after load"),
+    Figure("load_peak_mb", "memory", LOWER, "MB", 1, "peak after load"),
+    Figure("limit_mb", "memory", UNJUDGED, "MB", 1, "device memory"),
+    Figure("context_tokens", "memory", UNJUDGED, digits=0, label="context tokens"),
+    Figure("agreement_n", "accuracy", UNJUDGED, digits=0, label="answers compared"),
+    Figure("agreement_confidence", "accuracy", UNJUDGED, label="agreement confidence"),
+    Figure("host_disagreements", "accuracy", LOWER, digits=0, label="disagreements with host"),
+    Figure("host_max_abs_diff", "accuracy", LOWER, digits=6, label="max abs difference vs host"),
+    Figure("max_abs_error", "accuracy", LOWER, digits=6, label="max abs error"),
+    Figure("parity_n", "parity", UNJUDGED, digits=0, label="parity samples"),
+    Figure("parity_cosine_mean", "parity", HIGHER, digits=5, label="parity cosine mean"),
+    Figure("device_n", "parity", UNJUDGED, digits=0, label="samples vs host"),
+    Figure("device_cosine_mean", "parity", HIGHER, digits=6, label="cosine mean vs host"),
+    Figure("counterexamples", "robustness", LOWER, digits=0),
+    Figure("tokens_scored", "perplexity", UNJUDGED, digits=0, label="tokens scored"),
+    Figure("text_tokens", "perplexity", UNJUDGED, digits=0, label="text tokens"),
+    Figure("window", "perplexity", UNJUDGED, digits=0),
+    Figure("windows", "perplexity", UNJUDGED, digits=0),
+    Figure("stride", "perplexity", UNJUDGED, digits=0),
+    Figure("other_perplexity", "token_parity", LOWER, digits=3, label="base perplexity"),
+    Figure("prompt_prefix_agreement", "token_parity", HIGHER, label="prompt prefix agreement"),
+    Figure("runs", "generation", UNJUDGED, digits=0),
+    Figure("ttft_p50_ms", "generation", LOWER, "ms", 3, "time to first token p50"),
+    Figure("ttft_mean_ms", "generation", LOWER, "ms", 3, "time to first token mean"),
+    Figure("decode_p50_ms", "generation", LOWER, "ms", 3, "decode p50 per token"),
+    Figure("decode_mean_ms", "generation", LOWER, "ms", 3, "decode mean per token"),
+    Figure("estimate_instructions", "latency", LOWER, digits=0),
+    Figure("estimate_instructions_prefill", "generation", LOWER, digits=0),
+    Figure("estimate_instructions_per_step", "generation", LOWER, digits=0),
+)
+
+# Figures that move between two runs of one model on one testbed (wall-clock times, memory
+# peaks): the history calls a move of theirs a level change only beyond that noise. Every other
+# figure is exact: the same model, data and runtime give the same number (counts, accuracy on a
+# fixed dataset, perplexity of a fixed text, estimates from counted instructions), so any move
+# is one.
+VARY: frozenset[str] = frozenset(
+    {
+        *("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "ratio"),
+        *("ttft_p50_ms", "ttft_p90_ms", "ttft_mean_ms", "decode_p50_ms", "decode_p90_ms"),
+        *("decode_mean_ms", "tokens_per_s"),
+        *("peak_mb", "board_peak_mb", "model_share_mb", "memory_growth", "empty_peak_mb"),
+        *("native_empty_peak_mb", "emulated_peak_mb", "rss_after_load_mb", "load_peak_mb"),
+    }
 )
 
 
@@ -160,8 +219,34 @@ def gates_of(*, relative: bool | None = None, fraction: bool | None = None) -> t
     )
 
 
+def entry(figure: str) -> Figure | None:
+    """The catalogue's entry for a figure a record carries, or None. Derived names resolve to
+    their figure's entry: a baseline's copy (`baseline_p90_ms`), an interval's ends
+    (`tokens_per_s_low`, `estimated_ms_high`, `p90_low_ms`, `decode_p90_high_ms`)."""
+    name = figure.removeprefix("baseline_")
+    if name in FIGURES:
+        return FIGURES[name]
+    for end in ("_low", "_high"):
+        if name.endswith(end) and name.removesuffix(end) in FIGURES:
+            return FIGURES[name.removesuffix(end)]
+        for unit in ("_ms", "_mb", "_kb"):
+            if name.endswith(end + unit):
+                stem = name.removesuffix(end + unit) + unit
+                if stem in FIGURES:
+                    return FIGURES[stem]
+    return None
+
+
 def direction(figure: str) -> int:
     """+1: higher is better, -1: lower is better, 0: not judged (or not catalogued). A
     baseline's copy of a figure (`baseline_<figure>`) goes the same way."""
-    known = FIGURES.get(figure) or FIGURES.get(figure.removeprefix("baseline_"))
+    known = entry(figure)
     return known.better if known is not None else UNJUDGED
+
+
+def exact(figure: str, fidelity: str = "measured") -> bool:
+    """True when two runs of one model on one testbed give the same value (see VARY); a
+    counted figure is exact whatever it is."""
+    known = entry(figure)
+    name = known.name if known is not None else figure
+    return fidelity == "counted" or name not in VARY

@@ -1,19 +1,17 @@
-"""The `harness` command: devices, images, counting, calibrate (harness.commands), merge, report,
-nightly, comment, history."""
+"""The `harness` command: devices, images, counting, calibrate, run, base, needs, history and
+nightly (harness.commands), merge, report, comment."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.commands import calibrate, counting, devices, gate, images
+from harness.commands import calibrate, counting, devices, gate, history, images
 from harness.errors import ConfigError
 
 # -- merge, report, comment, history: CI reports and the results history -------------------
@@ -147,28 +145,6 @@ def _merge(args: argparse.Namespace) -> int:
     return verdict.exit_code(args.inconclusive)
 
 
-def _open_store(path: Path) -> Any:
-    """The history at `path`; its problems become usage errors (exit 2, one line)."""
-    import sqlite3
-    import warnings
-
-    from harness.store import Store, StoreError, StoreWarning
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", StoreWarning)
-            store = Store(path)
-    except (StoreError, sqlite3.OperationalError) as exc:
-        raise ConfigError(f"history {path}: {exc}") from None
-    if store.moved_aside is not None:
-        print(
-            f"harness: warning: {path} was not a readable SQLite database; kept it as "
-            f"{store.moved_aside} and started a new history at {path}",
-            file=sys.stderr,
-        )
-    return store
-
-
 def _history_keys(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     from harness.registry import headline_of
 
@@ -184,6 +160,7 @@ def _report(args: argparse.Namespace) -> int:
     from harness import github
     from harness.report.files import write_reports
     from harness.report.markdown import step_rows
+    from harness.report.nightly import regression_line
     from harness.results import merge
     from harness.verdict import overall
 
@@ -191,8 +168,11 @@ def _report(args: argparse.Namespace) -> int:
     verdict = overall(document)
     trends: list[Any] = []
     if args.history:
-        with _open_store(Path(args.history)) as store:
+        store = history.open_store(args.history, readonly=True, create=False)
+        try:
             trends = store.trends(_history_keys(document))
+        finally:
+            store.close()
     regressions = [
         (trend, index, change)
         for trend in trends
@@ -203,12 +183,7 @@ def _report(args: argparse.Namespace) -> int:
     )
     _print_outcome(document, verdict, paths)
     for trend, index, change in regressions:
-        point = trend.points[index]
-        print(
-            f"harness: regression: {trend.figure} of {trend.suite}[{trend.model}@{trend.device}]"
-            f" ({trend.fidelity}) moved {change * 100:+.1f}% at commit {point.commit or '?'}"
-            f" ({point.created})"
-        )
+        print(f"harness: {regression_line(trend, index, change)}")
     if trends and not step_rows(trends):
         print(f"harness: no level changes in {len(trends)} series of the history")
     if args.github or github.in_actions():
@@ -222,27 +197,6 @@ def _report(args: argparse.Namespace) -> int:
         )
     blocked = verdict.exit_code(args.inconclusive)
     return 1 if blocked or (args.fail_on_regression and regressions) else 0
-
-
-def _nightly(args: argparse.Namespace) -> int:
-    from harness import github
-    from harness.report.nightly import nightly
-    from harness.results import write_atomic
-
-    path = Path(args.history)
-    if not path.is_file():
-        raise ConfigError(f"no history at {path}: pass the SQLite file `pytest` writes trends to")
-    with _open_store(path) as store:
-        report = nightly(store, args.window, args.min_change)
-    out = Path(args.out)
-    page = write_atomic(out / "nightly.html", report.html())
-    text = report.markdown()
-    summary = write_atomic(out / "nightly.md", text)
-    print(f"harness: nightly: {report.headline()}; written {page}, {summary}")
-    if args.github or github.in_actions():
-        github.append_summary(text)
-        github.set_outputs({"report": str(summary), "regressions": str(len(report.regressions))})
-    return 1 if args.fail_on_regression and report.regressions else 0
 
 
 def _comment(args: argparse.Namespace) -> int:
@@ -276,74 +230,6 @@ def _comment(args: argparse.Namespace) -> int:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 1
     print(f"harness: {action} comment {comment.get('html_url') or comment.get('id')}")
-    return 0
-
-
-def _history(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from harness.config import search_config
-    from harness.registry import headline_figures
-    from harness.report.figures import number
-    from harness.store import default_path, model_hashes_from_config
-
-    path = Path(args.db) if args.db else default_path(search_config(Path.cwd()))
-    if not args.add and not path.exists():
-        raise ConfigError(f"no history at {path}: run pytest with a harness config, or pass --db")
-    with _open_store(path) as store:
-        for document in _read_results(args.add) if args.add else []:
-            hashes: dict[str, str] = {}
-            if document.get("config") and Path(document["config"]).is_file():
-                try:
-                    hashes = model_hashes_from_config(Path(document["config"]))
-                except ConfigError:
-                    hashes = {}
-            run = store.add_results(document, commit=args.commit, ref=args.ref, model_hashes=hashes)
-            print(f"harness: stored {document.get('source')} as run {run} in {path}")
-        figures = args.figure or [*headline_figures(), "ratio"]
-        points = store.points(
-            device=args.device,
-            model=args.model,
-            suite=args.suite,
-            figure=None if args.all_figures else figures,
-            limit=args.limit,
-            newest_first=True,
-        )
-    if args.json:
-        print(json.dumps([p.__dict__ for p in points], indent=1))
-        return 0
-    table = Table(
-        "run",
-        "created",
-        "commit",
-        "device",
-        "model",
-        "suite",
-        "figure",
-        "value",
-        "fidelity",
-        "verdict",
-        "machine",
-        title=f"harness history: {path}",
-    )
-    for p in points:
-        table.add_row(
-            str(p.run_id),
-            p.created,
-            (p.commit or "-")[:10],
-            p.device,
-            p.model,
-            p.suite,
-            p.figure,
-            number(p.value, p.figure),
-            p.fidelity,
-            p.verdict,
-            p.machine[:8],
-        )
-    Console(width=max(100, shutil.get_terminal_size((160, 24)).columns)).print(table)
-    if not points:
-        print("harness: nothing stored matches")
     return 0
 
 
@@ -401,7 +287,11 @@ def _add_report_commands(commands: Any) -> None:
         "report", help="Markdown + HTML report of results, with trends from the history"
     )
     report.add_argument("results", nargs="+", help="results JSON files (or folders of them)")
-    report.add_argument("--history", metavar="DB", help="history SQLite file for trends")
+    report.add_argument(
+        "--history",
+        metavar="LOCATION",
+        help="the history for trends, read only: " + history.LOCATION_HELP,
+    )
     report.add_argument("--out", required=True, help="output folder")
     report.add_argument("--github", action="store_true", help="job summary and step outputs")
     report.add_argument("--inconclusive", choices=("fail", "pass"), default="fail")
@@ -415,21 +305,6 @@ def _add_report_commands(commands: Any) -> None:
         "--min-change", type=float, default=0.02, help="smallest relative step that counts"
     )
     report.set_defaults(handler=_report)
-
-    night = commands.add_parser(
-        "nightly",
-        help="trends of the history per model and device, with the commits where a figure "
-        "stepped: nightly.html and nightly.md (short enough for an issue or a chat message)",
-    )
-    night.add_argument("--history", required=True, metavar="DB", help="history SQLite file")
-    night.add_argument("--out", required=True, help="output folder")
-    night.add_argument("--github", action="store_true", help="job summary and step outputs")
-    night.add_argument("--fail-on-regression", action="store_true", help="exit 1 on a regression")
-    night.add_argument("--window", type=int, default=3, help="runs counted as recent")
-    night.add_argument(
-        "--min-change", type=float, default=0.02, help="smallest relative step that counts"
-    )
-    night.set_defaults(handler=_nightly)
 
     comment = commands.add_parser(
         "comment",
@@ -446,20 +321,6 @@ def _add_report_commands(commands: Any) -> None:
     )
     comment.set_defaults(handler=_comment)
 
-    history = commands.add_parser("history", help="show (or add to) the results history")
-    history.add_argument("--db", help="default: .harness/history.sqlite beside the config")
-    history.add_argument("--device")
-    history.add_argument("--model")
-    history.add_argument("--suite")
-    history.add_argument("--figure", action="append", help="figure name (repeatable)")
-    history.add_argument("--all-figures", action="store_true")
-    history.add_argument("--limit", type=int, default=50, help="rows shown (newest first)")
-    history.add_argument("--json", action="store_true")
-    history.add_argument("--add", nargs="+", metavar="RESULTS", help="store results files first")
-    history.add_argument("--commit", help="git commit of the added results")
-    history.add_argument("--ref", help="git ref of the added results")
-    history.set_defaults(handler=_history)
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -473,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     for group in (devices, images, counting, calibrate, gate):
         group.add_parser(commands)
     _add_report_commands(commands)
+    history.add_parser(commands)  # history and nightly
     return parser
 
 

@@ -20,10 +20,11 @@ fi
 
 if [ "$(id -u)" -eq 0 ] && [ "$(uname -s)" = Linux ] && [ "${HARNESS_NO_DOCKER:-0}" != 1 ]; then
     # chromium: the HTML report's browser test; shellcheck: actionlint checks run: scripts;
-    # openssh-client: ssh boards (and their tests' keys).
+    # openssh-client: ssh boards (and their tests' keys); postgresql: the PostgreSQL history's
+    # tests start a throwaway server from it (conftest.py's `postgresql` fixture).
     # shellcheck source=scripts/lib.sh
     source scripts/lib.sh
-    ensure_packages chromium shellcheck openssh-client
+    ensure_packages chromium shellcheck openssh-client postgresql
     bash scripts/setup-docker.sh
     .venv/bin/harness images build
     bash scripts/setup-counting.sh   # QEMU instruction-counting plugin (counting mode)

@@ -31,7 +31,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.runner", "harness.baseline", "harness.timing"),  # workers, the base, timing
     # pure: how much, gate changes; the board answers kept across sessions
     ("harness.plan", "harness.policy", "harness.progress", "harness.answers_cache"),
-    ("harness.store",),
+    ("harness.store",),  # the plugin's and the reports' door to the history
+    ("harness.history",),  # the history's stores, its record format, trend judgement
     ("harness.gates", "harness.github", "harness.operators", "harness.safety"),
     ("harness.backends",),  # realising a device; the counted run (backends.qemu)
     ("harness.counting",),  # the plugin build; counts and the estimate model

@@ -6,11 +6,11 @@ stand in for them (a results folder is "downloaded" by copying it)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -399,8 +399,11 @@ def test_every_job_declares_least_privilege_permissions() -> None:
             granted = job.get("permissions")
             assert granted is not None, f"{path.name}: job {name} does not set permissions"
             writes = {k for k, v in (granted or {}).items() if v == "write"}
-            allowed = {"pr-comment.yml": {"pull-requests"}, "nightly.yml": {"issues"}}
-            assert writes <= allowed.get(path.name, set()), f"{path.name}: {name} {writes}"
+            allowed = {
+                ("pr-comment.yml", "comment"): {"pull-requests"},
+                ("nightly.yml", "report"): {"issues", "contents"},  # the history branch
+            }
+            assert writes <= allowed.get((path.name, name), set()), f"{path.name}: {name} {writes}"
 
 
 def test_pr_comment_workflow_never_runs_pull_request_code() -> None:
@@ -641,19 +644,30 @@ def test_nightly_records_history_reports_and_comments_on_a_regression(
         r for r in tonight["results"] if r["suite"] == "latency" and r["model"] == "digits-onnx"
     )
 
-    # A history in which this latency held still for ten nights and stepped up 40% last night.
-    history = workspace / ".harness-history" / "history.sqlite"
-    from harness.store import Store
+    # A history branch in which this latency held still for ten nights and stepped up 40% last
+    # night, on the `origin` of the workspace's checkout (a local bare repository).
+    from harness.history.gitbranch import GitHistory
+    from harness.history.records import from_results
 
-    with Store(history) as store:
-        for night in range(11):
-            document = json.loads(json.dumps(tonight))
-            document["created"] = f"2026-11-{night + 1:02d}T03:17:00Z"
-            level = 1.0 if night == 10 else 1 / 1.4
-            for r in document["results"]:
-                if r["nodeid"] == latency["nodeid"]:
-                    r["figures"]["p90_ms"] *= level * (1 + 0.003 * (night % 3))
-            store.add_results(document, commit=f"{night:02d}" + "c0ffee" * 6)
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "--quiet", "--bare", str(origin)], check=True)
+    subprocess.run(["git", "init", "--quiet", str(workspace)], check=True)
+    subprocess.run(["git", "-C", str(workspace), "remote", "add", "origin", str(origin)],
+                   check=True)  # fmt: skip
+    nights = []
+    for night in range(11):
+        document = json.loads(json.dumps(tonight))
+        document["created"] = f"2026-11-{night + 1:02d}T03:17:00Z"
+        level = 1.0 if night == 10 else 1 / 1.4
+        for r in document["results"]:
+            if r["nodeid"] == latency["nodeid"]:
+                r["figures"]["p90_ms"] *= level * (1 + 0.003 * (night % 3))
+        commit = f"{night:02d}" + "c0ffee" * 6
+        nights.append(from_results(document, commit=commit, repository="octo/models"))
+    seeded = GitHistory.open(f"git:{origin}", cache=tmp_path / "seed-cache")
+    seeded.append(nights)
+    seeded.close()
+    runner.env_base["HARNESS_CACHE"] = str(tmp_path / "runner-cache")
 
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
@@ -674,8 +688,12 @@ def test_nightly_records_history_reports_and_comments_on_a_regression(
     assert report.steps["report"]["outputs"]["regressions"] == "1"
     assert "harness: regression: p90_ms of latency[digits-onnx@host]" in report.log
     assert "Level changes in the history" in report.summary
-    with sqlite3.connect(history) as db:
-        assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 12
+    branch = subprocess.run(
+        ["git", "--git-dir", str(origin), "ls-tree", "-r", "--name-only", "harness-history"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert len([f for f in branch if f.startswith("runs/")]) == 12  # tonight's run appended
+    assert "index.html" in branch  # the nightly site, published on the branch
     issue = calls.read_text().splitlines()
     assert issue[0].startswith("issue list --repo octo/models --state open")
     assert issue[1].startswith("issue create --repo octo/models --title Nightly model regression")
@@ -694,13 +712,13 @@ def test_workflow_scripts_use_env_not_inline_expressions(path: Path) -> None:
 
 # -- the trust boundary in the workflows (docs/security.md) ------------------------------------
 
-TRUSTED_FILES = [WORKFLOWS / "model-gate.yml", ROOT / "action.yml"]  # the PR check's
+TRUSTED_FILES = [WORKFLOWS / "model-gate.yml", WORKFLOWS / "nightly.yml", ROOT / "action.yml"]
 
 
 @pytest.mark.parametrize("path", TRUSTED_FILES, ids=lambda p: p.name)
 def test_no_step_runs_python_where_the_checkout_can_shadow_it(path: Path) -> None:
     """pip installs from outside the checkout in isolated mode; no inline program, and no
-    `python -m pytest`, whose import path starts at the checkout."""
+    `python -m pytest`, whose import path starts at the checkout (`harness run` instead)."""
     document = yaml.safe_load(path.read_text())
     jobs = document.get("jobs") or {"action": {"steps": document["runs"]["steps"]}}
     for job in jobs.values():
@@ -756,3 +774,22 @@ def test_a_push_is_judged_against_the_commit_before_it(tmp_path: Path) -> None:
     matrix = runner.run_job("matrix", skip=("install",), event=event)
     assert not matrix.failed, matrix.log
     assert matrix.outputs["base"] == before
+
+
+def test_the_nightly_downloads_only_the_device_results() -> None:
+    """Its report artifact must not match the results' pattern: a re-run would add last
+    night's report as another device's results."""
+    document = yaml.safe_load((WORKFLOWS / "nightly.yml").read_text())
+    uploads = [
+        step["with"]["name"]
+        for job in document["jobs"].values()
+        for step in job["steps"]
+        if str(step.get("uses", "")).startswith("actions/upload-artifact")
+    ]
+    download = next(
+        step["with"]["pattern"]
+        for step in document["jobs"]["report"]["steps"]
+        if str(step.get("uses", "")).startswith("actions/download-artifact")
+    )
+    matched = [name for name in uploads if fnmatch.fnmatch(name.split("$")[0] + "x", download)]
+    assert matched and all("results" in name for name in matched), (download, uploads)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.registry import ORDER
+from harness.registry import BY_NAME, ORDER
 from harness.report import digest
 from harness.report.figures import (
     headline,
@@ -191,7 +191,7 @@ def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list
     return lines
 
 
-STEP_HEADER = ("item", "figure", "level", "change", "first at commit", "")
+STEP_HEADER = ("item", "figure", "level", "change", "stepped in commits", "")
 
 
 def step_rows(trends: Sequence[Trend], window: int = 3) -> list[tuple[str, ...]]:
@@ -205,13 +205,14 @@ def step_rows(trends: Sequence[Trend], window: int = 3) -> list[tuple[str, ...]]
             previous = trend.points[index - 1] if index else point
             change = f"{(after - before) / abs(before) * 100:+.1f}%" if before else "-"
             machine = " (machine changed)" if previous.machine != point.machine else ""
+            once = " (one run)" if index in trend.unconfirmed else ""
             body.append(
                 (
-                    f"{trend.suite}[{trend.model}@{trend.device}]",
+                    trend.item,
                     f"{label(trend.figure)} ({trend.fidelity})",
                     f"{number(before, trend.figure)} → {number(after, trend.figure)}",
-                    change,
-                    f"{(point.commit or '?')[:10]} ({point.created[:10]}){machine}",
+                    change + once,
+                    f"{trend.commit_range(index)} ({point.created[:10]}){machine}",
                     "❌ regression" if index in recent else "",
                 )
             )
@@ -277,11 +278,51 @@ def grid_table(results: Sequence[Mapping[str, Any]], devices: Sequence[str] = ()
     return ["### Model × device", "", *markdown_table(("model", *table.devices), body), ""]
 
 
-def _fitted_table(results: Sequence[Mapping[str, Any]], budget: int | None) -> str:
+SPARKS = "▁▂▃▄▅▆▇█"
+TREND_RUNS = 8  # runs of the history a trend cell draws
+
+
+def trend_cell(trend: Trend | None, window: int = 3) -> str:
+    """The history of an item's headline figure beside this run's value: a sparkline of its
+    last runs and the newest stored value (`▃▃▄▃▇ last 0.9712 (14 runs)`), 🔺 when it
+    regressed within `window` runs."""
+    if trend is None or not trend.points:
+        return "·"
+    values = [p.value for p in trend.points[-TREND_RUNS:]]
+    low, high = min(values), max(values)
+    spark = "".join(
+        SPARKS[round((v - low) / (high - low) * (len(SPARKS) - 1)) if high > low else 3]
+        for v in values
+    )
+    mark = " 🔺" if trend.regressions(window) else ""
+    count = len(trend.points)
+    newest = number(trend.points[-1].value, trend.figure)
+    return f"{spark} last {newest} ({count} run{'s' * (count != 1)}){mark}"
+
+
+def headline_trends(trends: Sequence[Trend]) -> dict[tuple[str, str, str, str], Trend]:
+    """{(device, model, suite, fidelity): the trend of that item's headline figure}."""
+    found: dict[tuple[str, str, str, str], Trend] = {}
+    for trend in trends:
+        key = (trend.device, trend.model, trend.suite, trend.fidelity)
+        known = BY_NAME.get(trend.suite)
+        order = known.headline if known else ()
+        if trend.figure not in order:
+            continue
+        held = found.get(key)
+        if held is None or order.index(trend.figure) < order.index(held.figure):
+            found[key] = trend
+    return found
+
+
+def _fitted_table(
+    results: Sequence[Mapping[str, Any]], budget: int | None, trends: Sequence[Trend] = ()
+) -> str:
     """The full table folded; within `budget` characters it keeps the rows that did not pass
-    first, then as many others as fit, and says how many it left out."""
+    first, then as many others as fit, and says how many it left out. With `trends` (the
+    history's), a column shows each headline figure's trend beside this run's value."""
     table = rows(results)
-    body = [
+    body: list[tuple[str, ...]] = [
         (
             r.device,
             r.model,
@@ -293,13 +334,21 @@ def _fitted_table(results: Sequence[Mapping[str, Any]], budget: int | None) -> s
         )
         for r in table
     ]
+    header: tuple[str, ...] = FULL_HEADER
+    if trends:
+        by_item = headline_trends(trends)
+        header = (*FULL_HEADER[:4], "history", *FULL_HEADER[4:])
+        body = [
+            (*row[:4], trend_cell(by_item.get((r.device, r.model, r.suite, r.fidelity))), *row[4:])
+            for row, r in zip(body, table, strict=True)
+        ]
     summary = f"<details><summary>All {len(body)} items</summary>\n\n"
     closing = "\n\n</details>\n"
-    text = summary + "\n".join(markdown_table(FULL_HEADER, body)) + closing
+    text = summary + "\n".join(markdown_table(header, body)) + closing
     if budget is None or len(text) <= budget:
         return text
     # Keep rows in priority order (not passed first), shown in the table's own order.
-    lines = markdown_table(FULL_HEADER, body)
+    lines = markdown_table(header, body)
     order = sorted(range(len(body)), key=lambda i: (table[i].status in ("PASS", "NO GATE"), i))
     note_room = 200
     room = budget - len(summary) - len(closing) - len(lines[0]) - len(lines[1]) - note_room
@@ -363,12 +412,12 @@ def render(
     text = "\n".join(lines) + "\n"
     devices_table = _details(document)
     if limit is None:
-        return text + _fitted_table(results, None) + devices_table
+        return text + _fitted_table(results, None, trends) + devices_table
     if len(text) + len(CUT_NOTE) > limit:
         return cut_to(text, limit, more=True)
-    full = _fitted_table(results, limit - len(text) - len(devices_table))
+    full = _fitted_table(results, limit - len(text) - len(devices_table), trends)
     if not full:
-        full = _fitted_table(results, limit - len(text))
+        full = _fitted_table(results, limit - len(text), trends)
         devices_table = ""
     if not full and results:
         return text + "_(full table left out to fit a comment: it is in the run's artifacts)_\n"

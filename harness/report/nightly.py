@@ -1,6 +1,8 @@
 """The nightly report: the history's headline figure per model and device over runs, and the
 commits where a figure stepped, as one HTML page and a Markdown summary short enough for an
-issue or a chat message. Built from the history store alone (no results file needed).
+issue or a chat message (the static site for GitHub Pages is report/site.py). Built from the
+history store alone (no results file needed); how a step and a regression are found:
+harness.history.trends.
 """
 
 from __future__ import annotations
@@ -14,14 +16,27 @@ from harness.report import html, markdown
 from harness.report.figures import shown
 
 if TYPE_CHECKING:
-    from harness.store import Store, Trend
+    from harness.history.sql import Queries
+    from harness.history.trends import Trend
 
-__all__ = ["Nightly", "headline_keys", "nightly"]
+__all__ = ["Nightly", "headline_keys", "nightly", "regression_line"]
 
 SUMMARY_ROWS = 30  # level changes listed in the Markdown summary; the page lists all
 
 
-def headline_keys(store: Store) -> list[tuple[str, str, str, str]]:
+def regression_line(trend: Trend, index: int, change: float) -> str:
+    """One regression for a log: the figure, the item, the move and the commit range."""
+    point = trend.points[index]
+    once = " (one run so far)" if index in trend.unconfirmed else ""
+    return (
+        f"regression: {trend.figure} of {trend.item} ({trend.fidelity}) moved "
+        f"{change * 100:+.1f}%{once}: {shown(trend.figure, trend.points[index - 1].value)} → "
+        f"{shown(trend.figure, point.value)} in commits {trend.commit_range(index)} "
+        f"({point.created})"
+    )
+
+
+def headline_keys(store: Queries) -> list[tuple[str, str, str, str]]:
     """(device, model, suite, figure) of every stored item's headline figure: per item the
     first of its suite's headline figures the history holds (the registry's definition)."""
     figures: dict[tuple[str, str, str], set[str]] = {}
@@ -62,11 +77,12 @@ class Nightly:
         lines = [f"## {icon} {title}: {self.headline()}", ""]
         for trend, index, change in self.regressions:
             point = trend.points[index]
+            once = ", one run so far" if index in trend.unconfirmed else ""
             lines.append(
-                f"- 🔺 **{trend.suite}[{trend.model}@{trend.device}]** "
+                f"- 🔺 **{trend.item}** "
                 f"{shown(trend.figure, trend.points[index - 1].value)} → "
-                f"{shown(trend.figure, point.value)} ({change * 100:+.1f}%, {trend.fidelity}) "
-                f"from commit `{(point.commit or '?')[:10]}` ({point.created[:10]})"
+                f"{shown(trend.figure, point.value)} ({change * 100:+.1f}%, {trend.fidelity}"
+                f"{once}) in commits `{trend.commit_range(index)}` ({point.created[:10]})"
             )
         if self.regressions:
             lines.append("")
@@ -108,17 +124,17 @@ class Nightly:
         ]
         regressions = [
             (
-                f"{t.suite}[{t.model}@{t.device}]",
+                t.item,
                 f"{shown(t.figure, t.points[i - 1].value)} → {shown(t.figure, t.points[i].value)}",
-                f"{change * 100:+.1f}%",
-                (t.points[i].commit or "?")[:10],
+                f"{change * 100:+.1f}%" + (" (one run)" if i in t.unconfirmed else ""),
+                t.commit_range(i),
             )
             for t, i, change in self.regressions
         ]
         if regressions:
             body += [
                 "<h2>Regressions</h2>",
-                html.html_table(("item", "figure", "change", "from commit"), regressions),
+                html.html_table(("item", "figure", "change", "stepped in commits"), regressions),
             ]
         steps = markdown.step_rows(self.trends, self.window)
         if steps:
@@ -138,6 +154,6 @@ def _moved(trend: Trend, min_change: float) -> Trend:
     return replace(trend, steps=steps)
 
 
-def nightly(store: Store, window: int = 3, min_change: float = 0.02) -> Nightly:
+def nightly(store: Queries, window: int = 3, min_change: float = 0.02) -> Nightly:
     trends = store.trends(headline_keys(store))
     return Nightly(tuple(_moved(t, min_change) for t in trends), window, min_change)
