@@ -143,7 +143,7 @@ def find_interpreter(profile: DeviceProfile, prefer: str = "auto") -> Interprete
             raise BackendUnavailable(
                 f"{profile.name} ({arch}) needs the device image's trees to count instructions "
                 f"and {missing} is not built; run as root: harness counting prepare "
-                f"--device {profile.name} (or scripts/setup-counting.sh)"
+                f"--device {profile.name} --packages"
             )
     if arch != HOST_ARCH:
         raise BackendUnavailable(f"the host's Python cannot run {profile.name} ({arch})")
@@ -159,7 +159,7 @@ def qemu_binary(arch: str) -> str:
     if path is None:
         raise BackendUnavailable(
             f"qemu-{machine} (package qemu-user) is not installed; run "
-            "scripts/setup-counting.sh as root"
+            "`harness counting prepare --packages --device DEVICE` (root, or with sudo)"
         )
     return path
 

@@ -3,7 +3,9 @@ estimate --device D MODEL [DATASET]`.
 
 build    fetch qemu-plugin.h for the installed qemu-user and compile the plugin (cached)
 prepare  the plugin, and the device image's trees (debootstrap rootfs + wheels) a device counts in
-         (root; the trees are shared with `harness images build`)
+         (root; the trees are shared with `harness images build`, and taken out of the device
+         image where it is built and they are not); --packages first installs the Debian
+         packages counting needs (qemu-user, gcc, ...; with sudo where not root)
 count    instructions per inference of a model on a device (deterministic)
 estimate the model's milliseconds per inference on the device from the timing model, with the
          error band measured for its CPU (docs/timing-model.md)
@@ -55,27 +57,97 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+# What counting needs from Debian (scripts/setup-counting.sh installs the same): the dynamic
+# qemu-user (it loads plugins), the plugin's compiler and headers, apt's source tools for
+# qemu-plugin.h, and debootstrap for the trees where no device image holds them.
+PACKAGES = (
+    "qemu-user", "gcc", "libglib2.0-dev", "pkg-config", "dpkg-dev", "debootstrap", "xz-utils",
+    "ca-certificates",
+)  # fmt: skip
+
+
+def missing_packages(packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    """Those of `packages` dpkg does not list as installed."""
+    import subprocess
+
+    missing = []
+    for package in packages:
+        done = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
+        )
+        if "install ok installed" not in done.stdout:
+            missing.append(package)
+    return missing
+
+
+def install_packages(packages: list[str]) -> None:
+    """apt-get install `packages`: as root directly, else through sudo (a runner's user)."""
+    import os
+    import shutil
+    import subprocess
+
+    prefix: list[str] = []
+    if os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            raise RuntimeError(
+                f"installing {' '.join(packages)} needs root, and sudo is not installed: "
+                "run `harness counting prepare --packages` as root"
+            )
+        prefix = ["sudo", "DEBIAN_FRONTEND=noninteractive"]
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    print(f"installing {' '.join(packages)}", flush=True)
+    subprocess.run([*prefix, "apt-get", "update", "-qq"], check=True, env=environment)
+    subprocess.run(
+        [*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+        check=True,
+        env=environment,
+    )
+
+
 def _prepare(args: argparse.Namespace) -> int:
+    import subprocess
+
     from harness.backends.qemu import find_interpreter
     from harness.counting.build import PluginBuildError, build_plugin
     from harness.images.common import BuildError, Progress, locked
-    from harness.images.debootstrap import ensure_rootfs, ensure_site
+    from harness.images.debootstrap import ensure_rootfs, ensure_site, trees_from_image
     from harness.images.recipe import recipe_for
 
     profile = _profile(args)
+    if args.packages:
+        missing = missing_packages()
+        try:
+            if missing:
+                install_packages(missing)
+        except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+            print(f"harness counting: {exc}", file=sys.stderr)
+            return 1
     try:
         plugin = build_plugin()
         print(f"plugin {plugin.path}: {'cached' if plugin.cached else 'built'}")
         recipe = recipe_for(profile)
         with locked(recipe.tag):  # the lock `harness images build` takes for this recipe
             progress = Progress(None)
-            ensure_rootfs(recipe, progress)
-            ensure_site(recipe, progress)
+            if not _trees_from_image(recipe, progress, trees_from_image):
+                ensure_rootfs(recipe, progress)
+                ensure_site(recipe, progress)
     except (PluginBuildError, BuildError) as exc:
         print(f"harness counting: {exc}", file=sys.stderr)
         return 1
     print(f"{profile.name}: counts in {find_interpreter(profile, 'rootfs').describe()}")
     return 0
+
+
+def _trees_from_image(recipe: Any, progress: Any, take: Any) -> bool:
+    """The trees out of the device image, where Docker answers and holds it."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception:  # noqa: BLE001 - no Docker here: build the trees
+        return False
+    return bool(take(recipe, client, progress))
 
 
 def _count(args: argparse.Namespace) -> int:
@@ -147,6 +219,12 @@ def add_parser(commands: Any) -> None:
     build.add_argument("--force", action="store_true", help="rebuild even when cached")
     prepare = sub.add_parser("prepare", help="plugin + the trees a device counts in")
     prepare.add_argument("--device", required=True)
+    prepare.add_argument(
+        "--packages",
+        action="store_true",
+        help="first apt-get install the Debian packages counting needs where missing (as root, "
+        "else with sudo): " + ", ".join(PACKAGES),
+    )
     count = sub.add_parser("count", help="instructions per inference of a model")
     count.add_argument("--device", required=True)
     count.add_argument("model")

@@ -46,7 +46,7 @@ QEMU_PACKAGE = "qemu-user"
 HEADER_MEMBER = "include/qemu/qemu-plugin.h"
 CFLAGS = ("-shared", "-fPIC", "-O2", "-std=gnu11", "-Wall", "-Wno-unused-parameter")
 OS_RELEASE = Path("/etc/os-release")
-SETUP_HINT = "run scripts/setup-counting.sh as root"
+SETUP_HINT = "run `harness counting prepare --packages --device DEVICE` (root, or with sudo)"
 
 
 class PluginBuildError(BuildError):

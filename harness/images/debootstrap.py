@@ -353,3 +353,51 @@ def build(recipe: Recipe, client: Any, progress: Progress, labels: dict[str, str
         with contextlib.suppress(docker.errors.DockerException):
             client.images.remove(staging, noprune=False)
     return recipe.tag
+
+
+def trees_from_image(recipe: Recipe, client: Any, progress: Progress) -> bool:
+    """The rootfs and /opt/site trees (what `ensure_rootfs` and `ensure_site` build) taken out of
+    the device image where it exists and they do not: the image is those two trees as one layer
+    (`build`), so a runner that restored the image from a cache counts in it without a
+    debootstrap. False when the image is not there (build the trees instead)."""
+    import docker.errors
+
+    rootfs = cache_root() / "rootfs" / recipe.rootfs_key()
+    site = cache_root() / "site" / recipe.site_key()
+    if rootfs.is_dir() and (site / SITE_DIR.strip("/") / ".harness-complete").exists():
+        return True
+    try:
+        client.images.get(recipe.tag)
+    except docker.errors.ImageNotFound:
+        return False
+    partial = rootfs.with_name(rootfs.name + ".partial")
+    site_partial = site.with_name(site.name + ".partial")
+    for folder in (partial, site_partial):
+        remove_tree(folder)
+        folder.mkdir(parents=True)
+    with progress.step(f"trees of {recipe.tag} (docker export)"):
+        container = client.containers.create(recipe.tag, command=["true"])
+        try:
+            with subprocess.Popen(
+                ["tar", "-x", "-C", str(partial), "--numeric-owner"], stdin=subprocess.PIPE
+            ) as untar:
+                assert untar.stdin is not None
+                for chunk in container.export(chunk_size=1 << 20):
+                    untar.stdin.write(chunk)
+                untar.stdin.close()
+                if untar.wait():
+                    raise BuildError(f"tar could not unpack the export of {recipe.tag}")
+        finally:
+            container.remove(force=True)
+    inside = partial / SITE_DIR.strip("/")
+    if not (inside / ".harness-complete").exists():
+        remove_tree(partial)
+        remove_tree(site_partial)
+        return False
+    (site_partial / SITE_DIR.strip("/")).parent.mkdir(parents=True, exist_ok=True)
+    inside.rename(site_partial / SITE_DIR.strip("/"))
+    (partial / ".dockerenv").unlink(missing_ok=True)
+    for final, done in ((rootfs, partial), (site, site_partial)):
+        remove_tree(final)
+        done.rename(final)
+    return True

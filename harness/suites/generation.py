@@ -227,7 +227,7 @@ def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
             timeout=pair.config.timeout_s,
         )
     except (BackendUnavailable, TimingRunError) as exc:
-        return unavailable(not_set_up(exc))
+        return unavailable(not_set_up(exc, pair.profile.name))
     except ValueError as exc:  # the board's CPU has no timing model (harness/timing/cpus)
         return unavailable(f"no timing model for {pair.profile.name}: {exc}")
     figures = dict(measurement.figures)

@@ -125,11 +125,15 @@ def _single(pair: Pair, spread: bool = False) -> Measurement:
     return Measurement(figures, pair.target.fidelity, raw, flags)
 
 
-def _paired(pair: Pair) -> Measurement:
-    """Base and new in the same worker, interleaved in rounds."""
+def _paired(pair: Pair, decide: bool = True) -> Measurement:
+    """Base and new in the same worker, interleaved in rounds. Without `decide` the rounds are
+    a note (an emulated board's wall clock): as many as the interval needs, no more, and no
+    verdict on them."""
     settings = pair.config.latency
     assert pair.target is not None
     max_regression = pair.model.gates_for(pair.profile.name).latency_max_regression
+    if not decide:
+        max_regression = None
     pair.request("bench", samples=1, warmup=settings.warmup)
     pair.request("bench", base=True, samples=1, warmup=settings.warmup)
     probe = pair.request("bench", samples=MIN_PER_ROUND)["samples_ns"]
@@ -270,15 +274,16 @@ def _stored(pair: Pair, measurement: Measurement) -> Measurement:
     return Measurement(figures, measurement.fidelity, raw, flags)
 
 
-def board_estimate(pair: Pair) -> dict[str, Any]:
-    """The timing model's estimate of one inference on the pair's (emulated) board, with its
-    band, as record figures; or `estimate_unavailable` where counting is not set up here. A
-    board CPU with no timing model raises ValueError naming the known ones."""
+def board_estimate(pair: Pair, base: bool = False) -> dict[str, Any]:
+    """The timing model's estimate of one inference on the pair's (emulated) board (of the
+    pair's base model with `base`), with its band, as record figures; or `estimate_unavailable`
+    where counting is not set up here. A board CPU with no timing model raises ValueError
+    naming the known ones."""
     from harness.backends.base import BackendUnavailable
     from harness.timing import estimate_latency, not_set_up
     from harness.timing.run import TimingRunError
 
-    model = pair.model
+    model = pair.baseline.base if base and pair.baseline.base is not None else pair.model
     try:
         estimate = estimate_latency(
             pair.profile,
@@ -288,7 +293,7 @@ def board_estimate(pair: Pair) -> dict[str, Any]:
             timeout=pair.config.timeout_s,
         )
     except (BackendUnavailable, TimingRunError) as exc:
-        return {"estimate_unavailable": not_set_up(exc)}
+        return {"estimate_unavailable": not_set_up(exc, pair.profile.name)}
     figures: dict[str, Any] = {
         "estimated_ms": estimate.ms,
         "estimate_model": f"{estimate.model_description}; for one intra-op thread",
@@ -309,11 +314,56 @@ def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
     return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
 
 
+# The emulated wall clock's paired ratio, kept beside the deterministic one as a note.
+EMULATED_NOTE = ("ratio", "ratio_low", "ratio_high", "interval_confidence")
+
+
+def _board_ratio(pair: Pair, measurement: Measurement) -> Measurement:
+    """On an emulated board, the regression against the base is decided from what is
+    deterministic there: the timing model's estimates of base and new (instructions counted
+    under QEMU, priced by the board CPU's model; the same counts give the same ratio on every
+    run, so no interval). QEMU's wall clock measures the runner's load as much as the model:
+    its paired ratio stays in the record as `emulated_ratio`, a note that decides nothing.
+    Where counting is not set up, the gate is not applied and says how to set it up."""
+    figures = {
+        key: value for key, value in measurement.figures.items() if key not in EMULATED_NOTE
+    }
+    for key in EMULATED_NOTE:
+        if key in measurement.figures:
+            figures[f"emulated_{key}"] = measurement.figures[key]
+    flags = Flags(**measurement.flags)
+    flags.pop("inconclusive", None)
+    new = board_estimate(pair)
+    figures.update(new)
+    if "estimate_unavailable" not in new:
+        base = board_estimate(pair, base=True)
+        if "estimate_unavailable" in base:
+            figures["estimate_unavailable"] = base["estimate_unavailable"]
+        else:
+            ratio = new["estimated_ms"] / base["estimated_ms"]
+            figures.update(
+                ratio=ratio,
+                ratio_low=ratio,
+                ratio_high=ratio,
+                ratio_basis="estimated",
+                baseline_estimated_ms=base["estimated_ms"],
+                baseline_estimate_instructions=base["estimate_instructions"],
+            )
+    return Measurement(figures, measurement.fidelity, measurement.raw, flags)
+
+
 def measure(pair: Pair) -> Measurement:
     pair.start()
     pair = pair.planned()  # an expensive (emulated) device runs the samples its plan affords
+    gates = pair.model.gates_for(pair.profile.name)
+    if (
+        pair.profile.emulated
+        and pair.baseline.base is not None
+        and gates.latency_max_regression is not None
+    ):
+        return _board_ratio(pair, _paired(pair, decide=False))
     measured = _measured(pair)
-    gated = pair.model.gates_for(pair.profile.name).latency_p90_ms_max is not None
+    gated = gates.latency_p90_ms_max is not None
     return _estimated(pair, measured) if gated and pair.profile.emulated else measured
 
 

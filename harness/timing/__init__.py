@@ -119,9 +119,15 @@ def _three_digits(value: float) -> str:
     return f"{value:.{decimals}f}"
 
 
-def not_set_up(reason: Exception) -> str:
-    """What an estimate row says where counting cannot run here, and how to set it up."""
-    return f"no timing model here ({reason}); `bash scripts/setup-counting.sh` as root sets it up"
+# The installed command that sets counting up (a model repository has no scripts/ of harness's).
+PREPARE_COMMAND = "harness counting prepare --packages --device {device}"
+
+
+def not_set_up(reason: Exception, device: str = "DEVICE") -> str:
+    """What an estimate row says where counting cannot run here, and how to set it up: the
+    installed command (a model repository has no scripts/ of harness's)."""
+    command = PREPARE_COMMAND.format(device=device)
+    return f"no timing model here ({reason}); `{command}` sets it up (as root, or with sudo)"
 
 
 def load_cpu_model(name: str, folder: Path | None = None) -> CpuModel:

@@ -55,7 +55,9 @@ def build_timing_plugin(force: bool = False) -> TimingPlugin:
         if path.is_file() and not force:
             return TimingPlugin(path, counting.vclock, counting.qemu.version, cached=True)
         if shutil.which("gcc") is None:
-            raise PluginBuildError("gcc is not installed; run scripts/setup-counting.sh as root")
+            raise PluginBuildError(
+                "gcc is not installed; run `harness counting prepare --packages --device DEVICE`"
+            )
         log = harness_cache("timing") / "logs" / f"plugin-{folder.name}.log"
         log.unlink(missing_ok=True)
         header = fetch_header(counting.qemu, log)
