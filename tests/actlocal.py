@@ -194,7 +194,9 @@ def _copy_python(target: Path) -> None:
         (target / "bin" / name).symlink_to(version)
     for library in base.glob("lib/libpython*.so*"):
         shutil.copy2(library, target / "lib" / library.name) if (target / "lib").exists() else (
-            (target / "lib").mkdir(), shutil.copy2(library, target / "lib" / library.name))
+            (target / "lib").mkdir(),
+            shutil.copy2(library, target / "lib" / library.name),
+        )
     shutil.copytree(
         base / "lib" / version,
         target / "lib" / version,
@@ -280,7 +282,9 @@ def example_repository(root: Path, wheel: Path, devices: str, pytest_args: str =
     import yaml
 
     repository = Repository(root, wheel)
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(repository.origin)], check=True)
+    subprocess.run(
+        ["git", "init", "-q", "--bare", "-b", "main", str(repository.origin)], check=True
+    )
     shutil.copytree(EXAMPLE, repository.work, ignore=shutil.ignore_patterns(".harness", "*.pyc"))
     git(repository.work, "init", "-q", "-b", "main")
     git(repository.work, "remote", "add", "origin", str(repository.origin))
@@ -333,7 +337,9 @@ class Run:
             match = re.search(rf"::{level}( [^:]*)?::(.*)$", line)
             if match:
                 fields = dict(
-                    part.split("=", 1) for part in (match[1] or "").strip().split(",") if "=" in part
+                    part.split("=", 1)
+                    for part in (match[1] or "").strip().split(",")
+                    if "=" in part
                 )
                 found.append({**fields, "message": match[2]})
         return found
@@ -401,7 +407,7 @@ class Act:
         event_name: str,
         event: dict[str, Any],
         workflow: Path,
-        extra: list[str] = [],
+        extra: tuple[str, ...] = (),
         timeout: float = 900,
     ) -> Run:
         self.runs += 1

@@ -325,9 +325,7 @@ def _board_ratio(pair: Pair, measurement: Measurement) -> Measurement:
     run, so no interval). QEMU's wall clock measures the runner's load as much as the model:
     its paired ratio stays in the record as `emulated_ratio`, a note that decides nothing.
     Where counting is not set up, the gate is not applied and says how to set it up."""
-    figures = {
-        key: value for key, value in measurement.figures.items() if key not in EMULATED_NOTE
-    }
+    figures = {key: value for key, value in measurement.figures.items() if key not in EMULATED_NOTE}
     for key in EMULATED_NOTE:
         if key in measurement.figures:
             figures[f"emulated_{key}"] = measurement.figures[key]

@@ -1,0 +1,240 @@
+"""The workflows, run end to end by a real Actions engine (act, tests/actlocal.py) on this machine:
+a model repository like examples/digits calls `OWNER/harness/.github/workflows/model-gate.yml`
+(mapped to this checkout) on host, x86-64 and rpi4 (real Docker, real QEMU), and
+`nightly.yml` for two nights with its history on a branch of a local bare origin. Each test
+reads what GitHub would show: the exit status, the gate job's `verdict` output, the `::error`
+annotations and their files, the job summary and the uploaded report artifact.
+
+The runs share one act state (its cache server, the jobs' ~/.cache/harness): later runs find
+what earlier ones cached, as a repository's later pull requests do. Without act, Docker, the
+actions folder (../shared/actions) or binfmt these tests skip, and fail under CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import actlocal
+import pytest
+
+from conftest import unavailable
+
+DEVICES = "host, x86-64, rpi4"
+# The nightly as a model repository schedules it (docs/ci.md), on the host with small budgets.
+NIGHTLY = """name: nightly
+on:
+  schedule:
+    - cron: "17 3 * * *"
+permissions:
+  contents: read
+jobs:
+  nightly:
+    permissions:
+      contents: write
+      issues: write
+    uses: OWNER/harness/.github/workflows/nightly.yml@v0.1.0
+    with:
+      devices: host
+      harness-spec: {wheel}
+      pytest-args: "--harness-samples 200 --harness-time-budget 3"
+"""
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory: pytest.TempPathFactory) -> tuple[actlocal.Repository, actlocal.Act]:
+    why = actlocal.missing()
+    if why:
+        unavailable(why)
+    root = tmp_path_factory.mktemp("act")
+    wheel = actlocal.build_wheel(root / "wheel")
+    repository = actlocal.example_repository(root / "repository", wheel, DEVICES)
+    workflows = repository.work / ".github" / "workflows"
+    # The same caller on the host alone: the gate-change pair is about policy, decided once
+    # for every device (`policy[...]`, device "any"), and keeps the module within its minutes.
+    host_only = (workflows / "model-gate.yml").read_text()
+    (workflows / "host-gate.yml").write_text(
+        host_only.replace(f"devices: {json.dumps(DEVICES)}", 'devices: "host"')
+    )
+    (workflows / "nightly.yml").write_text(NIGHTLY.format(wheel=json.dumps(str(wheel))))
+    repository.commit("the host-only gate and the nightly")
+    actlocal.git(repository.work, "push", "-q", "origin", "main")
+    return repository, actlocal.Act(root / "state", wheel)
+
+
+def pull_request(
+    setting: tuple[actlocal.Repository, actlocal.Act],
+    name: str,
+    number: int,
+    files: dict[str, bytes | str | None],
+    labels: tuple[str, ...] = (),
+    caller: str = "model-gate.yml",
+) -> actlocal.Run:
+    repository, act = setting
+    with actlocal.branch(repository, name):
+        repository.commit(name, files)
+        event = actlocal.pull_request_event(repository, number, list(labels))
+        workflow = repository.work / ".github" / "workflows" / caller
+        return act.run(repository, "pull_request", event, workflow)
+
+
+def results(run: actlocal.Run) -> list[dict[str, Any]]:
+    document = json.loads(run.artifact("harness-report")["results.json"])
+    return list(document["results"])
+
+
+def shown(run: actlocal.Run) -> str:
+    return f"exit {run.status} after {run.wall_s:.0f} s\n{run.log[-20000:]}"
+
+
+# -- the nightly, two nights ------------------------------------------------------------------
+
+
+def night(setting: tuple[actlocal.Repository, actlocal.Act]) -> actlocal.Run:
+    repository, act = setting
+    event = {
+        "schedule": "17 3 * * *",
+        "repository": {
+            "full_name": "example/digits",
+            "name": "digits",
+            "owner": {"login": "example"},
+            "default_branch": "main",
+        },
+    }
+    workflow = repository.work / ".github" / "workflows" / "nightly.yml"
+    return act.run(repository, "schedule", event, workflow)
+
+
+@pytest.fixture(scope="module")
+def nights(setting: tuple[actlocal.Repository, actlocal.Act]) -> list[actlocal.Run]:
+    return [night(setting), night(setting)]
+
+
+def test_two_nights_append_to_the_history_branch(
+    setting: tuple[actlocal.Repository, actlocal.Act], nights: list[actlocal.Run]
+) -> None:
+    repository, _ = setting
+    for run in nights:
+        assert run.status == 0, shown(run)
+    listing = actlocal.git(repository.origin, "ls-tree", "-r", "--name-only", "harness-history")
+    runs = [name for name in listing.splitlines() if name.startswith("runs/")]
+    assert len(runs) == 2, listing
+    assert any(name.endswith("index.html") for name in listing.splitlines()), listing
+    report = nights[-1].artifact("harness-nightly-report")
+    assert "report.md" in report, list(report)
+    text = report["report.md"].decode()
+    assert "digits-onnx" in text and "host" in text, text[:2000]
+    # The second night's report reads both nights from the branch: a trend of two points.
+    assert "2 runs" in text or "history" in text.lower(), text[:3000]
+
+
+# -- pull requests ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def readme_only(setting: tuple[actlocal.Repository, actlocal.Act]) -> actlocal.Run:
+    return pull_request(setting, "readme", 1, {"README.md": "# digits\n\nOnly words change.\n"})
+
+
+def test_a_readme_only_pull_request_passes_on_every_device(readme_only: actlocal.Run) -> None:
+    run = readme_only
+    assert run.status == 0, shown(run)
+    assert run.outputs("gate")["verdict"] == "PASS", shown(run)
+    assert run.annotations("gate") == [], shown(run)
+    assert "PASS" in run.summary("gate").splitlines()[0], run.summary("gate")
+    records = results(run)
+    assert {r["device"] for r in records if r["device"] != "any"} == {"host", "x86-64", "rpi4"}
+    assert all(r["verdict"]["status"] in ("PASS", "NO GATE") for r in records), [
+        (r["suite"], r["device"], r["verdict"]) for r in records if r["verdict"]["status"] != "PASS"
+    ]
+
+
+def test_board_latency_is_estimated_with_its_band_and_decided_on_counts(
+    readme_only: actlocal.Run,
+) -> None:
+    """On rpi4 the p90 gate reads the timing model (counting prepared by the workflow), and
+    the regression against the base is decided on the estimates (the same models: +0.0%), the
+    emulated wall clock only a note."""
+    latency = [r for r in results(readme_only) if r["suite"] == "latency" and r["device"] == "rpi4"]
+    assert len(latency) == 3, latency
+    for record in latency:
+        figures = record["figures"]
+        assert figures.get("estimated_ms", 0) > 0, figures
+        assert figures.get("estimate_band", 0) > 0, figures
+        assert figures["ratio_basis"] == "estimated" and figures["ratio"] == 1.0, figures
+        messages = " ".join(check["message"] for check in record["verdict"]["checks"])
+        assert "(board estimate)" in messages and "estimated" in messages, messages
+        assert "emulated wall clock" in messages or "emulated_ratio" not in figures, messages
+    report = readme_only.artifact("harness-report")["report.md"].decode()
+    assert "estimated" in report and "±" in report, report[:3000]
+
+
+def test_the_report_artifact_and_the_pr_number(readme_only: actlocal.Run) -> None:
+    files = readme_only.artifact("harness-report")
+    assert {"report.md", "report.html", "results.json", "pr-number"} <= set(files), list(files)
+    assert files["pr-number"].decode().strip() == "1"
+    assert files["report.html"].lstrip().startswith(b"<!DOCTYPE html"), files["report.html"][:80]
+
+
+@pytest.fixture(scope="module")
+def worse_model(setting: tuple[actlocal.Repository, actlocal.Act], tmp_path_factory: Any) -> Any:
+    """digits.onnx replaced by the same network with its first layer's weights reversed: it
+    runs, it is as fast, and it is wrong."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(actlocal.EXAMPLE / "models" / "digits.onnx"))
+    for index, tensor in enumerate(model.graph.initializer):
+        if tensor.name == "coefficient":
+            weights = numpy_helper.to_array(tensor)[::-1].copy()
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(weights, tensor.name))
+    data = model.SerializeToString()
+    assert np.frombuffer(data, np.uint8).size > 0
+    return pull_request(setting, "worse", 2, {"models/digits.onnx": data})
+
+
+def test_a_worse_model_fails_with_annotations_on_its_file(worse_model: actlocal.Run) -> None:
+    run = worse_model
+    assert run.status != 0, shown(run)
+    assert run.outputs("gate")["verdict"] == "FAIL", shown(run)
+    annotations = [a for a in run.annotations("gate") if a.get("file")]
+    assert annotations, shown(run)
+    assert {a["file"] for a in annotations} == {"models/digits.onnx"}, annotations
+    assert any("accuracy" in a["title"] for a in annotations), annotations
+    summary = run.summary("gate")
+    assert "FAIL" in summary.splitlines()[0] and "digits-onnx" in summary, summary
+    failed = {(r["suite"], r["device"]) for r in results(run) if r["verdict"]["status"] == "FAIL"}
+    assert {("accuracy", device) for device in ("host", "x86-64")} <= failed, failed
+    assert all(
+        r["model"] == "digits-onnx" for r in results(run) if r["verdict"]["status"] == "FAIL"
+    )
+
+
+def loosened(text: str) -> str:
+    assert "accuracy_min = 0.95" in text
+    return text.replace("accuracy_min = 0.95", "accuracy_min = 0.50", 1)
+
+
+def test_loosening_a_gate_fails_without_the_label(setting: Any) -> None:
+    repository, _ = setting
+    config = loosened((repository.work / "harness.toml").read_text())
+    run = pull_request(setting, "loosen", 3, {"harness.toml": config}, caller="host-gate.yml")
+    assert run.status != 0, shown(run)
+    assert run.outputs("gate")["verdict"] == "FAIL", shown(run)
+    policy = [r for r in results(run) if r["suite"] == "policy"]
+    assert any(r["verdict"]["status"] == "FAIL" for r in policy), policy
+    assert any("accuracy_min" in a["message"] for a in run.annotations("gate")), shown(run)
+
+
+def test_loosening_a_gate_passes_with_the_label(setting: Any) -> None:
+    repository, _ = setting
+    config = loosened((repository.work / "harness.toml").read_text())
+    run = pull_request(
+        setting, "loosen-labelled", 4, {"harness.toml": config}, ("gate-change",), "host-gate.yml"
+    )
+    assert run.status == 0, shown(run)
+    assert run.outputs("gate")["verdict"] == "PASS", shown(run)
+    policy = [r for r in results(run) if r["suite"] == "policy"]
+    assert policy and all(r["verdict"]["status"] == "PASS" for r in policy), policy
+    assert "accuracy_min" in run.artifact("harness-report")["report.md"].decode()
