@@ -133,7 +133,10 @@ def _merge(args: argparse.Namespace) -> int:
     items = _expected_items(args, expected) if args.baseline else []
     verdict = overall(document, expected, args.allow_unmeasured, items, args.expect_commit)
     kinds = [k for k in ("markdown", "html") if getattr(args, k)] or ["markdown", "html"]
-    paths, text = write_reports(document, Path(args.out), verdict=verdict, kinds=kinds)
+    trends = _read_trends(args.history, document) if args.history else []
+    paths, text = write_reports(
+        document, Path(args.out), verdict=verdict, kinds=kinds, trends=trends
+    )
     _print_outcome(document, verdict, paths)
     if args.github or github.in_actions():
         root = Path(args.repo_root or os.environ.get("GITHUB_WORKSPACE") or Path.cwd())
@@ -143,6 +146,20 @@ def _merge(args: argparse.Namespace) -> int:
         report = paths.get("markdown") or paths.get("html") or paths["json"]
         github.set_outputs({"verdict": verdict.status, "report": str(report)})
     return verdict.exit_code(args.inconclusive)
+
+
+def _read_trends(location: str, document: dict[str, Any]) -> list[Any]:
+    """Each figure's stored trend, read only, for the report's history column; a history that
+    cannot be read (no branch yet, no credentials) is a note: trends never decide a merge."""
+    try:
+        store = history.open_store(location, readonly=True, create=False)
+        try:
+            return list(store.trends(_history_keys(document)))
+        finally:
+            store.close()
+    except Exception as exc:  # noqa: BLE001 - any failure to read is only a missing column
+        print(f"harness: no trends from {location}: {str(exc).splitlines()[0][:300]}")
+        return []
 
 
 def _history_keys(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -268,6 +285,12 @@ def _add_report_commands(commands: Any) -> None:
         "the expected devices must have reported",
     )
     merge.add_argument("--config", metavar="PATH", help="with --baseline: the change's config")
+    merge.add_argument(
+        "--history",
+        metavar="LOCATION",
+        help="read each figure's trend from this history (read only; e.g. git+URL#BRANCH of "
+        "the nightly's branch) into the report's history column; unreadable: a note",
+    )
     merge.add_argument(
         "--allow-gate-changes",
         action="store_true",

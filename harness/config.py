@@ -90,6 +90,9 @@ class PlanSettings:
     budget_s: float = 60.0  # inference time one suite may spend on such a device
     agreement_samples: int = 64  # at most: inputs the device answers to compare with the host
     confidence: float = 0.95  # of the agreement's interval, which decides device_top1_min
+    # Where a gate (device_top1_min, parity_top1_min) needs more samples to be decided than
+    # budget_s buys, the plan spends up to this many inference seconds on its new samples.
+    max_budget_s: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,9 @@ class Plan:
     robustness_examples: int
     counting_warmup: int
     counting_samples: int
+    agreement_needed: int = 0  # what the agreement gate needs to be decided (0: no gate)
+    agreement_cached: int = 0  # of those sampled, rows the board answered before (free)
+    max_budget_s: float = 0.0  # the cap on what a gate's samples may cost (plan.max_budget_s)
 
     def describe(self) -> str:
         """`rpi4: ~5.1 s per inference under QEMU; accuracy on the host, agreement on 12
@@ -55,6 +58,12 @@ class Plan:
                 )
             else:
                 parts.append(f"accuracy on all {self.dataset_samples} samples")
+            if self.agreement_needed and self.accuracy_on == "host":
+                parts[-1] += (
+                    f" (the gate needs {self.agreement_needed}, up to "
+                    f"{self.max_budget_s:g} s: plan.max_budget_s; {self.agreement_cached} "
+                    "answered before)"
+                )
         parts.append(f"latency {self.latency_samples} runs")
         parts.append(f"robustness {self.robustness_examples} examples")
         return "; ".join(parts)
@@ -75,11 +84,20 @@ def make_plan(
     config: HarnessConfig,
     counting_samples: int = 200,
     counting_warmup: int = 20,
+    agreement_min: float | None = None,
+    cached: int = 0,
 ) -> Plan:
+    """`agreement_min`: the device_top1_min gate, whose decision sizes the agreement sample;
+    `cached`: how many rows of the seeded order (sample_indices) the board answered before."""
     latency, robustness, settings = config.latency, config.robustness, config.plan
     cost = max(seconds_per_inference, 1e-9)
     affordable = int(settings.budget_s / cost)  # inferences one suite may run on this device
-    agreement = comparison_size(dataset_samples, cost, config) if emulated else dataset_samples
+    needed = needed_to_decide(agreement_min, settings.confidence, dataset_samples)
+    agreement = (
+        comparison_size(dataset_samples, cost, config, needed, cached)
+        if emulated
+        else dataset_samples
+    )
     accuracy_on = "device" if agreement == dataset_samples else "host"
     counted_cost = cost if emulated else cost * QEMU_SLOWDOWN
     counted = max(1, min(counting_samples, int(settings.budget_s / counted_cost) // 2))
@@ -106,23 +124,75 @@ def make_plan(
         examples if robustness.examples else 0,
         counted_warmup,
         counted,
+        needed,
+        min(cached, agreement),
+        settings.max_budget_s,
     )
 
 
-def sample_indices(count: int, wanted: int, seed: int) -> list[int]:
-    """`wanted` of `count` dataset indices, seeded, in order (all of them when wanted >= count)."""
+def sample_order(count: int, seed: int) -> list[int]:
+    """Every dataset index in a seeded order: a sample of n is its first n, so a larger sample
+    extends a smaller one (the rows a board answered before stay in it, and cost nothing)."""
     import random
 
+    return random.Random(seed).sample(range(count), count)
+
+
+def sample_indices(count: int, wanted: int, seed: int) -> list[int]:
+    """`wanted` of `count` dataset indices, seeded, in order (all of them when wanted >= count):
+    the first `wanted` of sample_order."""
     if wanted >= count:
         return list(range(count))
-    return sorted(random.Random(seed).sample(range(count), wanted))
+    return sorted(sample_order(count, seed)[:wanted])
 
 
-def comparison_size(count: int, seconds_per_sample: float, config: HarnessConfig) -> int:
+def cached_prefix(count: int, seed: int, answered: set[int] | dict[int, Any]) -> int:
+    """How many leading rows of sample_order the board answered before."""
+    found = 0
+    for index in sample_order(count, seed):
+        if index not in answered:
+            break
+        found += 1
+    return found
+
+
+def needed_to_decide(minimum: float | None, confidence: float, count: int) -> int:
+    """The fewest sampled inputs whose exact interval can clear `minimum` (every one agreeing):
+    what a share gate (device_top1_min) needs to be decided on a sample; 0 without a gate."""
+    from harness import stats
+
+    if minimum is None or count < 1:
+        return 0
+    low, high = 1, count
+    if stats.agreement_interval(count, count, confidence).low < minimum:
+        return count  # even the whole dataset cannot: take it all
+    while low < high:  # the interval's low end grows with n when all agree
+        middle = (low + high) // 2
+        if stats.agreement_interval(middle, middle, confidence).low >= minimum:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def comparison_size(
+    count: int,
+    seconds_per_sample: float,
+    config: HarnessConfig,
+    needed: int = 0,
+    cached: int = 0,
+) -> int:
     """How many of `count` inputs a comparison on an expensive device affords: all when they fit
-    the budget, else the agreement sample (at least MIN_AGREEMENT)."""
+    the budget, else the agreement sample (at least MIN_AGREEMENT); more where a gate `needs`
+    more to be decided, their new rows costing up to plan.max_budget_s; and every row the board
+    answered before (`cached`, leading rows of sample_order) at no cost."""
     settings = config.plan
     if count * seconds_per_sample <= settings.budget_s:
         return count
-    affordable = int(settings.budget_s / max(seconds_per_sample, 1e-9))
-    return min(count, max(MIN_AGREEMENT, min(affordable, settings.agreement_samples)))
+    cost = max(seconds_per_sample, 1e-9)
+    affordable = int(settings.budget_s / cost)
+    size = min(count, max(MIN_AGREEMENT, min(affordable, settings.agreement_samples)))
+    if needed > size:
+        capped = cached + max(affordable, int(settings.max_budget_s / cost))
+        size = min(count, max(size, min(needed, capped)))
+    return min(count, max(size, cached))

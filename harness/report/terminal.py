@@ -103,5 +103,10 @@ ESTIMATED_FIGURES = (
 
 
 def _fidelity(record: Mapping[str, Any], check: Mapping[str, Any]) -> str:
-    """The fidelity of the figure a check read: a board estimate is `estimated`."""
-    return "estimated" if check["figure"] in ESTIMATED_FIGURES else str(record["fidelity"])
+    """The fidelity of the figure a check read: a board estimate is `estimated`, and so is a
+    ratio of two estimates (an emulated board's regression, harness.suites.latency)."""
+    if check["figure"] in ESTIMATED_FIGURES:
+        return "estimated"
+    if check["figure"] == "ratio" and (record.get("figures") or {}).get("ratio_basis"):
+        return str(record["figures"]["ratio_basis"])
+    return str(record["fidelity"])

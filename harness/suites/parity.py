@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from harness.answers_cache import board_answers
-from harness.plan import comparison_size, sample_indices
+from harness.plan import comparison_size, needed_to_decide, sample_indices
 from harness.results import Flags, Measurement
 from harness.runner import Pair, Worker
 from harness.worker.feeds import DataError
@@ -160,7 +160,12 @@ def _compared(pair: Pair, mine: Worker, other: Worker | None) -> list[int]:
     if other is not None:
         other.start()
         cost += float(other.loaded.get("first_run_s", 0.0))
-    wanted = comparison_size(count, cost, pair.config)
+    # What parity_top1_min needs to be decided on a sample (harness.plan), and the rows the
+    # board answered before with this model (the agreement's, in the same seeded order).
+    minimum = pair.model.gates_for(pair.profile.name).parity_top1_min
+    needed = needed_to_decide(minimum, pair.config.plan.confidence, count)
+    cached = pair.plan.agreement_cached
+    wanted = comparison_size(count, cost, pair.config, needed, cached)
     return sample_indices(count, wanted, pair.config.seed)
 
 
