@@ -384,7 +384,8 @@ class Act:
         self.action_cache = state / "act"
         self.cache_server = state / "cache-server"
         self.home = state / "home"  # the jobs' HOME: ~/.cache/harness of their own
-        for folder in (self.action_cache, self.cache_server, self.home):
+        self.bin = state / "bin"  # first on the jobs' PATH (stand-ins for what act lacks)
+        for folder in (self.action_cache, self.cache_server, self.home, self.bin):
             folder.mkdir(parents=True, exist_ok=True)
         tool_cache_python(self.action_cache / "tool_cache")
         self._home_links()
@@ -439,7 +440,8 @@ class Act:
             and key not in ("CI", "VIRTUAL_ENV")
         }
         environment["PATH"] = os.pathsep.join(
-            p for p in environment.get("PATH", "").split(os.pathsep) if ".venv" not in p
+            [str(self.bin)]
+            + [p for p in environment.get("PATH", "").split(os.pathsep) if ".venv" not in p]
         )
         started = time.monotonic()
         with PaddingProxy(artifact_port) as proxy:

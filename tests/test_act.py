@@ -105,27 +105,72 @@ def night(setting: tuple[actlocal.Repository, actlocal.Act]) -> actlocal.Run:
     return act.run(repository, "schedule", event, workflow)
 
 
+# The GitHub CLI the nightly's regression step calls: act reaches no GitHub API here, so a
+# stand-in records the call (docs/ci.md: what act cannot do here).
+GH = """#!/bin/sh
+echo "$*" >> "{calls}"
+case "$1 $2" in
+  "issue create"|"issue comment")
+    while [ $# -gt 0 ]; do
+      if [ "$1" = --body-file ]; then cat "$2" >> "{calls}"; fi
+      shift
+    done ;;
+esac
+"""
+
+
+def worse_onnx() -> bytes:
+    """digits.onnx with its first layer's weights reversed: it runs, as fast, and it is wrong."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(actlocal.EXAMPLE / "models" / "digits.onnx"))
+    for index, tensor in enumerate(model.graph.initializer):
+        if tensor.name == "coefficient":
+            weights = numpy_helper.to_array(tensor)[::-1].copy()
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(weights, tensor.name))
+    return bytes(model.SerializeToString())
+
+
 @pytest.fixture(scope="module")
 def nights(setting: tuple[actlocal.Repository, actlocal.Act]) -> list[actlocal.Run]:
-    return [night(setting), night(setting)]
+    """Night 1 on main as it is; night 2 after a commit to main that broke digits.onnx."""
+    repository, act = setting
+    calls = act.state / "gh-calls"
+    (act.bin / "gh").write_text(GH.format(calls=calls))
+    (act.bin / "gh").chmod(0o755)
+    first = night(setting)
+    repository.commit("a broken digits.onnx", {"models/digits.onnx": worse_onnx()})
+    actlocal.git(repository.work, "push", "-q", "origin", "main")
+    try:
+        second = night(setting)
+    finally:
+        original = (actlocal.EXAMPLE / "models" / "digits.onnx").read_bytes()
+        repository.commit("digits.onnx back", {"models/digits.onnx": original})
+        actlocal.git(repository.work, "push", "-q", "origin", "main")
+    (act.bin / "gh").unlink()
+    return [first, second]
 
 
-def test_two_nights_append_to_the_history_branch(
+def test_two_nights_on_the_history_branch_and_the_regression_reported(
     setting: tuple[actlocal.Repository, actlocal.Act], nights: list[actlocal.Run]
 ) -> None:
-    repository, _ = setting
-    for run in nights:
-        assert run.status == 0, shown(run)
+    repository, act = setting
+    first, second = nights
+    assert first.status == 0, shown(first)
     listing = actlocal.git(repository.origin, "ls-tree", "-r", "--name-only", "harness-history")
     runs = [name for name in listing.splitlines() if name.startswith("runs/")]
     assert len(runs) == 2, listing
-    assert any(name.endswith("index.html") for name in listing.splitlines()), listing
-    report = nights[-1].artifact("harness-nightly-report")
-    assert "report.md" in report, list(report)
+    assert "index.html" in listing.splitlines(), listing  # the nightly site, for Pages
+    # Night 2 fails, names the step of the broken model's accuracy, and comments on the issue.
+    assert second.status != 0, shown(second)
+    report = second.artifact("harness-nightly-report")
     text = report["report.md"].decode()
-    assert "digits-onnx" in text and "host" in text, text[:2000]
-    # The second night's report reads both nights from the branch: a trend of two points.
-    assert "2 runs" in text or "history" in text.lower(), text[:3000]
+    assert "regression" in text and "digits-onnx" in text, text[:3000]
+    assert any("accuracy" in line and "digits-onnx" in line for line in text.splitlines()), text
+    calls = (act.state / "gh-calls").read_text()
+    assert "issue create --repo " in calls and "--title Nightly model regression" in calls, calls
+    assert "found a regression or a failing gate" in calls
 
 
 # -- pull requests ---------------------------------------------------------------------------
@@ -161,12 +206,15 @@ def test_board_latency_is_estimated_with_its_band_and_decided_on_counts(
         figures = record["figures"]
         assert figures.get("estimated_ms", 0) > 0, figures
         assert figures.get("estimate_band", 0) > 0, figures
+        assert figures["estimated_ms_low"] < figures["estimated_ms"] < figures["estimated_ms_high"]
+        p90 = next(c for c in record["verdict"]["checks"] if c["gate"] == "latency_p90_ms_max")
+        assert p90["passed"] and "[" in p90["message"], p90  # decided on the band
         assert figures["ratio_basis"] == "estimated" and figures["ratio"] == 1.0, figures
         messages = " ".join(check["message"] for check in record["verdict"]["checks"])
         assert "(board estimate)" in messages and "estimated" in messages, messages
         assert "emulated wall clock" in messages or "emulated_ratio" not in figures, messages
     report = readme_only.artifact("harness-report")["report.md"].decode()
-    assert "estimated" in report and "±" in report, report[:3000]
+    assert "✅ estimated" in report, report[:3000]  # the rpi4 column of the grid
 
 
 def test_the_report_artifact_and_the_pr_number(readme_only: actlocal.Run) -> None:
@@ -177,21 +225,8 @@ def test_the_report_artifact_and_the_pr_number(readme_only: actlocal.Run) -> Non
 
 
 @pytest.fixture(scope="module")
-def worse_model(setting: tuple[actlocal.Repository, actlocal.Act], tmp_path_factory: Any) -> Any:
-    """digits.onnx replaced by the same network with its first layer's weights reversed: it
-    runs, it is as fast, and it is wrong."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(actlocal.EXAMPLE / "models" / "digits.onnx"))
-    for index, tensor in enumerate(model.graph.initializer):
-        if tensor.name == "coefficient":
-            weights = numpy_helper.to_array(tensor)[::-1].copy()
-            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(weights, tensor.name))
-    data = model.SerializeToString()
-    assert np.frombuffer(data, np.uint8).size > 0
-    return pull_request(setting, "worse", 2, {"models/digits.onnx": data})
+def worse_model(setting: tuple[actlocal.Repository, actlocal.Act]) -> actlocal.Run:
+    return pull_request(setting, "worse", 2, {"models/digits.onnx": worse_onnx()})
 
 
 def test_a_worse_model_fails_with_annotations_on_its_file(worse_model: actlocal.Run) -> None:

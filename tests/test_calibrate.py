@@ -136,7 +136,8 @@ def calibrate_host(matrix: Path, capsys: pytest.CaptureFixture[str]) -> tuple[in
     code = main(["calibrate", "--device", "host", "--models", *models, "--matrix", str(matrix),
                  "--seconds", "0.3"])  # fmt: skip
     out = capsys.readouterr()
-    if code != 0 and any(s in out.err for s in ("not set up", "setup-counting", "counting prepare")):
+    missing = ("not set up", "setup-counting", "counting prepare")
+    if code != 0 and any(s in out.err for s in missing):
         unavailable(f"counting on the host: {out.err.strip()}")
     return code, out.out
 

@@ -118,3 +118,44 @@ def test_progress_speaks_after_a_few_seconds_then_now_and_then() -> None:
         "  accuracy[m@rpi4] agreement 32/64, ~20 s left",
     ]
     Progress("x", None)("agreement", 1, 2)  # no terminal (an xdist worker): nothing to do
+
+
+# -- sized by what the gate needs, extended from what the board answered before (issue 22) --
+
+
+def test_the_agreement_sample_is_what_the_gate_needs_to_decide() -> None:
+    """MobileNetV2 fp32 on rpi4 (~3.5 s an answer, 500 samples, device_top1_min 0.9): the
+    60 s budget buys 17 answers, too few for any interval to clear 0.9; the plan takes the
+    fewest that can (every answer agreeing), up to plan.max_budget_s, and says so."""
+    confidence = CONFIG.plan.confidence
+    needed = make_plan("rpi4", True, 3.5, 500, CONFIG, agreement_min=0.9).agreement_samples
+    assert stats.agreement_interval(needed, needed, confidence).low >= 0.9
+    assert stats.agreement_interval(needed - 1, needed - 1, confidence).low < 0.9
+    assert needed > int(CONFIG.plan.budget_s / 3.5)
+    plan = make_plan("rpi4", True, 3.5, 500, CONFIG, agreement_min=0.9)
+    assert f"(the gate needs {needed}, up to 300 s: plan.max_budget_s; 0 answered before)" in (
+        plan.describe()
+    )
+    # Capped: 0.99 needs hundreds of answers; at 10 s each the cap buys 30 new ones.
+    strict = make_plan("rpi4", True, 10.0, 500, CONFIG, agreement_min=0.99)
+    assert strict.agreement_samples == int(CONFIG.plan.max_budget_s / 10.0)
+
+
+def test_a_warm_run_extends_the_answers_it_has_instead_of_asking_them_again() -> None:
+    from harness.plan import cached_prefix, sample_indices, sample_order
+
+    cold = make_plan("rpi4", True, 3.5, 500, CONFIG)
+    first = sample_indices(500, cold.agreement_samples, CONFIG.seed)
+    answered = set(first)
+    cached = cached_prefix(500, CONFIG.seed, answered)
+    assert cached == len(first)
+    warm = make_plan("rpi4", True, 3.5, 500, CONFIG, agreement_min=0.9, cached=cached)
+    second = sample_indices(500, warm.agreement_samples, CONFIG.seed)
+    assert set(first) < set(second)  # the same rows, and more: only the new ones are asked
+    new = len(second) - cached
+    assert new * 3.5 <= CONFIG.plan.max_budget_s
+    assert warm.agreement_cached == cached
+    # Rows answered before beyond what a plan needs are used too: they cost nothing.
+    everything = make_plan("rpi4", True, 3.5, 500, CONFIG, cached=120)
+    assert everything.agreement_samples == 120
+    assert sample_order(500, CONFIG.seed)[:17] == sample_order(500, CONFIG.seed)[:40][:17]
