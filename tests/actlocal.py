@@ -345,18 +345,19 @@ class Run:
         return found
 
     def summary(self, job: str) -> str:
-        """The job summary (GITHUB_STEP_SUMMARY) act printed for the job's steps."""
-        lines = []
+        """The job summary (GITHUB_STEP_SUMMARY): act prints each step's as `⚙  Summary - ` and
+        its first line on the job's log line, the rest as raw lines after it."""
+        pattern = re.compile(rf"^\[[^\]]*/{re.escape(job)}\s*\]")
+        lines: list[str] = []
         capture = False
-        for line in self.job_lines(job):
-            body = line.split("]", 1)[1]
-            if "⚙  Summary - " in body:
+        for line in self.log.splitlines():
+            if pattern.match(line) and "⚙  Summary - " in line:
                 capture = True
-                lines.append(body.split("⚙  Summary - ", 1)[1])
-            elif capture and re.match(r"^\s+[⭐✅❌⚙❗🏁☁🐳🧪🚧]", body):
+                lines.append(line.split("⚙  Summary - ", 1)[1])
+            elif line.startswith("[") or line.startswith("time="):
                 capture = False
             elif capture:
-                lines.append(body)
+                lines.append(line)
         return "\n".join(lines)
 
     def artifact(self, name: str) -> dict[str, bytes]:

@@ -53,8 +53,17 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> tuple[actlocal.Reposito
     # The same caller on the host alone: the gate-change pair is about policy, decided once
     # for every device (`policy[...]`, device "any"), and keeps the module within its minutes.
     host_only = (workflows / "model-gate.yml").read_text()
+    # `inconclusive: pass` there: what this pair shows is policy, and the host's paired latency
+    # may stay undecided on a loaded machine; it also shows the input reaching the jobs.
+    host_only = host_only.replace(f"devices: {json.dumps(DEVICES)}", 'devices: "host"')
     (workflows / "host-gate.yml").write_text(
-        host_only.replace(f"devices: {json.dumps(DEVICES)}", 'devices: "host"')
+        host_only.replace(
+            "      config: ",
+            "      inconclusive: pass\n"
+            '      pytest-args: "--harness-time-budget 3"\n'
+            "      config: ",
+            1,
+        )
     )
     (workflows / "nightly.yml").write_text(NIGHTLY.format(wheel=json.dumps(str(wheel))))
     repository.commit("the host-only gate and the nightly")
@@ -269,7 +278,9 @@ def test_loosening_a_gate_passes_with_the_label(setting: Any) -> None:
         setting, "loosen-labelled", 4, {"harness.toml": config}, ("gate-change",), "host-gate.yml"
     )
     assert run.status == 0, shown(run)
-    assert run.outputs("gate")["verdict"] == "PASS", shown(run)
+    assert run.outputs("gate")["verdict"] in ("PASS", "INCONCLUSIVE"), shown(run)
     policy = [r for r in results(run) if r["suite"] == "policy"]
     assert policy and all(r["verdict"]["status"] == "PASS" for r in policy), policy
+    others = [r["verdict"]["status"] for r in results(run) if r["suite"] != "policy"]
+    assert set(others) <= {"PASS", "NO GATE", "INCONCLUSIVE"}, others
     assert "accuracy_min" in run.artifact("harness-report")["report.md"].decode()

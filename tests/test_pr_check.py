@@ -199,3 +199,39 @@ def test_ci_tools_step_runs_as_root_without_sudo(tmp_path: Path) -> None:
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- counting on a runner that restored the device image --------------------------------------
+
+
+def test_counting_trees_come_out_of_the_device_image(
+    docker_client: Any, counting_plugin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner that restored the image from the cache has no debootstrap trees: `harness
+    counting prepare` takes them out of the image (docker export) and counts in them, with the
+    same instructions per inference as in the trees the image was built from."""
+    from harness.backends.qemu import QemuBackend, count_instructions, find_interpreter
+    from harness.devices import load_profiles
+    from harness.images.common import Progress
+    from harness.images.debootstrap import trees_from_image
+    from harness.images.recipe import recipe_for
+
+    profile = load_profiles()["x86-64"]
+    recipe = recipe_for(profile)
+    try:
+        docker_client.images.get(recipe.tag)
+    except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound
+        unavailable(f"the device image {recipe.tag} is not built (harness images build)")
+    model = ROOT / "examples" / "digits" / "models" / "digits.onnx"
+    backend = QemuBackend(prefer="rootfs")
+    built = count_instructions(profile, model, samples=3, warmup=1, backend=backend)
+    real = Path(os.environ["HARNESS_CACHE"])
+    (tmp_path / "counting").symlink_to(real / "counting")  # the plugin; the trees are not there
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    with pytest.raises(Exception, match="counting prepare"):
+        find_interpreter(profile, "rootfs")
+    assert trees_from_image(recipe, docker_client, Progress(None))
+    interpreter = find_interpreter(profile, "rootfs")
+    assert str(interpreter.rootfs).startswith(str(tmp_path)), interpreter
+    exported = count_instructions(profile, model, samples=3, warmup=1, backend=backend)
+    assert exported.instructions_per_inference == built.instructions_per_inference
