@@ -150,6 +150,8 @@ def decide(
         if rule.against_host and flags.get("is_reference"):
             continue  # the host is the reference of device parity
         figure, label, where = rule.figure, rule.label, _context(device, fidelity, n)
+        if figures.get(f"basis_{figure}"):  # what the figure rests on, where the suite says
+            where = f"({device}: {figures[f'basis_{figure}']})"
         read_as = fidelity
         if fidelity == "emulated" and rule.emulated_figure in figures:
             figure, label = str(rule.emulated_figure), f"{rule.label} (board estimate)"
@@ -169,6 +171,11 @@ def decide(
             checks.append(Check(rule.gate, figure, value, threshold, None, message))
             continue
         if value is None and rule.optional:
+            continue
+        if value is None and figures.get(f"{figure}_skipped"):  # the suite says why not
+            bound = "≤" if rule.symbol == ">" else "≥"
+            message = f"{label} {bound} {shown} not applied: {figures[f'{figure}_skipped']}"
+            checks.append(Check(rule.gate, figure, None, threshold, None, message))
             continue
         if value is None:
             if flags.get("failure"):

@@ -123,7 +123,12 @@ def latency_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
     """One box plot per device: every model's latency distribution from its raw samples, the
     base's beside the head's where the comparison kept them (`raw.baseline_samples_ns`)."""
     plots = []
-    for device, records in sorted(_by_device(results, "latency").items()):
+    for device, every in sorted(_by_device(results, "latency").items()):
+        # A board estimate (its gate's figure) is drawn as such, never as QEMU wall-clock.
+        estimated = [r for r in every if "estimated_ms" in (r.get("figures") or {})]
+        if estimated:
+            plots.append(_estimate_plot(device, estimated))
+        records = [r for r in every if r not in estimated]
         data = [
             (r, [s / 1e6 for s in r["raw"]["samples_ns"]], r["raw"].get("baseline_samples_ns"))
             for r in sorted(records, key=lambda r: str(r["model"]))
@@ -164,6 +169,33 @@ def latency_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
             caption += "; grey: the base model's samples, blue: this change's"
         plots.append(Plot(f"Latency on {device}", caption, _png(figure)))
     return plots
+
+
+def _estimate_plot(device: str, records: Sequence[Mapping[str, Any]]) -> Plot:
+    """The timing model's estimates of one inference on an emulated board, each with its
+    error band: the figures its latency gates read."""
+    ordered = sorted(records, key=lambda r: str(r["model"]))
+    figure, axes = _figure(6.4, 1.2 + 0.5 * len(ordered))
+    rows = list(range(1, len(ordered) + 1))
+    for row, record in zip(rows, ordered, strict=True):
+        figures = record["figures"]
+        value = float(figures["estimated_ms"])
+        low = float(figures.get("estimated_ms_low", value))
+        high = float(figures.get("estimated_ms_high", value))
+        axes.errorbar(
+            [value], [row], xerr=[[value - low], [high - value]], fmt="o", color=HEAD_COLOUR
+        )
+    axes.set_yticks(rows, [str(r["model"]) for r in ordered], fontsize=8)
+    axes.invert_yaxis()
+    axes.set_ylim(len(ordered) + 0.5, 0.5)
+    axes.set_xlabel(time_axis("estimated"), fontsize=8)
+    axes.set_title(f"Estimated latency on {device}")
+    axes.grid(axis="x", alpha=0.3)
+    caption = (
+        f"{device}: the timing model's estimate per inference with its error band (estimated "
+        "figures, from instructions counted under QEMU, not timed by the emulator's clock)"
+    )
+    return Plot(f"Estimated latency on {device}", caption, _png(figure))
 
 
 def accuracy_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
@@ -513,7 +545,7 @@ def render(
     if edits:
         listed = "".join(f"<li>{escape(e)}</li>" for e in edits)
         body.append(f"<h2>Gate changes in this change</h2><ul>{listed}</ul>")
-    used = sorted({r["fidelity"] for r in results} & set(markdown.FOOTNOTE))
+    used = markdown.fidelities(results)
     body += [f'<p class="note">{escape(markdown.FOOTNOTE[f])}</p>' for f in used]
     body.append(plot_section("Latency", latency_plots(results)))
     body.append(plot_section("Memory", memory_plots(results)))

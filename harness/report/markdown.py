@@ -18,12 +18,13 @@ from typing import Any
 from harness.registry import BY_NAME, ORDER
 from harness.report import digest
 from harness.report.figures import (
+    fidelity_of,
     headline,
-    interval,
     label,
+    message_line,
     number,
     percent_change,
-    shown,
+    shown_with_interval,
     threshold,
 )
 from harness.store import Trend
@@ -67,7 +68,14 @@ def cut_to(text: str, limit: int, more: bool = False) -> str:
 def with_fidelity(figure: str, value: Any, fidelity: str, figures: Mapping[str, Any]) -> str:
     """`p90 12.3 ms [11.9, 12.8] · emulated†`: the fidelity stands beside every number."""
     mark = MARK.get(fidelity, "")
-    return f"{shown(figure, value)}{interval(figures, figure)} · {fidelity}{mark}"
+    return f"{shown_with_interval(figure, value, figures)} · {fidelity}{mark}"
+
+
+def fidelities(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The fidelities the reports' figures have (a board estimate is `estimated`, not the
+    `emulated` of the worker that ran): the footnotes a report needs."""
+    used = {fidelity_of(r, headline_figure(r)) for r in results}
+    return sorted(used & set(FOOTNOTE))
 
 
 def headline_figure(record: Mapping[str, Any]) -> str:
@@ -142,7 +150,8 @@ def figure_cell(record: Mapping[str, Any]) -> str:
     top = headline(record)
     if top.value is None:
         return "-"
-    return with_fidelity(top.figure, top.value, record["fidelity"], record.get("figures") or {})
+    fidelity = fidelity_of(record, top.figure)
+    return with_fidelity(top.figure, top.value, fidelity, record.get("figures") or {})
 
 
 def rows(results: Iterable[Mapping[str, Any]]) -> list[Row]:
@@ -160,7 +169,7 @@ def rows(results: Iterable[Mapping[str, Any]]) -> list[Row]:
                 delta(r),
                 gates(r),
                 str(r["verdict"]["status"]),
-                str(r["fidelity"]),
+                fidelity_of(r, headline_figure(r)),
             )
         )
     return table
@@ -173,8 +182,13 @@ def reasons(record: Mapping[str, Any]) -> list[str]:
     ]
     found += [str(r) for r in record["verdict"].get("reasons") or []]
     if record.get("error"):
-        found.append(str(record["error"]).strip().splitlines()[0])
-    return list(dict.fromkeys(found))  # a failing check's message is often a reason too
+        # Whole (a runtime's error says its cause on a later line) and once: the item's reason
+        # is usually the error itself.
+        error = str(record["error"]).strip()
+        found = [f for f in found if f.strip() != error]
+        found.append(error)
+    # On one line each; a failing check's message is often a reason too.
+    return list(dict.fromkeys(message_line(f) for f in found))
 
 
 def item_name(record: Mapping[str, Any]) -> str:
@@ -404,7 +418,7 @@ def render(
     lines += needs_a_look(results, document)
     lines += gate_changes(results)
     lines += grid_table(results, [d["name"] for d in document.get("devices", [])])
-    used = sorted({r["fidelity"] for r in results} & set(FOOTNOTE))
+    used = fidelities(results)
     lines += [FOOTNOTE[f] for f in used]
     if used:
         lines.append("")
