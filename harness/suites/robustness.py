@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from harness.answers_cache import board_answers, inputs_sha256
+from harness.links import refuse_links
 from harness.results import Flags, Measurement
 from harness.runner import Pair
 
@@ -296,6 +297,7 @@ def _check_batch(
 
 def _save(pair: Pair, inputs: dict[str, np.ndarray], failure: PropertyFailure) -> Path:
     folder = pair.config.root / ".harness" / "counterexamples"
+    refuse_links(folder, pair.config.root, "a counterexample")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{pair.model.name}@{pair.profile.name}-{failure.name}.npz"
     np.savez(path, **{f"X_{name}": value for name, value in inputs.items()})  # type: ignore[arg-type]
