@@ -70,14 +70,15 @@ def _model_files(document: dict[str, Any], repo_root: Path) -> dict[str, str]:
 def _annotations(document: dict[str, Any], repo_root: Path, inconclusive: str) -> list[str]:
     from harness.github import annotation
     from harness.report.markdown import item_name, reasons
+    from harness.results import INCONCLUSIVE, blocks
 
     files = _model_files(document, repo_root)
     lines = []
     for record in document.get("results", []):
         status = record["verdict"]["status"]
-        if status in ("FAIL", "ERROR") or (status == "INCONCLUSIVE" and inconclusive == "fail"):
+        if blocks(status, inconclusive):
             level = "error"
-        elif status == "INCONCLUSIVE":
+        elif status == INCONCLUSIVE:
             level = "warning"
         else:
             continue

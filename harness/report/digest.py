@@ -18,13 +18,14 @@ from typing import Any
 
 from harness.registry import ORDER
 from harness.report.figures import Headline, headline, number, percent_change
+from harness.results import ERROR, FAIL, INCONCLUSIVE, STATUSES
 
 __all__ = ["Cell", "Change", "Grid", "NOISE_FLOOR", "SEVERITY", "changes", "grid", "needs_a_look"]
 
 NOISE_FLOOR = 0.02
-# Worst first: a grid cell shows the worst verdict among its items.
-SEVERITY = ("ERROR", "FAIL", "INCONCLUSIVE", "NO BASELINE", "PASS", "NO GATE", "SKIPPED")
-NOT_PASSED = ("ERROR", "FAIL", "INCONCLUSIVE")
+# Worst first (harness.results.Status): a grid cell shows the worst verdict among its items.
+SEVERITY = STATUSES
+NOT_PASSED = (ERROR, FAIL, INCONCLUSIVE)
 # Which item's figure stands for a cell when verdicts tie: the one a reviewer asks about first.
 KEY_SUITES = ("latency", "accuracy", "memory", "size")
 
