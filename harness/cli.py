@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.catalogue import NOISE_FLOOR
 from harness.commands import calibrate, counting, devices, gate, history, images
 from harness.errors import ConfigError
 
@@ -303,7 +304,7 @@ def _add_report_commands(commands: Any) -> None:
     )
     report.add_argument("--window", type=int, default=3, help="runs counted as recent")
     report.add_argument(
-        "--min-change", type=float, default=0.02, help="smallest relative step that counts"
+        "--min-change", type=float, default=NOISE_FLOOR, help="smallest relative step that counts"
     )
     report.set_defaults(handler=_report)
 

@@ -16,13 +16,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness import catalogue
 from harness.registry import ORDER
 from harness.report.figures import Headline, headline, number, percent_change
 from harness.results import ERROR, FAIL, INCONCLUSIVE, STATUSES
 
 __all__ = ["Cell", "Change", "Grid", "NOISE_FLOOR", "SEVERITY", "changes", "grid", "needs_a_look"]
 
-NOISE_FLOOR = 0.02
+NOISE_FLOOR = catalogue.NOISE_FLOOR
 # Worst first (harness.results.Status): a grid cell shows the worst verdict among its items.
 SEVERITY = STATUSES
 NOT_PASSED = (ERROR, FAIL, INCONCLUSIVE)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from html import escape
 from typing import TYPE_CHECKING
 
+from harness.catalogue import NOISE_FLOOR
 from harness.registry import BY_NAME
 from harness.report import html, markdown
 from harness.report.figures import shown
@@ -154,6 +155,6 @@ def _moved(trend: Trend, min_change: float) -> Trend:
     return replace(trend, steps=steps)
 
 
-def nightly(store: Queries, window: int = 3, min_change: float = 0.02) -> Nightly:
+def nightly(store: Queries, window: int = 3, min_change: float = NOISE_FLOOR) -> Nightly:
     trends = store.trends(headline_keys(store))
     return Nightly(tuple(_moved(t, min_change) for t in trends), window, min_change)
