@@ -70,7 +70,7 @@ def _model_files(document: dict[str, Any], repo_root: Path) -> dict[str, str]:
 
 def _annotations(document: dict[str, Any], repo_root: Path, inconclusive: str) -> list[str]:
     from harness.github import annotation
-    from harness.report.markdown import item_name, reasons
+    from harness.report.wording import item_name, reasons
     from harness.results import INCONCLUSIVE, blocks
 
     files = _model_files(document, repo_root)
@@ -161,8 +161,8 @@ def _history_keys(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 def _report(args: argparse.Namespace) -> int:
     from harness import github
     from harness.report.files import write_reports
-    from harness.report.markdown import step_rows
     from harness.report.nightly import regression_line
+    from harness.report.wording import step_rows
     from harness.results import merge
     from harness.verdict import overall
 

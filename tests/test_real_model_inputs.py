@@ -362,7 +362,7 @@ def test_reports_call_a_board_estimate_estimated_at_one_precision() -> None:
 
 
 def test_a_multi_line_runtime_error_is_whole_and_once() -> None:
-    from harness.report import markdown
+    from harness.report import wording
     from harness.report.terminal import rows
     from harness.results import ERROR, Verdict, record
 
@@ -375,7 +375,7 @@ def test_a_multi_line_runtime_error_is_whole_and_once() -> None:
     (row,) = rows([made])
     assert row[-1].endswith("⏎ Status Message: Input initial_h must have shape {1,3,128}. "
                             "Actual:{1,1,128}")  # fmt: skip
-    assert markdown.reasons(made) == [
+    assert wording.reasons(made) == [
         error.replace("\n", " ⏎ "),
     ]
 

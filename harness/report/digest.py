@@ -91,7 +91,7 @@ def change(record: Mapping[str, Any]) -> Change | None:
         found = _moved(figures, "size_kb", 0.0, False)
     elif suite == "instructions":
         found = _moved(figures, "instructions_per_inference", NOISE_FLOOR, False)
-    # Gate edits (policy items) have their own list: markdown.gate_changes.
+    # Gate edits (policy items) have their own list: wording.gate_changes.
     return Change(record, found.text, found.worse) if found else None
 
 

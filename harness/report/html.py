@@ -20,7 +20,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from harness.registry import headline_figures
-from harness.report import digest, markdown
+from harness.report import digest, wording
 from harness.report.figures import label, number
 from harness.store import Trend
 from harness.verdict import Overall, overall
@@ -153,7 +153,7 @@ def latency_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
             values += [v for _, b in based for v in b]
             axes.legend([head["boxes"][0], base["boxes"][0]], ["head", "base"], fontsize=8)
         ticks = [
-            f"{d[0]['model']} (n={len(d[1])})\n{markdown.delta(d[0])}" if d[2] else d[0]["model"]
+            f"{d[0]['model']} (n={len(d[1])})\n{wording.delta(d[0])}" if d[2] else d[0]["model"]
             for d in data
         ]
         axes.set_yticks(list(rows), ticks, fontsize=8)
@@ -473,27 +473,27 @@ def grid_cell(cell: digest.Cell | None) -> str:
     a page must not depend on an emoji font), a verdict other than PASS is also written."""
     if cell is None:
         return "·"
-    text = markdown.grid_cell(cell).split(" ", 1)[1]
+    text = wording.grid_cell(cell).split(" ", 1)[1]
     return text if cell.status in ("PASS", "NO GATE") else f"{cell.status} {text}"
 
 
 def needs_a_look(results: Sequence[Mapping[str, Any]], document: Mapping[str, Any]) -> str:
     """The Markdown report's list, item for item (digest.py decides what is on it)."""
     items = [
-        f"{status_span(str(r['verdict']['status']))} <b>{escape(markdown.item_name(r))}</b>: "
-        f"{escape(markdown.figure_cell(r))} · {escape('; '.join(markdown.reasons(r)))}"
+        f"{status_span(str(r['verdict']['status']))} <b>{escape(wording.item_name(r))}</b>: "
+        f"{escape(wording.figure_cell(r))} · {escape('; '.join(wording.reasons(r)))}"
         for r in digest.needs_a_look(results)
     ]
     items += [
         f'<span class="{"fail" if c.worse else "pass"}">{"worse" if c.worse else "better"}</span> '
-        f"<b>{escape(markdown.item_name(c.record))}</b>: {escape(c.text)} · "
-        f"{escape(markdown.figure_cell(c.record))}"
+        f"<b>{escape(wording.item_name(c.record))}</b>: {escape(c.text)} · "
+        f"{escape(wording.figure_cell(c.record))}"
         for c in digest.changes(results)
     ]
     items += [
-        f"<b>{escape(markdown.item_name(r))}</b>: {escape(note)}"
+        f"<b>{escape(wording.item_name(r))}</b>: {escape(note)}"
         for r in results
-        if (note := markdown.baseline_note(r, document))
+        if (note := wording.baseline_note(r, document))
     ]
     if not items:
         return '<p class="pass">Nothing failed or changed against the base.</p>'
@@ -541,24 +541,24 @@ def render(
         body.append("<ul>" + "".join(f"<li>{escape(p)}</li>" for p in verdict.problems) + "</ul>")
     body.append(grid_table(results, [d["name"] for d in document.get("devices", [])]))
     body.append(needs_a_look(results, document))
-    edits = [line[2:] for line in markdown.gate_changes(results) if line.startswith("- ")]
+    edits = [line[2:] for line in wording.gate_changes(results) if line.startswith("- ")]
     if edits:
         listed = "".join(f"<li>{escape(e)}</li>" for e in edits)
         body.append(f"<h2>Gate changes in this change</h2><ul>{listed}</ul>")
-    used = markdown.fidelities(results)
-    body += [f'<p class="note">{escape(markdown.FOOTNOTE[f])}</p>' for f in used]
+    used = wording.fidelities(results)
+    body += [f'<p class="note">{escape(wording.FOOTNOTE[f])}</p>' for f in used]
     body.append(plot_section("Latency", latency_plots(results)))
     body.append(plot_section("Memory", memory_plots(results)))
     body.append(plot_section("Accuracy per class", accuracy_plots(results)))
     if trends:
         body.append(plot_section("Trends", trend_plots(trends)))
-        steps = markdown.step_rows(trends)
+        steps = wording.step_rows(trends)
         if steps:
-            body.append("<h3>Level changes</h3>" + html_table(markdown.STEP_HEADER, steps))
+            body.append("<h3>Level changes</h3>" + html_table(wording.STEP_HEADER, steps))
     header = ("device", "model", "suite", "figure", "vs baseline", "gates", "verdict")
     table = [
         (r.device, r.model, r.suite, r.figure, r.delta, r.gates, status_span(r.status))
-        for r in markdown.rows(results)
+        for r in wording.rows(results)
     ]
     body += ["<h2>Gates</h2>", html_table(header, table, raw_last=True)]
     devices = [
