@@ -17,6 +17,28 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 os.environ.setdefault("HARNESS_CACHE", str(Path.home() / ".cache" / "harness"))
 
 
+# What a test needs beyond Python, from the fixtures it uses (directly or through others): the
+# marker lets `-m "not docker and not qemu and not ssh and not browser and not act"` select the
+# tests that run anywhere.
+FIXTURE_MARKERS = {
+    "docker_client": "docker",
+    "arm64_binfmt": "qemu",
+    "counting_plugin": "qemu",
+    "amd64_board": "ssh",
+    "arm64_board": "ssh",
+    "browser": "browser",
+    "postgresql": "postgresql",
+    "act": "act",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        needs = getattr(item, "fixturenames", ())
+        for marker in sorted({m for f, m in FIXTURE_MARKERS.items() if f in needs}):
+            item.add_marker(marker)
+
+
 def git(root: Path, *arguments: str) -> None:
     """git in a test's own repository, with an identity for its commits."""
     subprocess.run(

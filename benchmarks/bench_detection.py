@@ -67,8 +67,12 @@ def counted_ratio(base: Path, variant: Path) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--budget", type=float, default=10.0, help="seconds per comparison "
-                        "(latency.time_budget_s; 10 is the default)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=10.0,
+        help="seconds per comparison (latency.time_budget_s; 10 is the default)",
+    )
     parser.add_argument("--confidence", type=float, default=0.99)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
@@ -79,40 +83,54 @@ def main() -> None:
         }
         config = HarnessConfig(
             source=root / "harness.toml",
-            latency=LatencySettings(time_budget_s=args.budget, confidence=args.confidence,
-                                    warmup=5),
+            latency=LatencySettings(
+                time_budget_s=args.budget, confidence=args.confidence, warmup=5
+            ),
             profiles=load_profiles(),
         )
-        spec = ModelSpec(name="m", path=paths[STEPS], input_shapes={"x": (1, 8)},
-                         gates=GateSpec(latency_max_regression=0.0))
+        spec = ModelSpec(
+            name="m",
+            path=paths[STEPS],
+            input_shapes={"x": (1, 8)},
+            gates=GateSpec(latency_max_regression=0.0),
+        )
         base = replace(spec, path=paths[STEPS])
         pool = PairPool(config)
-        print(f"(a) {args.trials} trials each, {args.budget:g} s budget, "
-              f"{args.confidence:.0%} confidence, gate: regression > 0")
+        print(
+            f"(a) {args.trials} trials each, {args.budget:g} s budget, "
+            f"{args.confidence:.0%} confidence, gate: regression > 0"
+        )
         for label, work in (("identical", STEPS), ("+5% work", STEPS + 10)):
-            results = [trial(pool, replace(spec, path=paths[work]), base)
-                       for _ in range(args.trials)]
+            results = [
+                trial(pool, replace(spec, path=paths[work]), base) for _ in range(args.trials)
+            ]
             detected = sum(r[0] == "fail" for r in results) / len(results)
             times = [r[1] for r in results if r[0] == "fail"] or [float("nan")]
             ratios = [r[3] for r in results]
             name = "false-alarm rate" if work == STEPS else "detection rate"
-            print(f"  wall-clock {label:10} {name:17} {detected:6.1%}   median ratio "
-                  f"{statistics.median(ratios):.4f}   median time to detect "
-                  f"{statistics.median(times):.2f} s")
+            print(
+                f"  wall-clock {label:10} {name:17} {detected:6.1%}   median ratio "
+                f"{statistics.median(ratios):.4f}   median time to detect "
+                f"{statistics.median(times):.2f} s"
+            )
         for label, work in (("identical", STEPS), ("+0.5% work", STEPS + 1)):
             ratio = counted_ratio(paths[STEPS], paths[work])
             if ratio is not None:
-                print(f"  counts     {label:10} instructions ratio {ratio:.6f} "
-                      f"({'regression' if ratio > 1 else 'no change'}; deterministic)")
+                print(
+                    f"  counts     {label:10} instructions ratio {ratio:.6f} "
+                    f"({'regression' if ratio > 1 else 'no change'}; deterministic)"
+                )
         print("(b) time to a decision vs effect size (median of 5 trials)")
         for work in (STEPS + 4, STEPS + 10, STEPS + 20, STEPS + 40):
             results = [trial(pool, replace(spec, path=paths[work]), base) for _ in range(5)]
             decided = [r for r in results if r[0] != "undecided"]
             effect = work / STEPS - 1
             times = [r[1] for r in decided] or [float("nan")]
-            print(f"  +{effect:5.1%} work: decided {len(decided)}/5, median "
-                  f"{statistics.median(times):5.2f} s, median rounds "
-                  f"{statistics.median([r[2] for r in results]):.0f}")
+            print(
+                f"  +{effect:5.1%} work: decided {len(decided)}/5, median "
+                f"{statistics.median(times):5.2f} s, median rounds "
+                f"{statistics.median([r[2] for r in results]):.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -88,9 +88,7 @@ def run(
     folder: Path, command: list[str] = COMMAND, env: dict[str, str] | None = None
 ) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(
-        command, cwd=folder, capture_output=True, text=True, check=False, env=env
-    )
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False, env=env)
     elapsed = time.perf_counter() - started
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
     if done.returncode != 0:

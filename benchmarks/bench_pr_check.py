@@ -36,7 +36,7 @@ GOALS_S = {  # issue 22
     ("realscale", "warm"): 240,
     ("realscale", "cold"): 600,
 }
-REALSCALE_CONFIG = """# MobileNetV2 fp32 + full int8 (random weights: latency does not depend on them), 500 samples
+REALSCALE_CONFIG = """# MobileNetV2 fp32 + full int8, random weights (latency does not read them)
 devices = ["host", "x86-64", "rpi4"]
 
 [[models]]
@@ -87,7 +87,11 @@ def repository(root: Path, wheel: Path, realscale: bool) -> actlocal.Repository:
             "models/mobilenet_v2_int8.tflite": (models / "mobilenet_v2_int8.tflite").read_bytes(),
             "data/mobilenet_v2_data.npz": (models / "mobilenet_v2_data.npz").read_bytes(),
         }
-        for old in ("models/digits.onnx", "models/digits_float.tflite", "models/digits_int8.tflite"):
+        for old in (
+            "models/digits.onnx",
+            "models/digits_float.tflite",
+            "models/digits_int8.tflite",
+        ):
             files[old] = None
         files["data/digits_test.npz"] = None
         repo.commit("real-scale models", files)
@@ -99,7 +103,9 @@ def step_times(run: actlocal.Run) -> dict[str, float]:
     """Seconds per (job, step) from act's `✅ Success - Main NAME [1m2.5s]` lines, the longest."""
     found: dict[str, float] = {}
     for line in run.log.splitlines():
-        match = re.match(r"^\[[^/]*/[^/]*/([^\]]+?)\s*\]\s+[✅❌]\s+\w+ - Main (.*) \[(.*)\]$", line)
+        match = re.match(
+            r"^\[[^/]*/[^/]*/([^\]]+?)\s*\]\s+[✅❌]\s+\w+ - Main (.*) \[(.*)\]$", line
+        )
         if not match:
             continue
         seconds = 0.0

@@ -12,14 +12,22 @@ every ordered pair of distinct sessions compared as the item compares them. Besi
   identical model against itself in fresh workers.
 
 The rates come with a 95% interval from resampling sessions (pairs sharing a session are not
-independent). Gates: any slowdown (max_regression 0) and the examples' 10%.
+independent). Gates: any slowdown (max_regression 0) and the examples' 10%. "changed" is what
+the report's "Needs a look" lists: an interval that excludes no change, either way.
+
+The sessions' spread also gives the session level's own standard deviation (sd(log) between
+sessions, less what chunks explain), which latency.STORED_SESSION_SD carries into every stored
+comparison: `--config` runs it on any harness.toml, e.g. the real-model corpus
+(benchmarks/realmodels/corpus.py project DIR).
 
     python benchmarks/bench_stored_baseline.py [--sessions 16] [--paired 8] [--gap 1]
+        [--config PATH] [--models NAME ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from harness import stats
+from harness.baseline import BaselineContext
 from harness.config import GateSpec, load_config
 from harness.devices import load_profiles
 from harness.runner import PairPool
@@ -44,7 +53,7 @@ def session(config: Any, model: Any) -> dict[str, Any]:
     pool = PairPool(config)
     pair = pool.get(model, load_profiles()["host"])
     try:
-        pair.worker()
+        pair.start()
         return latency._single(pair, spread=True).raw
     finally:
         pool.close()
@@ -82,10 +91,10 @@ def rate(fails: np.ndarray, rng: np.random.Generator) -> tuple[float, float, flo
 
 def paired_trial(config: Any, model: Any) -> tuple[float, float]:
     pool = PairPool(config)
-    pair = pool.get(
-        replace(model, gates=GateSpec(latency_max_regression=0.0)), load_profiles()["host"]
-    )
-    pair.base = model
+    gated = replace(model, gates=GateSpec(latency_max_regression=0.0))
+    pair = pool.get(gated, load_profiles()["host"])
+    pair.worker.base = model  # the same file as its own base, in the same worker
+    pair.baseline = BaselineContext(label="itself", base=model)
     try:
         figures = latency.measure(pair).figures
     finally:
@@ -98,55 +107,68 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=16, help="sessions per model")
     parser.add_argument("--paired", type=int, default=8, help="paired trials per model")
     parser.add_argument("--gap", type=float, default=1.0, help="seconds between sessions")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="a harness.toml")
+    parser.add_argument("--models", nargs="*", help="models of the config (default: all)")
     args = parser.parse_args()
-    config = load_config(CONFIG)
+    config = load_config(args.config)
     rng = np.random.default_rng(0)
     print(
-        f"host, examples/digits: {args.sessions} sessions per model ({args.gap:g} s apart), "
+        f"host, {args.config}: {args.sessions} sessions per model ({args.gap:g} s apart), "
         f"every ordered pair compared; {CONFIDENCE:.0%} intervals; rates with 95% intervals"
     )
     print(
         f"{'model':13} {'comparison':44} "
         + " ".join(f"{'FAIL @' + f'{g:.0%}':>21}" for g in GATES)
-        + f" {'straddles @10%':>15}"
+        + f" {'straddles @10%':>15} {'changed':>8}"
     )
     for model in config.models:
+        if args.models and model.name not in args.models:
+            continue
         raws = []
         for _ in range(args.sessions):
             raws.append(session(config, model))
             time.sleep(args.gap)
         chunks = [latency._chunks(raw) for raw in raws]
         count = len(raws)
-        now = np.zeros((len(GATES), count, count), dtype=bool)
-        before = np.zeros_like(now)
-        straddle = np.zeros((count, count), dtype=bool)
-        for i in range(count):
-            for j in range(count):
-                if i == j:
-                    continue
-                estimate = stats.unpaired_ratio(chunks[i], chunks[j], CONFIDENCE)
-                low, _ = raw_bootstrap(raws[i], raws[j], seed=i * count + j)
-                for g, gate in enumerate(GATES):
-                    now[g, i, j] = stats.decide_ratio(estimate, gate) == "fail"
-                    before[g, i, j] = low > 1.0 + gate
-                straddle[i, j] = stats.decide_ratio(estimate, 0.10) == "undecided"
         sizes = sorted(len(c) for c in chunks)
         levels = np.log([np.median(c) for c in chunks])
         within = np.median([np.std(np.log(c), ddof=1) for c in chunks])
+        between = float(np.std(levels, ddof=1))
+        # A session level's own sd: what the levels spread beyond their chunks' sampling error.
+        own = math.sqrt(max(0.0, between**2 - within**2 / np.mean(sizes)))
         print(
             f"{model.name:13} session medians {np.exp(levels.min()) / 1e3:.2f}-"
-            f"{np.exp(levels.max()) / 1e3:.2f} us: sd(log) between sessions "
-            f"{np.std(levels, ddof=1):.3f}, between chunks of a session {within:.3f}"
+            f"{np.exp(levels.max()) / 1e3:.2f} us: sd(log) between sessions {between:.3f}, "
+            f"between chunks of a session {within:.3f}; session level sd {own:.3f}"
         )
-        for label, fails in (
-            (f"unpaired, chunk medians (now; {sizes[0]}-{sizes[-1]} chunks)", now),
-            ("unpaired, raw-sample bootstrap (before)", before),
-        ):
+        methods = (
+            (f"unpaired, chunk medians ({sizes[0]}-{sizes[-1]} chunks), no session sd", 0.0),
+            (f"unpaired, with session_sd {latency.STORED_SESSION_SD:g} (now)",
+             latency.STORED_SESSION_SD),
+        )  # fmt: skip
+        for label, session_sd in methods:
+            fails = np.zeros((len(GATES), count, count), dtype=bool)
+            straddle = np.zeros((count, count), dtype=bool)
+            changed = np.zeros((count, count), dtype=bool)
+            for i, j in ((i, j) for i in range(count) for j in range(count) if i != j):
+                estimate = stats.unpaired_ratio(chunks[i], chunks[j], CONFIDENCE, session_sd)
+                for g, gate in enumerate(GATES):
+                    fails[g, i, j] = stats.decide_ratio(estimate, gate) == "fail"
+                straddle[i, j] = stats.decide_ratio(estimate, 0.10) == "undecided"
+                changed[i, j] = estimate.nominal and not estimate.low <= 1.0 <= estimate.high
             cells = [
                 f"{p:6.1%} [{lo:5.1%}, {hi:5.1%}]" for p, lo, hi in (rate(f, rng) for f in fails)
             ]
-            extra = f"{rate(straddle, rng)[0]:15.1%}" if fails is now else ""
+            extra = f"{rate(straddle, rng)[0]:15.1%} {rate(changed, rng)[0]:8.1%}"
             print(f"{model.name:13} {label:44} " + " ".join(f"{c:>21}" for c in cells) + extra)
+        before = np.zeros((len(GATES), count, count), dtype=bool)
+        for i, j in ((i, j) for i in range(count) for j in range(count) if i != j):
+            low, _ = raw_bootstrap(raws[i], raws[j], seed=i * count + j)
+            for g, gate in enumerate(GATES):
+                before[g, i, j] = low > 1.0 + gate
+        cells = [f"{p:6.1%} [{lo:5.1%}, {hi:5.1%}]" for p, lo, hi in (rate(f, rng) for f in before)]
+        label = "unpaired, raw-sample bootstrap (before)"
+        print(f"{model.name:13} {label:44} " + " ".join(f"{c:>21}" for c in cells))
         trials = [paired_trial(config, model) for _ in range(args.paired)]
         cells = [f"{sum(low > 1.0 + g for low, _ in trials)}/{len(trials)}" for g in GATES]
         print(

@@ -22,6 +22,7 @@ __all__ = [
     "GATES",
     "HIGHER",
     "LOWER",
+    "NOISE_FLOOR",
     "UNJUDGED",
     "Figure",
     "Gate",
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 HIGHER, LOWER, UNJUDGED = 1, -1, 0  # which way a figure is better
+# The smallest relative change a report calls a change, and the history a step: below it, two
+# runs of the same model on a shared machine differ by noise alone.
+NOISE_FLOOR = 0.02
 
 
 @dataclass(frozen=True)

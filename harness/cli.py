@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.catalogue import NOISE_FLOOR
 from harness.commands import calibrate, counting, devices, gate, history, images
 from harness.errors import ConfigError
 
@@ -69,15 +70,16 @@ def _model_files(document: dict[str, Any], repo_root: Path) -> dict[str, str]:
 
 def _annotations(document: dict[str, Any], repo_root: Path, inconclusive: str) -> list[str]:
     from harness.github import annotation
-    from harness.report.markdown import item_name, reasons
+    from harness.report.wording import item_name, reasons
+    from harness.results import INCONCLUSIVE, blocks
 
     files = _model_files(document, repo_root)
     lines = []
     for record in document.get("results", []):
         status = record["verdict"]["status"]
-        if status in ("FAIL", "ERROR") or (status == "INCONCLUSIVE" and inconclusive == "fail"):
+        if blocks(status, inconclusive):
             level = "error"
-        elif status == "INCONCLUSIVE":
+        elif status == INCONCLUSIVE:
             level = "warning"
         else:
             continue
@@ -176,8 +178,8 @@ def _history_keys(document: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 def _report(args: argparse.Namespace) -> int:
     from harness import github
     from harness.report.files import write_reports
-    from harness.report.markdown import step_rows
     from harness.report.nightly import regression_line
+    from harness.report.wording import step_rows
     from harness.results import merge
     from harness.verdict import overall
 
@@ -325,7 +327,7 @@ def _add_report_commands(commands: Any) -> None:
     )
     report.add_argument("--window", type=int, default=3, help="runs counted as recent")
     report.add_argument(
-        "--min-change", type=float, default=0.02, help="smallest relative step that counts"
+        "--min-change", type=float, default=NOISE_FLOOR, help="smallest relative step that counts"
     )
     report.set_defaults(handler=_report)
 

@@ -24,6 +24,7 @@ from harness.results import (
     WARN,
     Check,
     Flags,
+    Measurement,
     Verdict,
 )
 
@@ -38,8 +39,11 @@ __all__ = [
     "RULES",
     "WARN",
     "Check",
+    "BaselineFacts",
     "Verdict",
+    "baseline_flags",
     "decide",
+    "judge",
 ]
 
 ABSOLUTE_TIME_FIDELITIES = ("measured", "estimated")
@@ -130,6 +134,55 @@ def _context(device: str, fidelity: str, n: int | None) -> str:
     return f"({device}, {fidelity}" + (f", n={n})" if n is not None else ")")
 
 
+@dataclass(frozen=True)
+class BaselineFacts:
+    """What `--baseline` says for one item (harness.baseline resolves it): the base's label,
+    why there is no base for the model, why a stored base gives this suite nothing, and whether
+    stored figures come from another machine."""
+
+    label: str = ""  # empty: no --baseline
+    missing: str | None = None
+    problem: str | None = None
+    other_machine: bool = False
+
+
+def baseline_flags(flags: Flags, facts: BaselineFacts) -> Flags:
+    """`flags` with what the baseline says, as records carry it."""
+    found = Flags(**flags)
+    if facts.label:
+        found["baseline"] = facts.label
+        if facts.problem:
+            found["baseline_problem"] = facts.problem
+    if facts.other_machine:
+        found["baseline_other_machine"] = True
+    if facts.missing:
+        found["baseline_missing"] = facts.missing
+    return found
+
+
+def judge(
+    suite: str,
+    measurement: Measurement,
+    gates: GateSpec,
+    device: str,
+    facts: BaselineFacts = BaselineFacts(),
+    baseline_missing: str = "error",
+    config_name: str = "the config",
+) -> Verdict:
+    """The one decision for an item: its gates on its measurement and its baseline. A model
+    without a base whose suite has relative gates is an ERROR under `baseline_missing =
+    "error"` (the default), NO BASELINE under "report"."""
+    flags = baseline_flags(measurement.flags, facts)
+    relative = [g for g, s in RELATIVE.items() if s == suite and getattr(gates, g) is not None]
+    if facts.missing and relative and baseline_missing == "error":
+        message = (
+            f"no baseline for {', '.join(relative)}: {facts.missing} (to report such models "
+            f'as NO BASELINE instead, set baseline_missing = "report" in {config_name})'
+        )
+        return Verdict(ERROR, (), (message,))
+    return decide(suite, measurement.figures, gates, device, measurement.fidelity, flags)
+
+
 def decide(
     suite: str,
     figures: Mapping[str, Any],
@@ -150,6 +203,8 @@ def decide(
         if rule.against_host and flags.get("is_reference"):
             continue  # the host is the reference of device parity
         figure, label, where = rule.figure, rule.label, _context(device, fidelity, n)
+        if figures.get(f"basis_{figure}"):  # what the figure rests on, where the suite says
+            where = f"({device}: {figures[f'basis_{figure}']})"
         read_as = fidelity
         if fidelity == "emulated" and rule.emulated_figure in figures:
             figure, label = str(rule.emulated_figure), f"{rule.label} (board estimate)"
@@ -169,6 +224,11 @@ def decide(
             checks.append(Check(rule.gate, figure, value, threshold, None, message))
             continue
         if value is None and rule.optional:
+            continue
+        if value is None and figures.get(f"{figure}_skipped"):  # the suite says why not
+            bound = "≤" if rule.symbol == ">" else "≥"
+            message = f"{label} {bound} {shown} not applied: {figures[f'{figure}_skipped']}"
+            checks.append(Check(rule.gate, figure, None, threshold, None, message))
             continue
         if value is None:
             if flags.get("failure"):

@@ -13,14 +13,12 @@ from harness.baseline import Baseline
 from harness.boundary import POLICY_DEVICE, Boundary
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
-from harness.gates import RELATIVE, decide
+from harness.gates import BaselineFacts, baseline_flags, judge
 from harness.progress import Progress
 from harness.registry import Suite, suites_for
 from harness.report.junit import junit_properties
 from harness.results import (
     ERROR,
-    FAIL,
-    INCONCLUSIVE,
     PASS,
     SKIPPED,
     USER_PROPERTY,
@@ -28,6 +26,7 @@ from harness.results import (
     Measurement,
     Record,
     Verdict,
+    blocks,
     record,
 )
 from harness.runner import Pair, PairFailure, PairPool
@@ -137,40 +136,16 @@ class HarnessItem(_ConfigItem):
             message = f"{type(exc).__name__}: {exc}"
             self._publish(Verdict(ERROR, (), (message,)), None, pair_info(pair), error=message)
             raise
-        gates = self.model.gates_for(self.profile.name)
         baseline = pair.baseline
-        if baseline.label:
-            measurement.flags["baseline"] = baseline.label
-            problem = baseline.problem(self.suite.name)
-            if problem:
-                measurement.flags["baseline_problem"] = problem
-        if baseline.other_machine:
-            measurement.flags["baseline_other_machine"] = True
-        if baseline.missing:
-            measurement.flags["baseline_missing"] = baseline.missing
-            relative = [
-                g for g, s in RELATIVE.items() if s == self.suite.name and getattr(gates, g)
-            ]
-            if relative and config.baseline_missing == "error":
-                self._fail_without_figures(
-                    f"no baseline for {', '.join(relative)}: {baseline.missing} (to report such "
-                    f'models as NO BASELINE instead, set baseline_missing = "report" in '
-                    f"{config.source.name})",
-                    pair_info(pair),
-                )
-        verdict = decide(
-            self.suite.name,
-            measurement.figures,
-            gates,
-            self.profile.name,
-            measurement.fidelity,
-            measurement.flags,
-        )
+        problem = baseline.problem(self.suite.name)
+        facts = BaselineFacts(baseline.label, baseline.missing, problem, baseline.other_machine)
+        measurement.flags = baseline_flags(measurement.flags, facts)
+        verdict = judge(self.suite.name, measurement, self.model.gates_for(self.profile.name),
+                        self.profile.name, facts, config.baseline_missing,
+                        config.source.name)  # fmt: skip
         plan = pair.plan.as_json() if pair.has_plan and not self.suite.static else None
         self._publish(verdict, measurement, pair_info(pair), plan=plan)
-        if verdict.status in (FAIL, ERROR) or (
-            verdict.status == INCONCLUSIVE and config.inconclusive == "fail"
-        ):
+        if blocks(verdict.status, config.inconclusive):
             raise GateFailure("\n".join(verdict.reasons))
 
     def _terminal_line(self) -> Callable[[str], None] | None:
@@ -233,7 +208,7 @@ class PolicyItem(_ConfigItem):
             model_path=self.model.path,
         )
         self._attach(rec)
-        if verdict.status in (FAIL, ERROR):
+        if blocks(verdict.status):
             raise GateFailure("\n".join(verdict.reasons))
 
 

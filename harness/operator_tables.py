@@ -244,6 +244,13 @@ TFLITE_MIN_RUNTIME: dict[str, dict[int, str]] = {
 # (tensorflow/lite/core/kernels/register.cc AddCustom; measured: tflite-runtime 2.14.0 and every
 # ai-edge-litert release below resolve them).
 TFLITE_BUILTIN_CUSTOM_OPS = frozenset({"AudioSpectrogram", "Mfcc", "TFLite_Detection_PostProcess"})
+# MediaPipe's custom operators that the XNNPACK delegate (applied by default by ai-edge-litert and
+# tflite-runtime) runs itself (tensorflow/lite/delegates/xnnpack/xnnpack_delegate.cc). Measured:
+# mediapipe 0.10.14's selfie_segmentation.tflite (Convolution2DTransposeBias) runs in
+# ai-edge-litert 2.3.0, and fails "unresolved custom op" with the default delegates turned off.
+TFLITE_XNNPACK_CUSTOM_OPS = frozenset(
+    {"Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D"}
+)
 
 # The only flatbuffer schema version interpreters accept ("Model provided is schema version N not
 # equal to supported version 3"; measured on every release above).

@@ -37,6 +37,7 @@ from harness.operator_tables import (
     TFLITE_MIN_RUNTIME,
     TFLITE_SCHEMA_VERSION,
     TFLITE_TABLE_SOURCE,
+    TFLITE_XNNPACK_CUSTOM_OPS,
 )
 
 Severity = Literal["error", "warning"]
@@ -612,8 +613,8 @@ def _check_tflite(model: ModelOperators, runtime: str, version: str) -> list[Ope
 
 def _check_tflite_custom(use: OperatorUse, runtime: str, device: str) -> OperatorProblem | None:
     where = _where(use)
-    if use.name in TFLITE_BUILTIN_CUSTOM_OPS:
-        return None
+    if use.name in TFLITE_BUILTIN_CUSTOM_OPS or use.name in TFLITE_XNNPACK_CUSTOM_OPS:
+        return None  # the builtin resolver, or the XNNPACK delegate every interpreter applies
     if use.name.startswith("Flex"):
         if runtime == "tensorflow":
             return None  # the full TensorFlow package links the Flex delegate

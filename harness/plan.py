@@ -68,6 +68,13 @@ class Plan:
         parts.append(f"robustness {self.robustness_examples} examples")
         return "; ".join(parts)
 
+    @property
+    def latency_budget_s(self) -> float:
+        """Seconds the latency suite needs for the planned runs and warm-up (with room for runs
+        slower than the first): a planned pair's latency budget is raised to it, so the record
+        holds the runs the plan line states (not 2 of 135 within latency.time_budget_s)."""
+        return 1.5 * self.seconds_per_inference * (self.latency_samples + self.latency_warmup)
+
     def as_json(self) -> dict[str, Any]:
         return asdict(self) | {"summary": self.describe()}
 

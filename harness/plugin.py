@@ -27,7 +27,7 @@ class HarnessState:
     baseline: Any = None  # harness.baseline.Baseline under --baseline
     boundary: Any = None  # harness.boundary.Boundary under a base with a config (or none)
     report_dir: Path | None = None
-    history_path: Path | None = None
+    history: str | None = None  # where the history is (harness.history: a path, git:, postgresql:)
     notes: list[str] = field(default_factory=list)  # printed at the end of the summary
     pool: Any = None  # PairPool, made lazily (it imports the backends)
     allow_unmeasured: bool = False
@@ -74,8 +74,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--harness-history",
         metavar="PATH",
-        help="SQLite history to append this run to (default: the config's `history`, "
-        "'.harness/history.sqlite' beside it; 'none' to skip)",
+        help="history to append this run to: a SQLite file, git:REMOTE[#BRANCH] or "
+        "postgresql://... (default: the config's `history`, '.harness/history.sqlite' beside it; "
+        "'none' to skip)",
     )
     group.addoption(
         "--harness-samples",
@@ -173,7 +174,7 @@ def pytest_configure(config: pytest.Config) -> None:
         Path(json_path).resolve() if json_path else None,
         baseline,
         report_dir=Path(report_dir).resolve() if report_dir else None,
-        history_path=_history_path(config, harness_config),
+        history=_history(config, harness_config),
         allow_unmeasured=bool(config.getoption("allow_unmeasured")),
         boundary=boundary,
     )
@@ -202,11 +203,21 @@ def _with_overrides(config: pytest.Config, harness_config: HarnessConfig) -> Har
     return replace(harness_config, latency=replace(harness_config.latency, **changes))
 
 
-def _history_path(config: pytest.Config, harness_config: HarnessConfig) -> Path | None:
+def _history(config: pytest.Config, harness_config: HarnessConfig) -> str | None:
+    """Where the history goes: --harness-history (a path, git:REMOTE[#BRANCH] or
+    postgresql://...; 'none' to skip), else the config's `history`."""
     named = config.getoption("harness_history")
     if named is not None:
-        return None if named.lower() in ("", "none", "off") else Path(named).resolve()
-    return harness_config.history
+        if named.lower() in ("", "none", "off"):
+            return None
+        from harness.history import kind_of
+
+        try:
+            kind = kind_of(named)
+        except ConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        return str(Path(named).absolute()) if kind == "sqlite" else named
+    return str(harness_config.history) if harness_config.history is not None else None
 
 
 def _state(config: pytest.Config) -> HarnessState | None:
@@ -321,14 +332,16 @@ class HarnessReporter:
 
             paths, _ = write_reports(document, state.report_dir)
             state.notes.append(f"harness: reports in {state.report_dir} ({', '.join(paths)})")
-        if state.history_path is not None:
+        if state.history is not None:
+            from harness.history import kind_of
             from harness.links import refuse_links
             from harness.store import record_session
 
             try:
-                refuse_links(state.history_path, state.config.root, "the history")
-                run, path = record_session(document, state.config.source, state.history_path)
-                state.notes.append(f"harness: history run {run} in {path}")
+                if kind_of(state.history) == "sqlite":
+                    refuse_links(Path(state.history), state.config.root, "the history")
+                run, where = record_session(document, state.config.source, state.history)
+                state.notes.append(f"harness: history run {run} in {where}")
             except Exception as exc:  # the figures are in the reports; the history is extra
                 state.notes.append(f"harness: WARNING: history not written: {exc}")
 

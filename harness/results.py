@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
@@ -24,10 +25,36 @@ SCHEMA = "harness-results/2"
 READABLE_SCHEMAS = ("harness-results/1", SCHEMA)  # /1 kept its flags among the figures
 USER_PROPERTY = "harness"  # the full record rides on the test report under this user property
 
-PASS, FAIL, INCONCLUSIVE, NO_GATE = "PASS", "FAIL", "INCONCLUSIVE", "NO GATE"
-NO_BASELINE, ERROR, SKIPPED = "NO BASELINE", "ERROR", "SKIPPED"
-WARN = "WARN"  # reported beside the gates, never fails the session (operator support unknown)
-STATUSES = (FAIL, ERROR, INCONCLUSIVE, NO_BASELINE, WARN, PASS, NO_GATE, SKIPPED)
+
+class Status(StrEnum):
+    """An item's (or a document's) verdict, worst first: the one ordering every count, table
+    and grid uses. Records carry the value (`"NO GATE"`), so files read the same."""
+
+    ERROR = "ERROR"  # the measurement or the comparison broke: never a pass
+    FAIL = "FAIL"
+    INCONCLUSIVE = "INCONCLUSIVE"  # too few samples, or an interval that straddles its gate
+    NO_BASELINE = "NO BASELINE"  # a relative gate without a base (baseline_missing = "report")
+    WARN = "WARN"  # reported beside the gates, never fails the session (operator support unknown)
+    PASS = "PASS"
+    NO_GATE = "NO GATE"
+    SKIPPED = "SKIPPED"
+
+    def blocks(self, inconclusive: str = "fail") -> bool:
+        """Whether this verdict blocks a merge: FAIL and ERROR always, INCONCLUSIVE unless
+        the policy (`inconclusive`, the config's or --harness-inconclusive) is "pass"."""
+        if self is Status.INCONCLUSIVE:
+            return inconclusive != "pass"
+        return self in (Status.FAIL, Status.ERROR)
+
+
+def blocks(status: str, inconclusive: str = "fail") -> bool:
+    """Status(status).blocks(inconclusive), for a status read from a record."""
+    return status in STATUSES and Status(status).blocks(inconclusive)
+
+
+PASS, FAIL, INCONCLUSIVE, NO_GATE = Status.PASS, Status.FAIL, Status.INCONCLUSIVE, Status.NO_GATE
+NO_BASELINE, ERROR, SKIPPED, WARN = Status.NO_BASELINE, Status.ERROR, Status.SKIPPED, Status.WARN
+STATUSES = tuple(s.value for s in Status)  # worst first
 
 
 class Flags(TypedDict, total=False):
@@ -74,7 +101,7 @@ class Verdict:
 
     def as_json(self) -> VerdictJSON:
         return {
-            "status": self.status,
+            "status": str(self.status),  # a plain str: execnet (xdist) carries no enums
             "checks": [CheckJSON(**asdict(c)) for c in self.checks],  # type: ignore[typeddict-item]
             "reasons": list(self.reasons),
         }

@@ -440,6 +440,7 @@ class Pair:
             warmup=plan.latency_warmup,
             samples=plan.latency_samples,
             min_samples=plan.latency_min_samples,
+            time_budget_s=max(self.config.latency.time_budget_s, plan.latency_budget_s),
         )
         robustness = replace(self.config.robustness, examples=plan.robustness_examples)
         config = replace(self.config, latency=latency, robustness=robustness)

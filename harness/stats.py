@@ -724,7 +724,10 @@ def detect_steps(values: Samples, min_size: int = 2, penalty: float | None = Non
 
 
 def unpaired_ratio(
-    base_chunks: Samples, new_chunks: Samples, confidence: float = 0.95
+    base_chunks: Samples,
+    new_chunks: Samples,
+    confidence: float = 0.95,
+    session_sd: float = 0.0,
 ) -> RatioEstimate:
     """Ratio new/base from two sessions that were not interleaved (a stored baseline), given
     the per-chunk medians of each session (a chunk: one timed loop inside the worker).
@@ -739,6 +742,12 @@ def unpaired_ratio(
     false-alarm rate this gives on real sessions). The point estimate is the ratio of the
     median chunk medians. `nominal` is False when there are too few chunk pairs for the tail
     quantiles (n_base * n_new * (1 - confidence) / 2 < 1, or fewer than 3 chunks a side).
+
+    `session_sd`: the standard deviation of a whole session's log level around the machine's,
+    measured apart (benchmarks/bench_stored_baseline.py: a fresh process lands at another level
+    and stays there, which no chunk of one session shows). Two sessions are one observation of
+    it: each side of the interval widens to sqrt(side^2 + (z * sqrt(2) * session_sd)^2) in log
+    terms, so an identical model does not read as a few percent better or worse.
     """
     _check_confidence(confidence)
     b = _array(base_chunks, "base_chunks")
@@ -749,10 +758,17 @@ def unpaired_ratio(
     d = (np.log(m)[:, None] - np.log(b)[None, :]).ravel()
     point = float(np.log(np.median(m)) - np.log(np.median(b)))
     low, high = (float(v) for v in np.quantile(d, [tail, 1.0 - tail]))
+    low, high = min(low, point), max(high, point)
+    if session_sd < 0:
+        raise ValueError(f"session_sd = {session_sd} must be >= 0")
+    if session_sd > 0:
+        spread = _NORMAL.inv_cdf(1.0 - tail) * math.sqrt(2.0) * session_sd
+        low = point - math.hypot(point - low, spread)
+        high = point + math.hypot(high - point, spread)
     return RatioEstimate(
         ratio=math.exp(point),
-        low=math.exp(min(low, point)),
-        high=math.exp(max(high, point)),
+        low=math.exp(low),
+        high=math.exp(high),
         n=int(m.size),
         nominal=min(b.size, m.size) >= 3 and d.size * tail >= 1.0,
     )

@@ -61,15 +61,17 @@ def default_path(config_path: Path | None) -> Path:
 
 
 def record_session(
-    document: Mapping[str, Any], config_path: Path, db_path: Path | None = None
-) -> tuple[int, Path]:
+    document: Mapping[str, Any], config_path: Path, location: str | Path | None = None
+) -> tuple[int, str]:
     """Store one pytest session's results document: the plugin's call at session end.
 
-    The history goes to `db_path` (default `.harness/history.sqlite` beside the config), with the
-    checkout's commit and ref (unless the document names them) and each model's SHA-256 (of its
-    file, or of a language-model folder's files).
-    Returns (run id, database path)."""
-    path = db_path if db_path is not None else default_path(config_path)
+    The history goes to `location` (a SQLite path, default `.harness/history.sqlite` beside the
+    config; `git:REMOTE[#BRANCH]`; `postgresql://...`: harness.history), with the checkout's
+    commit and ref (unless the document names them) and each model's SHA-256 (of its file, or
+    of a language-model folder's files). Returns (run id, the location as shown)."""
+    from harness.history import describe, open_history
+
+    where = str(location if location is not None else default_path(config_path))
     git = document.get("git") or {}
     commit, ref = git.get("commit"), git.get("ref")
     if not commit:
@@ -78,5 +80,9 @@ def record_session(
         hashes = model_hashes_from_config(config_path)
     except Exception:  # a config that no longer loads still gets its figures stored
         hashes = {}
-    with Store(path) as store:
-        return store.add_results(document, commit=commit, ref=ref, model_hashes=hashes), path
+    store = open_history(where)
+    try:
+        run = store.add_results(document, commit=commit, ref=ref, model_hashes=hashes)
+    finally:
+        store.close()
+    return run, describe(where)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.registry import BY_NAME, missing_items
-from harness.results import ERROR, FAIL, INCONCLUSIVE, NO_GATE, PASS, SKIPPED, STATUSES
+from harness.results import ERROR, FAIL, INCONCLUSIVE, NO_GATE, PASS, SKIPPED, STATUSES, blocks
 
 # pytest exit statuses: 0 ok, 1 tests failed, 5 no tests; anything else broke the session.
 _SESSION_OK = (0, 1, 5)
@@ -28,12 +28,8 @@ class Overall:
     problems: tuple[str, ...] = field(default=())  # why, beyond the records' own reasons
 
     def exit_code(self, inconclusive: str = "fail") -> int:
-        """0 when the merge may go ahead, 1 when it is blocked."""
-        if self.status in (FAIL, ERROR):
-            return 1
-        if self.status == INCONCLUSIVE:
-            return 0 if inconclusive == "pass" else 1
-        return 0
+        """0 when the merge may go ahead, 1 when it is blocked (Status.blocks)."""
+        return 1 if blocks(self.status, inconclusive) else 0
 
     def headline(self) -> str:
         shown = ", ".join(f"{n} {s.lower()}" for s in STATUSES if (n := self.counts.get(s)))

@@ -225,7 +225,7 @@ def test_policy_compares_every_gate_direction() -> None:
 
 
 def test_the_report_lists_every_gate_change() -> None:
-    from harness.report.markdown import gate_changes
+    from harness.report.wording import gate_changes
 
     records = [
         {"suite": "policy", "model": "m", "figures": {"allowed": True, "changes": [

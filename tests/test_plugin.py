@@ -238,14 +238,21 @@ def test_missing_dataset_file(pytester: pytest.Pytester) -> None:
 
 
 def test_dataset_without_labels(pytester: pytest.Pytester) -> None:
+    """Inputs without labels (a detector's scenes) are checked for NaN/inf, not scored; an
+    accuracy gate on them asks for `y`."""
     write_repo(pytester.path)
+    np.savez(pytester.path / "data" / "test.npz", X=np.zeros((4, 16), np.float32))
+    result = pytester.runpytest("-k", "accuracy")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*host*mlp*accuracy*nonfinite 0*nonfinite_max*PASS*"])
+    write_repo(pytester.path, gates="accuracy_min = 0.9")
     np.savez(pytester.path / "data" / "test.npz", X=np.zeros((4, 16), np.float32))
     result = pytester.runpytest()
     result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*accuracy[[]mlp@host[]]: */test.npz: no array 'y' with the labels; the accuracy suite "
-            "needs one (arrays there: X)"
+            "*accuracy[[]mlp@host[]]: */test.npz: no array 'y' with the labels, which "
+            "accuracy_min needs (arrays there: X)"
         ]
     )
 

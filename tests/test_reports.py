@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ROOT
 from harness.registry import headline_of
-from harness.report import html, markdown
+from harness.report import html, markdown, wording
 from harness.report.figures import number
 from harness.results import merge
 from harness.verdict import overall
@@ -125,7 +125,7 @@ def test_markdown_labels_emulated_time_never_as_device_time(document: dict[str, 
     text = markdown.render(merge([document, _emulated_copy(document)]))
     emulated = [line for line in text.splitlines() if line.startswith("| rpi4 | digits-onnx |")]
     assert all("· emulated†" in line for line in emulated), emulated
-    assert markdown.FOOTNOTE["emulated"] in text
+    assert wording.FOOTNOTE["emulated"] in text
     assert "not device milliseconds" in text
     assert html.time_axis("emulated").startswith("QEMU wall-clock ms")
     assert "not device time" in html.time_axis("emulated")

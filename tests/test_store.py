@@ -23,6 +23,8 @@ from harness.store import (
     raw_summary,
 )
 
+pytest_plugins = ["pytester"]
+
 
 def _document(created: str = "2026-11-01T03:00:00Z", p90: float = 1.0) -> dict[str, Any]:
     """A small results document with one latency and one accuracy record."""
@@ -300,8 +302,9 @@ def test_record_session_stores_commit_and_model_hashes(tmp_path: Path) -> None:
     document = _document()
     for record in document["results"]:
         record["model"] = "digits-onnx"
-    run, path = record_session(document, repo / "harness.toml")
-    assert path == repo / ".harness" / "history.sqlite"
+    run, where = record_session(document, repo / "harness.toml")
+    path = repo / ".harness" / "history.sqlite"
+    assert where == str(path)
     with Store(path) as store:
         commit, ref = store.db.execute("SELECT git_commit, git_ref FROM runs").fetchone()
         assert (run, commit, ref) == (1, head, "refs/heads/main")
@@ -348,3 +351,33 @@ def test_another_programs_database_is_refused_and_left_alone(tmp_path: Path) -> 
     done = _history("--db", str(path), cwd=tmp_path)
     assert done.returncode == 2
     assert f"harness: error: history {path}: {path} is an SQLite database but not" in done.stderr
+
+
+def test_a_session_writes_its_history_to_a_git_branch(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """`pytest --harness-history git:REMOTE#BRANCH`: the run lands on the branch of the remote."""
+    from harness.history import open_history
+    from harness.modelgen import onnx as onnx_models
+
+    remote = tmp_path / "history.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    onnx_models.mlp(pytester.path / "m.onnx")
+    (pytester.path / "harness.toml").write_text(
+        '[robustness]\nexamples = 0\n[[models]]\nname = "m"\npath = "m.onnx"\n'
+    )
+    result = pytester.runpytest(f"--harness-history=git:{remote}#runs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines([f"*history run 1 in git:{remote}#runs*"])
+    listed = subprocess.run(
+        ["git", "-C", str(remote), "ls-tree", "-r", "--name-only", "runs"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len([name for name in listed if name.endswith(".json")]) == 1
+    store = open_history(f"git:{remote}#runs", readonly=True, cache=tmp_path / "cache")
+    try:
+        assert store.run_count() == 1
+    finally:
+        store.close()

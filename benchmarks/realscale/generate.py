@@ -98,8 +98,9 @@ def build(name: str, out: Path) -> dict[str, object]:
     }
     if name == DATASET_ARCH:
         x = random_inputs(DATASET_SAMPLES, low, high, SEED + 2)
-        y = np.concatenate([np.argmax(model(x[i : i + 50], training=False), axis=1)
-                            for i in range(0, len(x), 50)]).astype(np.int64)
+        y = np.concatenate(
+            [np.argmax(model(x[i : i + 50], training=False), axis=1) for i in range(0, len(x), 50)]
+        ).astype(np.int64)
         np.savez(out / f"{name}_data.npz", X=x, y=y)
         record["dataset"] = f"{name}_data.npz"
     return record

@@ -69,6 +69,14 @@ class Target:
     def remote(self, path: Path) -> str:
         return self.path_map.get(path.resolve(), str(path.resolve()))
 
+    def local(self, text: str) -> str:
+        """`text` (a worker's message) with the paths the target sees replaced by the user's:
+        `/data/1/file.npz` means nothing to whoever reads the failure."""
+        for host, guest in sorted(self.path_map.items(), key=lambda item: -len(item[1])):
+            if guest != str(host):
+                text = text.replace(guest, str(host))
+        return text
+
 
 class Backend(Protocol):
     def start(self, profile: DeviceProfile, files: Sequence[Path], threads: int) -> Target:
@@ -122,7 +130,7 @@ class WorkerClient:
             )
         reply = decode(line)
         if not reply.get("ok"):
-            raise WorkerError(str(reply.get("kind")), str(reply.get("error")))
+            raise WorkerError(str(reply.get("kind")), self.target.local(str(reply.get("error"))))
         result: dict[str, Any] = reply["result"]
         return result
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.catalogue import NOISE_FLOOR
 from harness.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -402,6 +403,6 @@ def add_parser(commands: Any) -> None:
     night.add_argument("--fail-on-regression", action="store_true", help="exit 1 on a regression")
     night.add_argument("--window", type=int, default=3, help="runs counted as recent")
     night.add_argument(
-        "--min-change", type=float, default=0.02, help="smallest relative step that counts"
+        "--min-change", type=float, default=NOISE_FLOOR, help="smallest relative step that counts"
     )
     night.set_defaults(handler=_nightly)

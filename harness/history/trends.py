@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from harness import catalogue
+from harness.catalogue import NOISE_FLOOR
 
 __all__ = [
     "NOISE_RUNS",
@@ -99,7 +100,9 @@ class Trend:
         where = f"{self.repository}: " if self.repository else ""
         return f"{where}{self.suite}[{self.model}@{self.device}]"
 
-    def regressions(self, window: int = 3, min_change: float = 0.02) -> list[tuple[int, float]]:
+    def regressions(
+        self, window: int = 3, min_change: float = NOISE_FLOOR
+    ) -> list[tuple[int, float]]:
         """Steps for the worse whose first run is among the last `window` runs, by at least
         `min_change` (relative): (index, relative change). Older steps were reported on
         earlier nights."""

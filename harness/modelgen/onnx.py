@@ -356,3 +356,67 @@ def huge_alloc(path: str | Path, shape: Sequence[int] = (1024, 1024, 256)) -> Pa
         inits,
         "huge_alloc",
     )
+
+
+def streaming_vad(
+    path: str | Path,
+    batch: tuple[Dim, Dim] = (None, None),
+    width: int = 8,
+    hidden: int = 4,
+    seed: int = 0,
+) -> Path:
+    """A voice-activity step shaped like silero-vad's: "input" float32 [batch[0], width] (a
+    chunk), "state" float32 [2, batch[1], hidden] (what the stream held before it) and "sr"
+    int64 [] (the sample rate). `batch` names the two batch dims: None leaves them unnamed (as
+    silero_vad.onnx does), "batch" twice ties them (as silero_vad_16k_op15.onnx does).
+
+    Outputs "output" float32 [batch, 1] = sigmoid(h @ O + b), the speech probability, and
+    "stateN" float32 [2, batch, hidden], the next state, where h = tanh(input @ U + state[0] @ V)
+    * sr / 16000 (a wrong sample rate changes the answer, as it does in the real model).
+    """
+    rng = _rng(seed)
+    u, _ = _dense(rng, width, hidden)
+    v, _ = _dense(rng, hidden, hidden)
+    o, ob = _dense(rng, hidden, 1)
+    nodes = [
+        helper.make_node("Gather", ["state", "I0"], ["s0"], axis=0),
+        helper.make_node("Gather", ["state", "I1"], ["s1"], axis=0),
+        helper.make_node("MatMul", ["input", "U"], ["xu"]),
+        helper.make_node("MatMul", ["s0", "V"], ["sv"]),
+        helper.make_node("Add", ["xu", "sv"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["h0"]),
+        helper.make_node("Cast", ["sr"], ["sr_f"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["sr_f", "RATE"], ["scale"]),
+        helper.make_node("Mul", ["h0", "scale"], ["h"]),
+        helper.make_node("MatMul", ["h", "O"], ["ho"]),
+        helper.make_node("Add", ["ho", "OB"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["output"]),
+        helper.make_node("Unsqueeze", ["h", "AXIS0"], ["h_u"]),
+        helper.make_node("Unsqueeze", ["s1", "AXIS0"], ["s1_u"]),
+        helper.make_node("Concat", ["h_u", "s1_u"], ["stateN"], axis=0),
+    ]
+    first, second = batch
+    return _save(
+        path,
+        nodes,
+        [
+            _value("input", TensorProto.FLOAT, [first, width]),
+            _value("state", TensorProto.FLOAT, [2, second, hidden]),
+            _value("sr", TensorProto.INT64, []),
+        ],
+        [
+            _value("output", TensorProto.FLOAT, [first, 1]),
+            _value("stateN", TensorProto.FLOAT, [2, first, hidden]),
+        ],
+        [
+            _const("U", u),
+            _const("V", v),
+            _const("O", o),
+            _const("OB", ob),
+            _const("I0", np.array(0, np.int64)),
+            _const("I1", np.array(1, np.int64)),
+            _const("RATE", np.array(16000.0, np.float32)),
+            _const("AXIS0", np.array([0])),
+        ],  # fmt: skip
+        "streaming_vad",
+    )

@@ -16,15 +16,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness import catalogue
 from harness.registry import ORDER
 from harness.report.figures import Headline, headline, number, percent_change
+from harness.results import ERROR, FAIL, INCONCLUSIVE, STATUSES
 
 __all__ = ["Cell", "Change", "Grid", "NOISE_FLOOR", "SEVERITY", "changes", "grid", "needs_a_look"]
 
-NOISE_FLOOR = 0.02
-# Worst first: a grid cell shows the worst verdict among its items.
-SEVERITY = ("ERROR", "FAIL", "INCONCLUSIVE", "NO BASELINE", "PASS", "NO GATE", "SKIPPED")
-NOT_PASSED = ("ERROR", "FAIL", "INCONCLUSIVE")
+NOISE_FLOOR = catalogue.NOISE_FLOOR
+# Worst first (harness.results.Status): a grid cell shows the worst verdict among its items.
+SEVERITY = STATUSES
+NOT_PASSED = (ERROR, FAIL, INCONCLUSIVE)
 # Which item's figure stands for a cell when verdicts tie: the one a reviewer asks about first.
 KEY_SUITES = ("latency", "accuracy", "memory", "size")
 
@@ -89,7 +91,7 @@ def change(record: Mapping[str, Any]) -> Change | None:
         found = _moved(figures, "size_kb", 0.0, False)
     elif suite == "instructions":
         found = _moved(figures, "instructions_per_inference", NOISE_FLOOR, False)
-    # Gate edits (policy items) have their own list: markdown.gate_changes.
+    # Gate edits (policy items) have their own list: wording.gate_changes.
     return Change(record, found.text, found.worse) if found else None
 
 

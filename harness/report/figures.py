@@ -15,13 +15,18 @@ from typing import Any
 from harness.registry import headline_of
 
 __all__ = [
+    "ESTIMATED_FIGURES",
     "Headline",
+    "bounds",
+    "fidelity_of",
     "headline",
     "interval",
     "label",
+    "message_line",
     "number",
     "percent_change",
     "shown",
+    "shown_with_interval",
     "threshold",
 ]
 
@@ -80,15 +85,72 @@ def threshold(gate: str, value: Any, figure: str) -> str:
     return number(value, figure)
 
 
-def interval(figures: Mapping[str, Any], figure: str) -> str:
-    """` [low, high]` when the record carries the figure's confidence interval, as
-    `p90_low_ms`/`p90_high_ms` for `p90_ms`; else empty."""
+def bounds(figures: Mapping[str, Any], figure: str) -> tuple[float, float] | None:
+    """The figure's confidence interval (or error band) when the record carries it, as
+    `p90_low_ms` / `p90_high_ms` for `p90_ms`, or `estimated_ms_low` / `estimated_ms_high`."""
     suffix = next((s for s, _ in UNITS if figure.endswith(s)), "")
     stem = figure[: len(figure) - len(suffix)]
     low, high = figures.get(f"{stem}_low{suffix}"), figures.get(f"{stem}_high{suffix}")
+    if low is None and high is None:
+        low, high = figures.get(f"{figure}_low"), figures.get(f"{figure}_high")
     if not isinstance(low, (int, float)) or not isinstance(high, (int, float)):
+        return None
+    if not _real(low) or not _real(high):
+        return None
+    return float(low), float(high)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def interval(figures: Mapping[str, Any], figure: str) -> str:
+    """` [low, high]` when the record carries the figure's confidence interval; else empty."""
+    found = bounds(figures, figure)
+    if found is None:
         return ""
-    return f" [{number(low, figure).split()[0]}, {number(high, figure).split()[0]}]"
+    return f" [{number(found[0], figure).split()[0]}, {number(found[1], figure).split()[0]}]"
+
+
+def shown_with_interval(figure: str, value: Any, figures: Mapping[str, Any]) -> str:
+    """`p90 9.3 ms [5.3, 9.3]`: the value as every report writes it, its bounds at the same
+    precision (no bound looks more exact than the value: not `9.3 ms [5.311, 9.32]`)."""
+    found = bounds(figures, figure)
+    text = shown(figure, value)
+    if found is None or not _real(value) or figure in RATIOS + GROWTHS:
+        return text
+    digits = number(value, figure).split()[0].replace(",", "")
+    decimals = len(digits.split(".")[1]) if "." in digits else 0
+    low, high = (f"{b:,.{decimals}f}" for b in found)
+    return f"{text} [{low}, {high}]"
+
+
+# Figures that stand for the board on an emulated device: estimated, not emulated.
+ESTIMATED_FIGURES = (
+    "estimated_ms",
+    "board_peak_mb",
+    "estimated_ttft_ms",
+    "estimated_decode_ms",
+    "estimated_tokens_per_s",
+)
+FIDELITY_WORDS = {
+    "measured": "measured",
+    "emulated": "emulated (QEMU wall-clock)",
+    "estimated": "estimated (timing model)",
+    "counted": "counted",
+}
+
+
+def fidelity_of(record: Mapping[str, Any], figure: str) -> str:
+    """The fidelity of one figure of a record: a board estimate is `estimated` though the
+    record (the worker that ran) is `emulated`, and so is the ratio of two estimates (an
+    emulated board's regression against the base, harness.suites.latency: `ratio_basis`).
+    Every report labels a figure by this."""
+    if figure in ESTIMATED_FIGURES:
+        return "estimated"
+    if figure == "ratio" and (record.get("figures") or {}).get("ratio_basis"):
+        return str(record["figures"]["ratio_basis"])
+    return str(record["fidelity"])
 
 
 @dataclass(frozen=True)
@@ -120,3 +182,15 @@ def headline(record: Mapping[str, Any]) -> Headline:
             "-",
         )
     return Headline(figure, figures.get(figure))
+
+
+def message_line(text: str) -> str:
+    """A multi-line message (a runtime's error says its cause on a later line) on one line,
+    its lines joined with ` ⏎ `, up to a traceback (which stays in the JSON results)."""
+    kept: list[str] = []
+    for line in str(text).strip().splitlines():
+        if line.strip().lower().startswith("traceback"):
+            break
+        if line.strip():
+            kept.append(line.strip())
+    return " ⏎ ".join(kept)

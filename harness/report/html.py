@@ -20,7 +20,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from harness.registry import headline_figures
-from harness.report import digest, markdown
+from harness.report import digest, wording
 from harness.report.figures import label, number
 from harness.store import Trend
 from harness.verdict import Overall, overall
@@ -123,7 +123,12 @@ def latency_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
     """One box plot per device: every model's latency distribution from its raw samples, the
     base's beside the head's where the comparison kept them (`raw.baseline_samples_ns`)."""
     plots = []
-    for device, records in sorted(_by_device(results, "latency").items()):
+    for device, every in sorted(_by_device(results, "latency").items()):
+        # A board estimate (its gate's figure) is drawn as such, never as QEMU wall-clock.
+        estimated = [r for r in every if "estimated_ms" in (r.get("figures") or {})]
+        if estimated:
+            plots.append(_estimate_plot(device, estimated))
+        records = [r for r in every if r not in estimated]
         data = [
             (r, [s / 1e6 for s in r["raw"]["samples_ns"]], r["raw"].get("baseline_samples_ns"))
             for r in sorted(records, key=lambda r: str(r["model"]))
@@ -148,7 +153,7 @@ def latency_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
             values += [v for _, b in based for v in b]
             axes.legend([head["boxes"][0], base["boxes"][0]], ["head", "base"], fontsize=8)
         ticks = [
-            f"{d[0]['model']} (n={len(d[1])})\n{markdown.delta(d[0])}" if d[2] else d[0]["model"]
+            f"{d[0]['model']} (n={len(d[1])})\n{wording.delta(d[0])}" if d[2] else d[0]["model"]
             for d in data
         ]
         axes.set_yticks(list(rows), ticks, fontsize=8)
@@ -164,6 +169,33 @@ def latency_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
             caption += "; grey: the base model's samples, blue: this change's"
         plots.append(Plot(f"Latency on {device}", caption, _png(figure)))
     return plots
+
+
+def _estimate_plot(device: str, records: Sequence[Mapping[str, Any]]) -> Plot:
+    """The timing model's estimates of one inference on an emulated board, each with its
+    error band: the figures its latency gates read."""
+    ordered = sorted(records, key=lambda r: str(r["model"]))
+    figure, axes = _figure(6.4, 1.2 + 0.5 * len(ordered))
+    rows = list(range(1, len(ordered) + 1))
+    for row, record in zip(rows, ordered, strict=True):
+        figures = record["figures"]
+        value = float(figures["estimated_ms"])
+        low = float(figures.get("estimated_ms_low", value))
+        high = float(figures.get("estimated_ms_high", value))
+        axes.errorbar(
+            [value], [row], xerr=[[value - low], [high - value]], fmt="o", color=HEAD_COLOUR
+        )
+    axes.set_yticks(rows, [str(r["model"]) for r in ordered], fontsize=8)
+    axes.invert_yaxis()
+    axes.set_ylim(len(ordered) + 0.5, 0.5)
+    axes.set_xlabel(time_axis("estimated"), fontsize=8)
+    axes.set_title(f"Estimated latency on {device}")
+    axes.grid(axis="x", alpha=0.3)
+    caption = (
+        f"{device}: the timing model's estimate per inference with its error band (estimated "
+        "figures, from instructions counted under QEMU, not timed by the emulator's clock)"
+    )
+    return Plot(f"Estimated latency on {device}", caption, _png(figure))
 
 
 def accuracy_plots(results: Sequence[Mapping[str, Any]]) -> list[Plot]:
@@ -441,27 +473,27 @@ def grid_cell(cell: digest.Cell | None) -> str:
     a page must not depend on an emoji font), a verdict other than PASS is also written."""
     if cell is None:
         return "·"
-    text = markdown.grid_cell(cell).split(" ", 1)[1]
+    text = wording.grid_cell(cell).split(" ", 1)[1]
     return text if cell.status in ("PASS", "NO GATE") else f"{cell.status} {text}"
 
 
 def needs_a_look(results: Sequence[Mapping[str, Any]], document: Mapping[str, Any]) -> str:
     """The Markdown report's list, item for item (digest.py decides what is on it)."""
     items = [
-        f"{status_span(str(r['verdict']['status']))} <b>{escape(markdown.item_name(r))}</b>: "
-        f"{escape(markdown.figure_cell(r))} · {escape('; '.join(markdown.reasons(r)))}"
+        f"{status_span(str(r['verdict']['status']))} <b>{escape(wording.item_name(r))}</b>: "
+        f"{escape(wording.figure_cell(r))} · {escape('; '.join(wording.reasons(r)))}"
         for r in digest.needs_a_look(results)
     ]
     items += [
         f'<span class="{"fail" if c.worse else "pass"}">{"worse" if c.worse else "better"}</span> '
-        f"<b>{escape(markdown.item_name(c.record))}</b>: {escape(c.text)} · "
-        f"{escape(markdown.figure_cell(c.record))}"
+        f"<b>{escape(wording.item_name(c.record))}</b>: {escape(c.text)} · "
+        f"{escape(wording.figure_cell(c.record))}"
         for c in digest.changes(results)
     ]
     items += [
-        f"<b>{escape(markdown.item_name(r))}</b>: {escape(note)}"
+        f"<b>{escape(wording.item_name(r))}</b>: {escape(note)}"
         for r in results
-        if (note := markdown.baseline_note(r, document))
+        if (note := wording.baseline_note(r, document))
     ]
     if not items:
         return '<p class="pass">Nothing failed or changed against the base.</p>'
@@ -509,24 +541,24 @@ def render(
         body.append("<ul>" + "".join(f"<li>{escape(p)}</li>" for p in verdict.problems) + "</ul>")
     body.append(grid_table(results, [d["name"] for d in document.get("devices", [])]))
     body.append(needs_a_look(results, document))
-    edits = [line[2:] for line in markdown.gate_changes(results) if line.startswith("- ")]
+    edits = [line[2:] for line in wording.gate_changes(results) if line.startswith("- ")]
     if edits:
         listed = "".join(f"<li>{escape(e)}</li>" for e in edits)
         body.append(f"<h2>Gate changes in this change</h2><ul>{listed}</ul>")
-    used = sorted({r["fidelity"] for r in results} & set(markdown.FOOTNOTE))
-    body += [f'<p class="note">{escape(markdown.FOOTNOTE[f])}</p>' for f in used]
+    used = wording.fidelities(results)
+    body += [f'<p class="note">{escape(wording.FOOTNOTE[f])}</p>' for f in used]
     body.append(plot_section("Latency", latency_plots(results)))
     body.append(plot_section("Memory", memory_plots(results)))
     body.append(plot_section("Accuracy per class", accuracy_plots(results)))
     if trends:
         body.append(plot_section("Trends", trend_plots(trends)))
-        steps = markdown.step_rows(trends)
+        steps = wording.step_rows(trends)
         if steps:
-            body.append("<h3>Level changes</h3>" + html_table(markdown.STEP_HEADER, steps))
+            body.append("<h3>Level changes</h3>" + html_table(wording.STEP_HEADER, steps))
     header = ("device", "model", "suite", "figure", "vs baseline", "gates", "verdict")
     table = [
         (r.device, r.model, r.suite, r.figure, r.delta, r.gates, status_span(r.status))
-        for r in markdown.rows(results)
+        for r in wording.rows(results)
     ]
     body += ["<h2>Gates</h2>", html_table(header, table, raw_last=True)]
     devices = [

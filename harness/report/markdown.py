@@ -12,40 +12,30 @@ milliseconds. Figures are written by figures.py, as in every other output.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from harness.registry import BY_NAME, ORDER
+from harness.registry import BY_NAME
 from harness.report import digest
 from harness.report.figures import (
-    headline,
-    interval,
-    label,
     number,
-    percent_change,
-    shown,
-    threshold,
+)
+from harness.report.wording import (
+    FOOTNOTE,
+    ICON,
+    STEP_HEADER,
+    baseline_note,
+    fidelities,
+    figure_cell,
+    gate_changes,
+    grid_cell,
+    item_name,
+    reasons,
+    rows,
+    step_rows,
 )
 from harness.store import Trend
 from harness.verdict import Overall, overall
 
-ICON = {
-    "PASS": "✅",
-    "FAIL": "❌",
-    "ERROR": "💥",
-    "INCONCLUSIVE": "⚠️",
-    "NO BASELINE": "❔",
-    "WARN": "🔶",
-    "NO GATE": "➖",
-    "SKIPPED": "⏭️",
-}
-MARK = {"emulated": "†", "estimated": "‡"}
-FOOTNOTE = {
-    "emulated": "† emulated: wall-clock time under QEMU on the CI machine, not device "
-    "milliseconds; meaningful only against a baseline measured on the same emulator.",
-    "estimated": "‡ estimated: device milliseconds computed from counted instructions by the "
-    "device profile's stated clock and cycles-per-instruction model.",
-}
 COMMENT_LIMIT = 65_000  # GitHub rejects comment bodies over 65,536 characters
 SUMMARY_LIMIT = 1_000_000  # a job summary may hold 1 MiB
 CUT_NOTE = "\n_(report cut to fit: the full report is in the run's artifacts)_\n"
@@ -64,123 +54,6 @@ def cut_to(text: str, limit: int, more: bool = False) -> str:
     return kept + CUT_NOTE
 
 
-def with_fidelity(figure: str, value: Any, fidelity: str, figures: Mapping[str, Any]) -> str:
-    """`p90 12.3 ms [11.9, 12.8] · emulated†`: the fidelity stands beside every number."""
-    mark = MARK.get(fidelity, "")
-    return f"{shown(figure, value)}{interval(figures, figure)} · {fidelity}{mark}"
-
-
-def headline_figure(record: Mapping[str, Any]) -> str:
-    """The figure a row shows (figures.headline: the registry's, one definition)."""
-    return headline(record).figure
-
-
-def delta(record: Mapping[str, Any]) -> str:
-    """The change against the baseline, from what the comparison left on the record: `ratio`
-    with `ratio_low`/`ratio_high` (latency, paired over `rounds` or unpaired), else the
-    headline figure against `baseline_<figure>`."""
-    figures = record.get("figures") or {}
-    ratio = figures.get("ratio")
-    if isinstance(ratio, (int, float)) and not isinstance(ratio, bool):
-        text = percent_change(ratio)
-        low, high = figures.get("ratio_low"), figures.get("ratio_high")
-        if isinstance(low, (int, float)) and isinstance(high, (int, float)):
-            text += f" [{percent_change(low)}, {percent_change(high)}]"
-        if figures.get("paired") is False:
-            return text + " (unpaired)"
-        n = figures.get("rounds")
-        return text + (f" (paired n={n})" if n else "")
-    growth, share = figures.get("memory_growth"), figures.get("baseline_model_share_mb")
-    if isinstance(growth, (int, float)) and isinstance(share, (int, float)):
-        # Memory compares the model's share: the worker's fixed cost would dilute a growth.
-        return f"{number(growth, 'memory_growth')} share (base {number(share, 'model_share_mb')})"
-    figure = headline_figure(record)
-    value, base = figures.get(figure), figures.get(f"baseline_{figure}")
-    if not isinstance(value, (int, float)) or not isinstance(base, (int, float)):
-        return "no baseline" if (record.get("flags") or {}).get("baseline_missing") else "—"
-    if figure in ("accuracy", "mae") or not base:
-        return f"{value - base:+.4f} (base {number(base, figure)})"
-    return f"{percent_change(value / base)} (base {number(base, figure)})"
-
-
-def baseline_note(record: Mapping[str, Any], document: Mapping[str, Any]) -> str | None:
-    """A warning when the record's baseline came from another machine fingerprint."""
-    base = record.get("baseline")
-    if not isinstance(base, Mapping):
-        return None
-    ours = (document.get("host") or {}).get("fingerprint")
-    theirs = base.get("machine")
-    if base.get("other_machine") or (ours and theirs and ours != theirs):
-        return f"baseline measured on another machine ({theirs or '?'}, this run {ours or '?'})"
-    return None
-
-
-def gates(record: Mapping[str, Any]) -> str:
-    """The gates applied: `size_kb_max 64.0 kB`, a failed one marked ✗; `-` when none."""
-    listed = []
-    for check in record["verdict"].get("checks") or []:
-        mark = {False: " ✗", None: " (not applied)"}.get(check["passed"], "")
-        value = threshold(check["gate"], check["threshold"], check["figure"])
-        listed.append(f"{check['gate']} {value}{mark}")
-    return ", ".join(listed) or "-"
-
-
-@dataclass(frozen=True)
-class Row:
-    device: str
-    model: str
-    suite: str
-    figure: str
-    delta: str
-    gates: str
-    status: str
-    fidelity: str
-
-
-def figure_cell(record: Mapping[str, Any]) -> str:
-    """The headline with its interval and fidelity: `p90 12.35 ms [11.9, 12.8] · emulated†`."""
-    top = headline(record)
-    if top.value is None:
-        return "-"
-    return with_fidelity(top.figure, top.value, record["fidelity"], record.get("figures") or {})
-
-
-def rows(results: Iterable[Mapping[str, Any]]) -> list[Row]:
-    ordered = sorted(
-        results, key=lambda r: (r["device"], r["model"], ORDER.get(r["suite"], len(ORDER)))
-    )
-    table = []
-    for r in ordered:
-        table.append(
-            Row(
-                r["device"],
-                r["model"],
-                r["suite"],
-                figure_cell(r),
-                delta(r),
-                gates(r),
-                str(r["verdict"]["status"]),
-                str(r["fidelity"]),
-            )
-        )
-    return table
-
-
-def reasons(record: Mapping[str, Any]) -> list[str]:
-    """Why a record did not pass: failing checks' messages, the verdict's reasons, the error."""
-    found = [
-        str(c["message"]) for c in record["verdict"].get("checks") or [] if c["passed"] is False
-    ]
-    found += [str(r) for r in record["verdict"].get("reasons") or []]
-    if record.get("error"):
-        found.append(str(record["error"]).strip().splitlines()[0])
-    return list(dict.fromkeys(found))  # a failing check's message is often a reason too
-
-
-def item_name(record: Mapping[str, Any]) -> str:
-    return f"{record['suite']}[{record['model']}@{record['device']}]"
-
-
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", "<br>")
 
@@ -189,34 +62,6 @@ def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in body]
     return lines
-
-
-STEP_HEADER = ("item", "figure", "level", "change", "stepped in commits", "")
-
-
-def step_rows(trends: Sequence[Trend], window: int = 3) -> list[tuple[str, ...]]:
-    """Level changes in the history: where each figure moved, and whether that was for the
-    worse within the last `window` runs (a regression the nightly fails on)."""
-    body: list[tuple[str, ...]] = []
-    for trend in trends:
-        recent = {index for index, _ in trend.regressions(window)}
-        for index, before, after in trend.steps:
-            point = trend.points[index]
-            previous = trend.points[index - 1] if index else point
-            change = f"{(after - before) / abs(before) * 100:+.1f}%" if before else "-"
-            machine = " (machine changed)" if previous.machine != point.machine else ""
-            once = " (one run)" if index in trend.unconfirmed else ""
-            body.append(
-                (
-                    trend.item,
-                    f"{label(trend.figure)} ({trend.fidelity})",
-                    f"{number(before, trend.figure)} → {number(after, trend.figure)}",
-                    change + once,
-                    f"{trend.commit_range(index)} ({point.created[:10]}){machine}",
-                    "❌ regression" if index in recent else "",
-                )
-            )
-    return body
 
 
 def steps_table(trends: Sequence[Trend], window: int = 3) -> list[str]:
@@ -255,16 +100,6 @@ def needs_a_look(results: Sequence[Mapping[str, Any]], document: Mapping[str, An
         lines = [*lines[:LISTED_MAX], f"- … and {more} more: see the grid and the full table"]
     title = "### Needs a look" if lines else "Nothing failed or changed against the base."
     return [title, "", *lines, ""] if lines else [title, ""]
-
-
-def grid_cell(cell: digest.Cell | None) -> str:
-    """`❌ latency: p90 12.35 ms (2)`: the worst verdict, and the figure of the item that has it."""
-    if cell is None:
-        return "·"
-    quiet = cell.status in ("PASS", "NO GATE") or cell.headline.text.startswith(cell.suite)
-    where = "" if quiet else f"{cell.suite}: "
-    count = f" ({cell.failing})" if cell.failing > 1 else ""
-    return f"{ICON.get(cell.status, cell.status)} {where}{cell.headline.text}{count}"
 
 
 def grid_table(results: Sequence[Mapping[str, Any]], devices: Sequence[str] = ()) -> list[str]:
@@ -404,7 +239,7 @@ def render(
     lines += needs_a_look(results, document)
     lines += gate_changes(results)
     lines += grid_table(results, [d["name"] for d in document.get("devices", [])])
-    used = sorted({r["fidelity"] for r in results} & set(FOOTNOTE))
+    used = fidelities(results)
     lines += [FOOTNOTE[f] for f in used]
     if used:
         lines.append("")
@@ -422,19 +257,6 @@ def render(
     if not full and results:
         return text + "_(full table left out to fit a comment: it is in the run's artifacts)_\n"
     return text + full + devices_table
-
-
-def gate_changes(results: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Every gate this change edits against the base, accepted or not (policy records)."""
-    listed = [
-        f"- {r['model']}: {change}"
-        + (" — accepted (--allow-gate-changes)" if r["figures"].get("allowed") else "")
-        for r in results
-        if r["suite"] == "policy"
-        for change in r["figures"].get("changes", [])
-        if "(loosened)" in change or "(tightened)" in change
-    ]
-    return ["### Gate changes in this change", "", *listed, ""] if listed else []
 
 
 def _details(document: Mapping[str, Any]) -> str:

@@ -11,8 +11,9 @@ from dataclasses import dataclass, replace
 from html import escape
 from typing import TYPE_CHECKING
 
+from harness.catalogue import NOISE_FLOOR
 from harness.registry import BY_NAME
-from harness.report import html, markdown
+from harness.report import html, markdown, wording
 from harness.report.figures import shown
 
 if TYPE_CHECKING:
@@ -86,13 +87,13 @@ class Nightly:
             )
         if self.regressions:
             lines.append("")
-        steps = markdown.step_rows(self.trends, self.window)
+        steps = wording.step_rows(self.trends, self.window)
         if steps:
             shown_rows = steps[:SUMMARY_ROWS]
             lines += [
                 "### Level changes",
                 "",
-                *markdown.markdown_table(markdown.STEP_HEADER, shown_rows),
+                *markdown.markdown_table(wording.STEP_HEADER, shown_rows),
             ]
             if len(steps) > SUMMARY_ROWS:
                 lines.append(f"\n_{len(steps) - SUMMARY_ROWS} more in nightly.html_")
@@ -136,9 +137,9 @@ class Nightly:
                 "<h2>Regressions</h2>",
                 html.html_table(("item", "figure", "change", "stepped in commits"), regressions),
             ]
-        steps = markdown.step_rows(self.trends, self.window)
+        steps = wording.step_rows(self.trends, self.window)
         if steps:
-            body += ["<h2>Level changes</h2>", html.html_table(markdown.STEP_HEADER, steps)]
+            body += ["<h2>Level changes</h2>", html.html_table(wording.STEP_HEADER, steps)]
         body.append(html.plot_section("Trends per device", html.trend_plots_by_device(self.trends)))
         return html.page(title, status, body)
 
@@ -154,6 +155,6 @@ def _moved(trend: Trend, min_change: float) -> Trend:
     return replace(trend, steps=steps)
 
 
-def nightly(store: Queries, window: int = 3, min_change: float = 0.02) -> Nightly:
+def nightly(store: Queries, window: int = 3, min_change: float = NOISE_FLOOR) -> Nightly:
     trends = store.trends(headline_keys(store))
     return Nightly(tuple(_moved(t, min_change) for t in trends), window, min_change)

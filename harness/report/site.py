@@ -17,7 +17,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from harness.registry import ORDER
-from harness.report import html, markdown
+from harness.report import html, wording
 from harness.report.figures import label, number, shown
 
 if TYPE_CHECKING:
@@ -154,10 +154,10 @@ def model_page(report: Nightly, model: str, title: str) -> bytes:
             # The verdict in words: a page must not depend on an emoji font.
             rows = [
                 (*row[:-1], row[-1].replace("❌ ", ""))
-                for row in markdown.step_rows([trend], report.window)
+                for row in wording.step_rows([trend], report.window)
             ]
             if rows:
-                body.append(html.html_table(markdown.STEP_HEADER, rows))
+                body.append(html.html_table(wording.STEP_HEADER, rows))
     return _page(f"{model} · {title}", status, body)
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.registry import ORDER
-from harness.report.figures import headline, shown, threshold
+from harness.report.figures import fidelity_of, headline, message_line, shown, threshold
 
 STYLE = {
     "PASS": "green",
@@ -37,7 +37,7 @@ def rows(results: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
         status = verdict["status"]
         common = (r["device"], r["model"], r["suite"])
         if r.get("error"):
-            table.append((*common, "-", "-", status, r["fidelity"], r["error"].splitlines()[0]))
+            table.append((*common, "-", "-", status, r["fidelity"], message_line(r["error"])))
             continue
         checks = verdict["checks"]
         top = headline(r)
@@ -92,21 +92,6 @@ def gate_table(results: Iterable[Mapping[str, Any]], markup: bool) -> list[str]:
     return buffer.getvalue().rstrip("\n").splitlines()
 
 
-# Figures that stand for the board on an emulated device: estimated, not emulated.
-ESTIMATED_FIGURES = (
-    "estimated_ms",
-    "board_peak_mb",
-    "estimated_ttft_ms",
-    "estimated_decode_ms",
-    "estimated_tokens_per_s",
-)
-
-
 def _fidelity(record: Mapping[str, Any], check: Mapping[str, Any]) -> str:
-    """The fidelity of the figure a check read: a board estimate is `estimated`, and so is a
-    ratio of two estimates (an emulated board's regression, harness.suites.latency)."""
-    if check["figure"] in ESTIMATED_FIGURES:
-        return "estimated"
-    if check["figure"] == "ratio" and (record.get("figures") or {}).get("ratio_basis"):
-        return str(record["figures"]["ratio_basis"])
-    return str(record["fidelity"])
+    """The fidelity of the figure a check read: a board estimate is `estimated`."""
+    return fidelity_of(record, str(check["figure"]))

@@ -3,8 +3,13 @@ vs int8), both on this device; and, on container devices, this device against th
 natively on the host. Inputs are the dataset, or generated ones when the model has none.
 
 Figures: top-1 agreement (outputs with more than one score), the largest absolute difference of
-any score, and the smallest per-sample cosine similarity. Quantized outputs are compared
+any score, and the smallest per-sample cosine similarity where an output has at least
+COSINE_MIN_ELEMENTS values per sample (on one value cosine is only the sign, always 1.0 for a
+probability; `<prefix>cosine_min_skipped` says so instead). Quantized outputs are compared
 dequantized.
+
+Generated inputs (no dataset) follow the shapes the model was loaded with (`input_shapes`, every
+axis of a state) and leave `input_values` to the config; a refusal names no temporary file.
 """
 
 from __future__ import annotations
@@ -16,12 +21,18 @@ from typing import Any
 import numpy as np
 
 from harness.answers_cache import board_answers
+from harness.backends.base import WorkerError
 from harness.plan import comparison_size, needed_to_decide, sample_indices
 from harness.results import Flags, Measurement
-from harness.runner import Pair, Worker
+from harness.runner import Pair, PairFailure, Worker
 from harness.worker.feeds import DataError
 
 GENERATED_SAMPLES = 64
+SCORES = "scores"  # the worker's task for top-1 and every output value, whatever its size
+# Fewer values per sample and cosine similarity says next to nothing (two positive probabilities
+# are always within a few degrees); the largest absolute difference still gates them.
+COSINE_MIN_ELEMENTS = 8
+GENERATED_NAME = "the inputs harness generated (no dataset) from input_shapes and input_values"
 
 
 def compare(mine: dict[str, Any], other: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -36,9 +47,19 @@ def compare(mine: dict[str, Any], other: dict[str, Any], prefix: str) -> dict[st
             f"{b.shape[1:]}); choose comparable outputs with `output`"
         )
     figures: dict[str, Any] = {f"{prefix}n": int(a.shape[0])}
-    if a.shape[1] > 1:
+    if "top1" in mine and "top1" in other:  # the worker's classes (one value: thresholded)
+        same = np.asarray(mine["top1"]) == np.asarray(other["top1"])
+        figures[f"{prefix}top1"] = float(np.mean(same)) if same.size else 1.0
+    elif a.shape[1] > 1:
         figures[f"{prefix}top1"] = float(np.mean(np.argmax(a, 1) == np.argmax(b, 1)))
     figures[f"{prefix}max_abs_error"] = float(np.abs(a - b).max()) if a.size else 0.0
+    if a.shape[1] < COSINE_MIN_ELEMENTS:
+        figures[f"{prefix}cosine_min_skipped"] = (
+            f"cosine similarity not computed: the output has {a.shape[1]} value(s) per sample, "
+            f"fewer than {COSINE_MIN_ELEMENTS}, where it says nothing (one value: only its "
+            f"sign); {prefix}max_abs_error gates it"
+        )
+        return figures
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.sum(a * b, axis=1)
     both_zero = norms == 0
@@ -53,10 +74,12 @@ def generated_dataset(pair: Pair, folder: Path) -> Path:
     quantized ones uniform over their representable range, plain integers small counts."""
     rng = np.random.default_rng(pair.config.seed)
     arrays: dict[str, np.ndarray] = {}
-    for position, spec in enumerate(pair.loaded["inputs"]):
-        shape = pair.loaded["input_shapes"][spec["name"]]
-        sample = tuple(shape[1:]) if shape else ()
-        size = (GENERATED_SAMPLES, *sample)
+    for spec in pair.loaded["inputs"]:
+        if spec["name"] in pair.model.input_values:
+            continue  # the config's constant, as every other suite feeds it
+        # One sample is the whole shape the model was loaded with: a state [2, 1, 128] keeps
+        # its leading axis (it is not a batch), an input [1, 576] its batch of 1.
+        size = (GENERATED_SAMPLES, *pair.loaded["input_shapes"][spec["name"]])
         dtype = np.dtype(spec["dtype"])
         quant = spec.get("quantization")
         if quant:
@@ -69,7 +92,7 @@ def generated_dataset(pair: Pair, folder: Path) -> Path:
             array = rng.integers(0, 2, size).astype(bool)
         else:
             array = rng.integers(0, 100, size).astype(dtype)
-        arrays["X" if position == 0 else f"X_{spec['name']}"] = array
+        arrays[f"X_{spec['name']}"] = array
     path = folder / f"{pair.model.name}-generated.npz"
     _write_npz(path, arrays)
     return path
@@ -89,6 +112,22 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def measure(pair: Pair) -> Measurement:
+    if pair.model.dataset is not None:
+        return _measure(pair)
+    scratch = pair.shared.scratch()
+    try:
+        return _measure(pair)
+    except (PairFailure, WorkerError, DataError) as exc:
+        # The generated file is the harness's own and gone after the session: say what it is.
+        text = str(exc).replace(str(scratch / f"{pair.model.name}-generated.npz"), GENERATED_NAME)
+        if text == str(exc):
+            raise
+        if isinstance(exc, PairFailure):
+            raise PairFailure(text, skip=exc.skip, oom=exc.oom) from None
+        raise DataError(text) from None
+
+
+def _measure(pair: Pair) -> Measurement:
     pair.start()
     assert pair.target is not None
     figures: dict[str, Any] = {}
@@ -110,17 +149,17 @@ def measure(pair: Pair) -> Measurement:
         total = _count(mine_worker)
         if len(indices) < total:
             figures["compared"] = f"{len(indices)} sampled of {total} (plan)"
-        mine = mine_worker.evaluate("classification", indices, pair.progress)
+        mine = mine_worker.evaluate(SCORES, indices, pair.progress)
         answers = [mine]
         if other is not None:
-            theirs = other.evaluate("classification", indices, pair.progress)
+            theirs = other.evaluate(SCORES, indices, pair.progress)
             answers.append(theirs)
             figures |= compare(mine, theirs, "parity_")
         figures |= board_answers(answers)
         if pair.profile.backend == "local":
             flags["is_reference"] = True  # the host is what other devices are compared with
         else:
-            reference = pair.shared.host_reference(model, "classification")
+            reference = pair.shared.host_reference(model, SCORES)
             figures |= compare(mine, _at(reference, indices), "device_")
     finally:
         for helper in helpers:

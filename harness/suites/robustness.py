@@ -4,7 +4,11 @@ device through the worker. Properties:
 - runs: an input the spec allows is accepted;
 - finite: finite inputs give finite outputs;
 - deterministic: the same input twice gives the same output;
-- batch: a batch of N equals N single runs (where the batch dim is free), within tolerance;
+- batch: a batch of N equals N single runs, within tolerance, where the spec says which dim is
+  the batch: a dim named alike in every input that has a free dim (`batch` in `input` [batch,
+  sequence] and `state` [2, batch, 128]), or the leading free dim of the only such input.
+  Otherwise (several inputs with unnamed free dims) which dim is the batch is unknowable: the
+  examples run at batch 1 and the record says why (`batch_note`);
 - probabilities: a score output that looks like probabilities sums to 1.
 
 Every run starts from the model's initial state (the worker resets what a streaming model keeps
@@ -25,13 +29,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.answers_cache import board_answers, inputs_sha256
+from harness.links import refuse_links
 from harness.results import Flags, Measurement
 from harness.runner import Pair
 
@@ -81,8 +87,9 @@ def _value_range(pair: Pair) -> tuple[float, float]:
     return low - 0.25 * span, high + 0.25 * span
 
 
-def _inputs_strategy(pair: Pair, batch: int) -> Any:
-    """A dict of input arrays with a leading batch of `batch` (1 where the batch is fixed)."""
+def _inputs_strategy(pair: Pair, batch: int, batching: Batching) -> Any:
+    """A dict of input arrays in the shapes the model was loaded with (`input_shapes`, the
+    dataset's), the batch dim of each batched input set to `batch`; `input_values` constant."""
     from hypothesis import strategies as st
     from hypothesis.extra import numpy as hnp
 
@@ -95,17 +102,66 @@ def _inputs_strategy(pair: Pair, batch: int) -> Any:
             value = np.broadcast_to(pair.model.input_values[name], shape).astype(spec["dtype"])
             fields[name] = st.just(value)
             continue
-        if shape and _batch_free(spec):
-            shape[0] = batch
+        if name in batching.inputs:
+            shape[batching.inputs[name]] = batch
         fields[name] = hnp.arrays(
             np.dtype(spec["dtype"]), tuple(shape), elements=_element_strategy(spec, low, high)
         )
     return st.fixed_dictionaries(fields)
 
 
-def _batch_free(spec: dict[str, Any]) -> bool:
-    shape = spec["shape"]
-    return bool(shape) and not (isinstance(shape[0], int) and shape[0] > 0)
+def _free(dim: Any) -> bool:
+    return not isinstance(dim, int) or dim < 0
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Which dim of each input (and output) is the batch; empty with `note` saying why none."""
+
+    inputs: dict[str, int]
+    outputs: dict[str, int]
+    note: str = ""
+
+
+def batching(
+    inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], constants: Collection[str]
+) -> Batching:
+    """The batch dims the spec gives: a dim name shared by every input with a free dim, or the
+    leading free dim of the only such input; none (with the reason) otherwise."""
+    free = [
+        s
+        for s in inputs
+        if s["name"] not in constants and s["shape"] and any(map(_free, s["shape"]))
+    ]
+    if not free:
+        return Batching({}, {}, "no input has a free dim: the model runs at its fixed batch")
+    names: list[str] = []
+    for dim in free[0]["shape"]:
+        if isinstance(dim, str) and dim and all(dim in s["shape"] for s in free):
+            names.append(dim)
+    if names:  # tied by name: vary that dim everywhere it stands
+        tie = next((n for n in names if "batch" in n.lower()), names[0])
+        axes = {s["name"]: list(s["shape"]).index(tie) for s in free}
+        out = {o["name"]: list(o["shape"]).index(tie) for o in outputs if tie in (o["shape"] or [])}
+        return Batching(axes, out)
+    if len(free) == 1:
+        shape = free[0]["shape"]
+        if not _free(shape[0]):
+            return Batching({}, {}, f"input {free[0]['name']!r} has a fixed leading dim")
+        out = {o["name"]: 0 for o in outputs if o["shape"] and _free(o["shape"][0])}
+        return Batching({free[0]["name"]: 0}, out)
+    listed = ", ".join(f"{s['name']} {_dims(s['shape'])}" for s in free)
+    return Batching(
+        {},
+        {},
+        f"batch not varied: inputs {listed} have free dims the model does not tie together "
+        "(unnamed, or named differently), so which dim of each is the batch is unknowable; "
+        "examples ran at batch 1",
+    )
+
+
+def _dims(shape: list[Any]) -> str:
+    return "[" + ", ".join("?" if d is None or d == -1 else str(d) for d in shape) + "]"
 
 
 def _scores(pair: Pair, outputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -162,7 +218,7 @@ class Runs:
 def check_example(
     pair: Pair,
     inputs: dict[str, np.ndarray],
-    batch_free: bool,
+    batched: Batching,
     probabilities: bool | None,
     run: Callable[[dict[str, np.ndarray]], dict[str, Any]] | None = None,
 ) -> bool:
@@ -200,33 +256,48 @@ def check_example(
                 "probabilities",
                 f"scores sum to 1 ± {worst:.3g}, more than the tolerance {tolerance:.3g}",
             )
-    if batch_free:
-        size = next(v.shape[0] for n, v in inputs.items() if n not in pair.model.input_values)
-        if size > 1:
-            for index in range(size):
-                single = {
-                    n: (v if n in pair.model.input_values else v[index : index + 1])
-                    for n, v in inputs.items()
-                }
-                alone = run(single)
-                for name, value in alone.items():
-                    together = np.asarray(first[name])[index : index + 1]
-                    if not np.allclose(
-                        np.asarray(value, np.float64),
-                        together.astype(np.float64),
-                        rtol=RTOL,
-                        atol=ATOL,
-                    ):
-                        raise PropertyFailure(
-                            "batch",
-                            f"output {name!r} of sample {index} differs "
-                            f"when run alone and inside a batch of {size}",
-                        )
+    if batched.inputs:
+        _check_batch(inputs, first, batched, run)
     return probabilities
+
+
+def _check_batch(
+    inputs: dict[str, np.ndarray],
+    together: dict[str, Any],
+    batched: Batching,
+    run: Callable[[dict[str, np.ndarray]], dict[str, Any]],
+) -> None:
+    """Each sample of a batch run alone gives what it gave inside the batch, along each
+    output's batch dim."""
+    name, axis = next(iter(batched.inputs.items()))
+    size = inputs[name].shape[axis]
+    if size <= 1:
+        return
+    for index in range(size):
+        single = dict(inputs)
+        for each, dim in batched.inputs.items():
+            single[each] = np.take(inputs[each], [index], axis=dim)
+        alone = run(single)
+        for output, dim in batched.outputs.items():
+            inside = np.asarray(together[output])
+            if inside.ndim <= dim or inside.shape[dim] != size:
+                continue  # this output does not carry the batch where the spec says
+            if not np.allclose(
+                np.asarray(alone[output], np.float64),
+                np.take(inside, [index], axis=dim).astype(np.float64),
+                rtol=RTOL,
+                atol=ATOL,
+            ):
+                raise PropertyFailure(
+                    "batch",
+                    f"output {output!r} of sample {index} differs when run alone and inside a "
+                    f"batch of {size}",
+                )
 
 
 def _save(pair: Pair, inputs: dict[str, np.ndarray], failure: PropertyFailure) -> Path:
     folder = pair.config.root / ".harness" / "counterexamples"
+    refuse_links(folder, pair.config.root, "a counterexample")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{pair.model.name}@{pair.profile.name}-{failure.name}.npz"
     np.savez(path, **{f"X_{name}": value for name, value in inputs.items()})  # type: ignore[arg-type]
@@ -240,10 +311,8 @@ def measure(pair: Pair) -> Measurement:
     pair = pair.planned()  # an expensive (emulated) device runs the examples its plan affords
     assert pair.target is not None
     options = pair.config.robustness
-    batch_free = any(
-        _batch_free(s) for s in pair.loaded["inputs"] if s["name"] not in pair.model.input_values
-    )
-    batch = options.batch if batch_free else 1
+    batched = batching(pair.loaded["inputs"], pair.loaded["outputs"], pair.model.input_values)
+    batch = options.batch if batched.inputs else 1
     # last: the latest failing input per property (hypothesis re-runs each shrunk one last)
     state: dict[str, Any] = {"examples": 0, "probabilities": None, "last": {}}
     deadline = time.monotonic() + options.time_budget_s
@@ -259,7 +328,7 @@ def measure(pair: Pair) -> Measurement:
         suppress_health_check=list(HealthCheck),
         phases=[Phase.explicit, Phase.generate, Phase.shrink],
     )
-    @given(_inputs_strategy(pair, batch))
+    @given(_inputs_strategy(pair, batch, batched))
     def properties(inputs: dict[str, np.ndarray]) -> None:
         if time.monotonic() > deadline and not state["last"]:
             return  # out of budget: the remaining examples are not run
@@ -267,13 +336,15 @@ def measure(pair: Pair) -> Measurement:
         pair.progress("example", state["examples"], options.examples)
         try:
             state["probabilities"] = check_example(
-                pair, inputs, batch_free, state["probabilities"], runs
+                pair, inputs, batched, state["probabilities"], runs
             )
         except PropertyFailure as failure:
             state["last"][failure.name] = (inputs, failure)
             raise
 
     figures: dict[str, Any] = {"examples": 0, "batch_checked": batch > 1}
+    if batched.note and options.batch > 1:
+        figures["batch_note"] = batched.note
     flags = Flags()
     if pair.loaded.get("state"):
         figures["state_reset"] = pair.loaded["state"]

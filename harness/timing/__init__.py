@@ -158,10 +158,14 @@ def timing_counts(
     samples: int = 1,
     warmup: int = 1,
     input_shapes: dict[str, list[int]] | None = None,
+    input_values: dict[str, Any] | None = None,
+    output: str | None = None,
+    config_file: str = "the harness config",
     timeout: float = 1800.0,
     threads: int = 1,
 ) -> tuple[TimingCounts, bool]:
-    """The plugin's counts for `model_path` (cached); returns (counts, came from the cache)."""
+    """The plugin's counts for `model_path` (cached); returns (counts, came from the cache).
+    `input_values` and `output` are the model's config, as the pair's worker gets them."""
     from harness.timing.run import TimingCounts, count_timing
 
     key = [
@@ -170,6 +174,10 @@ def timing_counts(
         content_sha256(Path(model_path)),
         content_sha256(Path(dataset)) + "/row 0" if dataset else "-",
     ]
+    if input_values:  # (absent from keys counted before they were passed: those had none)
+        key.append("values " + json.dumps(_plain(input_values), sort_keys=True))
+    if output is not None:
+        key.append(f"output {output}")
     return _cached(
         profile,
         cpu,
@@ -185,10 +193,20 @@ def timing_counts(
             samples=samples,
             warmup=warmup,
             input_shapes=input_shapes,
+            input_values=input_values,
+            output=output,
+            config_file=config_file,
             timeout=timeout,
             threads=threads,
         ),
     )
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Config values as JSON can write them (a state may be given as a nested list)."""
+    import numpy as np
+
+    return {k: np.asarray(v).tolist() for k, v in values.items()}
 
 
 _Counts = TypeVar("_Counts", "TimingCounts", "GenerationCounts")
@@ -258,6 +276,9 @@ def estimate_latency(
     samples: int = 1,
     warmup: int = 1,
     input_shapes: dict[str, list[int]] | None = None,
+    input_values: dict[str, Any] | None = None,
+    output: str | None = None,
+    config_file: str = "the harness config",
     timeout: float = 1800.0,
     threads: int = 1,
 ) -> TimingEstimate:
@@ -273,6 +294,9 @@ def estimate_latency(
         samples=samples,
         warmup=warmup,
         input_shapes=input_shapes,
+        input_values=input_values,
+        output=output,
+        config_file=config_file,
         timeout=timeout,
         threads=threads,
     )

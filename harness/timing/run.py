@@ -237,14 +237,18 @@ def count_timing(
     samples: int = 1,
     warmup: int = 1,
     input_shapes: dict[str, list[int]] | None = None,
+    input_values: dict[str, Any] | None = None,
+    output: str | None = None,
+    config_file: str = "the harness config",
     timeout: float = 1800.0,
     classes_file: Path | None = None,
     threads: int = 1,
 ) -> TimingCounts:
     """Counts for `samples` inferences of `model_path` on `profile`'s arch, under QEMU CPU model
     `cpu` (default: the profile's), `threads` intra-op threads (one vCPU record per guest thread
-    that ran), in a fresh worker. `classes_file`: where the plugin lists every distinct
-    instruction it translated with its class (checking)."""
+    that ran), in a fresh worker, fed as the pair's worker is (`input_shapes`, `input_values`,
+    `output` from the model's config, errors naming `config_file`). `classes_file`: where the
+    plugin lists every distinct instruction it translated with its class (checking)."""
     with _counted_worker(
         profile,
         model_path,
@@ -255,9 +259,10 @@ def count_timing(
         threads=threads,
         timeout=timeout,
         classes_file=classes_file,
-        output=None,
+        output=output,
         input_shapes=input_shapes,
-        input_values=None,
+        input_values=input_values,  # a scalar (a sample rate) or a state the dataset lacks
+        config_file=config_file,
         rows=[0] if dataset else None,  # bench runs the first sample: hold only that row
     ) as worker:
         worker.client.request(

@@ -200,10 +200,12 @@ def _configured_shape(
         assert spec.shape is not None
         return (1, *(int(d) for d in spec.shape[1:] if isinstance(d, int)))
     example = [1 if not isinstance(d, int) or d < 0 else d for d in spec.shape or (1,)]
+    free = [i for i, d in enumerate(spec.shape or (None,)) if not isinstance(d, int) or d < 0]
     raise DataError(
         f"model input {spec.name!r} has dynamic shape {_shape_text(spec)} and nothing says its "
-        f"size: set input_shapes = {{ {toml_key(spec.name)} = {example} }} (with the sizes you "
-        f"want) for this model in {where}"
+        f"size: set input_shapes = {{ {toml_key(spec.name)} = {example} }} (with the sizes "
+        f"your data has in place of the 1s at dims {', '.join(map(str, free))}: 1 there "
+        f"measures a degenerate input) for this model in {where}"
     )
 
 
@@ -224,6 +226,36 @@ def toml_key(name: str) -> str:
     import re
 
     return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def check_input_names(
+    names: Sequence[str],
+    input_shapes: Mapping[str, Any],
+    input_values: Mapping[str, Any],
+    where: str,
+) -> None:
+    """Every key of `input_shapes` and `input_values` names an input of the model: a misspelt
+    one would otherwise be ignored and the input fed something else."""
+    for key, table in (("input_shapes", input_shapes), ("input_values", input_values)):
+        unknown = [name for name in table if name not in names]
+        if unknown:
+            import difflib
+
+            first = unknown[0]
+            near = difflib.get_close_matches(first, names, n=1)
+            hint = f" (did you mean {toml_key(near[0])}?)" if near else ""
+            raise DataError(
+                f"{where}: {key}.{toml_key(first)} names no input of this model{hint}; the "
+                f"model's inputs are {list(names)}: rename the key to one of them"
+            )
+
+
+def is_integer_scalar(spec: TensorSpec) -> bool:
+    """An integer input holding one value (shape [] or all ones): a sample rate, a step count,
+    a token position. No generated value means anything for it."""
+    if np.dtype(spec.dtype).kind not in "iu" or spec.quantization is not None:
+        return False
+    return spec.shape is not None and all(isinstance(d, int) and d == 1 for d in spec.shape)
 
 
 def _generated(spec: TensorSpec, shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -255,6 +287,7 @@ def build_feeds(
     keep_axis: dict[str, bool] = {}
     constants: dict[str, np.ndarray] = {}
     names = [spec.name for spec in inputs]
+    check_input_names(names, input_shapes, input_values, where)
     arrays = {} if dataset is None else {k: v for k, v in dataset.items() if k.startswith("X")}
     unknown = [k for k in arrays if k != "X" and k[2:] not in names]
     if unknown:
@@ -292,6 +325,14 @@ def build_feeds(
             shape = () if spec.shape == () else _configured_shape(spec, input_shapes, where)
             source = f"{where}: input_values.{spec.name}"
             constants[spec.name] = to_dtype(np.broadcast_to(value, shape).copy(), spec, source)
+        elif is_integer_scalar(spec):
+            raise DataError(
+                f"model input {spec.name!r} is an {spec.dtype} scalar {_shape_text(spec)} (a "
+                "sample rate, a step count) and nothing gives its value; harness never guesses "
+                f"one: add input_values = {{ {toml_key(spec.name)} = <its value> }} for this "
+                f"model in {where}"
+                + ("" if dataset is None else f" (or array X_{spec.name} to {dataset_path})")
+            )
         elif dataset is None:
             shape = _configured_shape(spec, input_shapes, where)
             constants[spec.name] = _generated(spec, shape, seed + position)

@@ -35,6 +35,18 @@ from harness.worker.protocol import decode, encode
 SCORES_RETURNED_MAX = 1024  # per-sample score vectors up to this size travel back
 
 
+BINARY_THRESHOLD = 0.5  # a one-value score output is the probability of class 1
+
+
+def top_class(scores: np.ndarray) -> int:
+    """The predicted class: the argmax of the scores, or for one score (a probability of the
+    positive class) 1 where it reaches BINARY_THRESHOLD."""
+    flat = scores.reshape(-1)
+    if flat.size == 1:
+        return int(flat[0] >= BINARY_THRESHOLD)
+    return int(np.argmax(flat))
+
+
 class RequestError(Exception):
     """A request the worker cannot serve (unknown op, unknown model id)."""
 
@@ -219,7 +231,14 @@ class Worker:
     ) -> dict[str, Any]:
         """Run every dataset sample (or the first `limit`, or those at `indices`: dataset rows,
         held); return top-1 classes or raw output values (no scoring), and which rows gave
-        non-finite outputs."""
+        non-finite outputs. `task`: classification (top-1, and the values of small outputs),
+        regression (values) or scores (both, whatever the output's size: parity compares them).
+
+        A model that keeps state between runs inside it (TFLite variables) answers every
+        sample from its initial state; state the model takes as an input comes with the sample.
+
+        Top-1 of an output with one value per sample (a sigmoid: voice activity, a wake word)
+        is class 1 where it is at least BINARY_THRESHOLD, else 0: its argmax would always be 0."""
         model = self._model(model_id)
         if not model.feeds.count:
             raise DataError("evaluate needs a dataset; this model was loaded without one")
@@ -234,14 +253,17 @@ class Worker:
         top1: list[int] = []
         values: list[np.ndarray] = []
         nonfinite: list[int] = []
+        hidden = bool(model.runtime.state)  # a streaming model keeping state between runs
         for index in chosen:
             feeds = model.feeds.sample(model.position(index))
+            if hidden:  # every sample from the initial state: answers do not depend on which
+                model.runtime.reset()  # rows a device answers, nor in what order
             raw = model.runtime.run(feeds)[model.output_index]
             scores = dequantize(raw, spec)
             if not np.all(np.isfinite(scores)):
                 nonfinite.append(index)
-            if task == "classification":
-                top1.append(int(np.argmax(scores.reshape(-1))))
+            if task in ("classification", "scores"):
+                top1.append(top_class(scores))
             if task != "classification" or scores.size <= SCORES_RETURNED_MAX:
                 values.append(scores.astype(np.float32).reshape(-1))
         result: dict[str, Any] = {
@@ -249,7 +271,7 @@ class Worker:
             "nonfinite": len(nonfinite),
             "nonfinite_rows": nonfinite,
         }
-        if task == "classification":
+        if task in ("classification", "scores"):
             result["top1"] = top1
         if values:  # raw scores too, for comparing devices (small outputs only)
             result["values"] = np.stack(values)
