@@ -235,3 +235,29 @@ def test_counting_trees_come_out_of_the_device_image(
     assert str(interpreter.rootfs).startswith(str(tmp_path)), interpreter
     exported = count_instructions(profile, model, samples=3, warmup=1, backend=backend)
     assert exported.instructions_per_inference == built.instructions_per_inference
+
+
+# -- trends in the pull request's report --------------------------------------------------------
+
+
+def test_trends_in_the_gate_job_are_read_only_and_never_decide(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`harness merge --history` (the gate job's trends) with a history it cannot read: the
+    same exit status and verdict as without, a note in the log, no history column."""
+    from test_reports import example_results
+
+    from harness.cli import main
+
+    results = example_results(tmp_path_factory)
+    plain = main(["merge", str(results), "--out", str(tmp_path / "plain")])
+    missing = f"git+{tmp_path / 'no-such-origin.git'}#harness-history"
+    with_history = main(["merge", str(results), "--out", str(tmp_path / "h"), "--history", missing])
+    out = capsys.readouterr().out
+    assert with_history == plain
+    assert f"harness: no trends from {missing}" in out
+    assert (tmp_path / "h" / "report.md").read_text().splitlines()[0] == (
+        (tmp_path / "plain" / "report.md").read_text().splitlines()[0]
+    )
+    step = next(s for s in steps("model-gate.yml", "gate") if s.get("id") == "merge")
+    assert '--history "git+$origin#$HISTORY_BRANCH"' in step["run"]
