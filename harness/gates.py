@@ -432,6 +432,12 @@ def _latency_ratio(
         return _not_applied(gate, "ratio", threshold, label, flags)
     if figures.get("ratio_basis") == "estimated":
         return _estimated_ratio(figures, threshold, device, gate, what)
+    if figures.get("ratio_basis") == "identical":
+        message = (
+            f"{what} +0.0% ≤ {threshold:.0%}: the model is the base's, byte for byte, with the "
+            f"same inputs ({device}: by identity, nothing to measure)"
+        )
+        return Check(gate, "ratio", 1.0, threshold, True, message)
     low, high = figures["ratio_low"], figures["ratio_high"]
     paired = figures.get("paired")
     n = f"paired n={figures.get('rounds')}" if paired else f"unpaired n={figures.get('n')}"

@@ -149,6 +149,21 @@ def test_an_emulated_regression_is_decided_on_the_timing_model_not_the_wall_cloc
     assert verdict.status == "FAIL", verdict
 
 
+def test_an_identical_model_cannot_regress() -> None:
+    """A README-only pull request: every model is its base byte for byte. Issue 22 saw the
+    paired wall clock leave it undecided on a loaded runner ([-22.1%, +32.4%] on the host)."""
+    from harness.config import GateSpec
+
+    figures = {"ratio": 1.0, "ratio_low": 1.0, "ratio_high": 1.0, "ratio_basis": "identical"}
+    for device, fidelity in (("host", "measured"), ("rpi4", "emulated")):
+        verdict = decide(
+            "latency", figures, GateSpec(latency_max_regression=0.10), device, fidelity,
+            {"baseline": "main"},
+        )  # fmt: skip
+        assert verdict.status == "PASS", verdict
+        assert "byte for byte" in verdict.checks[0].message
+
+
 def test_an_emulated_regression_without_counting_is_not_applied_and_says_how() -> None:
     from harness.config import GateSpec
     from harness.timing import not_set_up

@@ -148,8 +148,8 @@ def fidelity_of(record: Mapping[str, Any], figure: str) -> str:
     Every report labels a figure by this."""
     if figure in ESTIMATED_FIGURES:
         return "estimated"
-    if figure == "ratio" and (record.get("figures") or {}).get("ratio_basis"):
-        return str(record["figures"]["ratio_basis"])
+    if figure == "ratio" and (record.get("figures") or {}).get("ratio_basis") == "estimated":
+        return "estimated"
     return str(record["fidelity"])
 
 

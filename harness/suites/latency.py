@@ -362,10 +362,51 @@ def _board_ratio(pair: Pair, measurement: Measurement) -> Measurement:
     return Measurement(figures, measurement.fidelity, measurement.raw, flags)
 
 
+def identical_to_base(pair: Pair) -> bool:
+    """The model is its base byte for byte, fed the same inputs: no latency can differ."""
+    from harness.identity import content_sha256, model_sha256
+
+    base = pair.baseline.base
+    if base is None or model_sha256(pair.model.path) != model_sha256(base.path):
+        return False
+    data = [content_sha256(d) if d else None for d in (pair.model.dataset, base.dataset)]
+    if data[0] != data[1]:
+        return False
+    same = ("input_shapes", "input_values", "output")
+    return all(getattr(pair.model, name) == getattr(base, name) for name in same)
+
+
+def _identical(pair: Pair) -> Measurement:
+    """The regression against an identical base is nothing, by identity (`ratio_basis`
+    "identical"): a paired measurement there measures only the machine's noise, which on a
+    loaded runner (parallel jobs on two cores) can leave even +0% undecided. The p90 gate is
+    measured as without a base (on a board: the timing model)."""
+    measurement = None
+    if pair.profile.emulated:
+        estimate = board_estimate(pair)
+        if "estimate_unavailable" not in estimate:
+            assert pair.target is not None
+            estimate["emulated_runs"] = 0
+            measurement = Measurement(estimate, pair.target.fidelity, {}, Flags())
+        else:
+            measurement = _estimated(pair, _single(pair))
+    else:
+        measurement = _single(pair)
+    figures = dict(measurement.figures) | {
+        "ratio": 1.0,
+        "ratio_low": 1.0,
+        "ratio_high": 1.0,
+        "ratio_basis": "identical",
+    }
+    return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
+
+
 def measure(pair: Pair) -> Measurement:
     pair.start()
     pair = pair.planned()  # an expensive (emulated) device runs the samples its plan affords
     gates = pair.model.gates_for(pair.profile.name)
+    if gates.latency_max_regression is not None and identical_to_base(pair):
+        return _identical(pair)
     if (
         pair.profile.emulated
         and pair.baseline.base is not None
