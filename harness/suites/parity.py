@@ -201,8 +201,9 @@ def _compared(pair: Pair, mine: Worker, other: Worker | None) -> list[int]:
         cost += float(other.loaded.get("first_run_s", 0.0))
     # What parity_top1_min needs to be decided on a sample (harness.plan), and the rows the
     # board answered before with this model (the agreement's, in the same seeded order).
-    minimum = pair.model.gates_for(pair.profile.name).parity_top1_min
-    needed = needed_to_decide(minimum, pair.config.plan.confidence, count)
+    gates = pair.model.gates_for(pair.profile.name)
+    minimums = [m for m in (gates.parity_top1_min, gates.device_top1_min) if m is not None]
+    needed = needed_to_decide(max(minimums, default=None), pair.config.plan.confidence, count)
     cached = pair.plan.agreement_cached
     wanted = comparison_size(count, cost, pair.config, needed, cached)
     return sample_indices(count, wanted, pair.config.seed)
