@@ -42,10 +42,17 @@ jobs:
 
 
 @pytest.fixture(scope="module")
-def setting(tmp_path_factory: pytest.TempPathFactory) -> tuple[actlocal.Repository, actlocal.Act]:
+def act() -> None:
+    """act, Docker, the actions folder and binfmt are here (the `act` marker: conftest.py)."""
     why = actlocal.missing()
     if why:
         unavailable(why)
+
+
+@pytest.fixture(scope="module")
+def setting(
+    act: None, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[actlocal.Repository, actlocal.Act]:
     root = tmp_path_factory.mktemp("act")
     wheel = actlocal.build_wheel(root / "wheel")
     repository = actlocal.example_repository(root / "repository", wheel, DEVICES)

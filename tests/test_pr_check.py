@@ -188,7 +188,8 @@ def test_every_job_installs_harness_into_a_venv_of_its_own(workflow: str) -> Non
         for step in job["steps"]:
             if "pip install" in step.get("run", ""):
                 run = step["run"]
-                assert "python -I -m venv --system-site-packages harness-venv" in run, name
+                venv = "python -I -m venv --without-pip --system-site-packages harness-venv"
+                assert venv in run, name
                 assert "harness-venv/bin/python -I -m pip install" in run, name
                 assert "GITHUB_PATH" in run, name
 
