@@ -214,6 +214,17 @@ def decide(
                 where = f"({device}, estimated: {figures['estimate_model']})"
         value = figures.get(figure)
         shown = f"{threshold:.{rule.digits}f}{rule.unit}"
+        if figure.startswith("estimated_") and figures.get("estimate_not_validated"):
+            # Outside the conditions its band was measured under (harness.timing: instruction
+            # mix, threads, machine): an estimate without a band decides nothing.
+            text = f"{value:.{rule.digits}f}{rule.unit}" if isinstance(value, float) else value
+            message = (
+                f"{label} {text} undecided against {shown} {where}: the estimate is "
+                f"{figures['estimate_not_validated']}"
+            )
+            checks.append(Check(rule.gate, figure, value, threshold, None, message))
+            straddling.append(message)
+            continue
         if rule.absolute_time and read_as not in ABSOLUTE_TIME_FIDELITIES:
             why = figures.get("estimate_unavailable") or "relative gates still apply"
             bound = "≤" if rule.symbol == ">" else "≥"

@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, unavailable
-from harness.timing import cpu_for_profile, load_cpu_model
+from harness.timing import (
+    cpu_for_profile,
+    estimate_from_counts,
+    estimate_latency,
+    host_machine,
+    load_cpu_model,
+    timing_counts,
+)
 from harness.timing.calibration import (
     FEATURE_GROUPS,
     FEATURES,
@@ -31,6 +38,7 @@ from harness.timing.model import (
     cpu_model_from_toml,
     cpu_model_toml,
     estimate_cycles,
+    group_shares,
 )
 
 DIGITS = ROOT / "examples" / "digits" / "models"
@@ -123,6 +131,27 @@ def test_the_fitted_model_round_trips_with_every_number_sourced() -> None:
     assert again.band_fraction == pytest.approx(fit.held_out.max_abs, abs=1e-4)
 
 
+def test_the_fit_records_the_mix_it_holds_for_and_who_lies_outside_the_others() -> None:
+    base = load_cpu_model("cortex-a72")
+    true = [0.3, 0.8, 1.2, 0.6, 0.5, 0.2, 2.0, 0.45]
+    points = synthetic_points(11, seed=4)
+    scalar = {"int", "int_mul", "branch", "fp", "other"}
+    heavy = {c: (10**8 if c in scalar else 10) for c in CLASSES}  # almost only scalar code
+    points[0] = dataclasses.replace(
+        points[0], counts=VcpuCounts(0, sum(heavy.values()), heavy, points[0].counts.memory)
+    )
+    points = [dataclasses.replace(p, measured_ms=float(np.dot(features(p, base), true)))
+              for p in points]  # fmt: skip
+    fit = calibrate(points, base, "b", "b", "2026-12-08", machine="AuthenticAMD family 25")
+    shares = [group_shares(p.counts) for p in points]
+    assert fit.cpu.mix is not None and fit.cpu.mix.models == 11
+    assert all(fit.cpu.mix.outside(s) == [] for s in shares)  # every model lies inside
+    assert fit.outside_others[0] and fit.outside_others[0][0].startswith("scalar 100.0%")
+    assert fit.cpu.machine == "AuthenticAMD family 25"
+    assert fit.cpu.generation_band_fraction is None  # generation was not measured on b
+    assert cpu_model_from_toml(cpu_model_toml(fit.cpu), "b") == fit.cpu
+
+
 @pytest.fixture(scope="module")
 def counting(counting_plugin: Path) -> None:
     if shutil.which("qemu-x86_64") is None:
@@ -150,8 +179,10 @@ def test_calibrate_host_writes_a_profile_and_a_cpu_model_that_load_back(
     code, out = calibrate_host(tmp_path, capsys)
     assert code == 0, out
     for name in ("digits.onnx", "digits_float.tflite", "digits_int8.tflite"):
-        assert any(line.startswith(name) and line.count("%") == 3 for line in out.splitlines())
+        (line,) = [line for line in out.splitlines() if line.startswith(name)]
+        assert line.split("  ")[-1].startswith(("inside", "outside: "))  # the others' mix
     assert "held out (leave-one-out)" in out and "median |error|" in out
+    assert "instruction mix recorded" in out
     profile = load_profiles(tmp_path)["host"]
     assert profile.timing_model == (tmp_path / "timing" / "host.toml").resolve()
     cpu = cpu_for_profile(profile)
@@ -159,6 +190,17 @@ def test_calibrate_host_writes_a_profile_and_a_cpu_model_that_load_back(
     assert cpu.band_fraction is not None and f"band ±{cpu.band_fraction:.0%}" in out
     assert "fitted by harness calibrate on host" in cpu.sources["calibration"]
     assert profile.backend == "local" and profile.threads == 1  # the built-in's own fields
+    # Where the band holds: the three models' mix, measured on this machine.
+    assert cpu.mix is not None and cpu.mix.models == 3 and "on host" in cpu.mix.source
+    assert cpu.machine == host_machine()
+    estimate = estimate_latency(profile, MODELS[0])
+    assert estimate.validated, estimate.not_validated
+    elsewhere = estimate_from_counts(
+        timing_counts(profile, MODELS[0], None, cpu)[0], cpu, "host", machine="GenuineIntel x"
+    )
+    assert elsewhere.not_validated == (
+        f"not validated: fitted on {host_machine()}, and this machine is GenuineIntel x"
+    )
 
 
 def test_calibrate_never_overwrites_the_users_profile(

@@ -30,6 +30,7 @@ def test_digits_on_host_x86_and_emulated_rpi4(
         "--device=x86-64",
         "--device=rpi4",
         f"--harness-json={out}",
+        "--harness-inconclusive=pass",  # rpi4's latency estimate: outside its band's mix
         "-k",
         "onnx or int8",
     )
@@ -56,9 +57,12 @@ def test_digits_on_host_x86_and_emulated_rpi4(
         if r["suite"] == "latency" and r["device"] == "rpi4" and r["model"] == "digits-onnx"
     )
     (check,) = [c for c in latency["verdict"]["checks"] if c["gate"] == "latency_p90_ms_max"]
-    # The board's latency: the timing model's estimate with its band, never the emulated clock.
-    assert check["passed"] is True and check["figure"] == "estimated_ms"
+    # The board's latency: the timing model's estimate, never the emulated clock; undecided,
+    # as the MLP's instruction mix lies outside the one its band was checked on.
+    assert check["passed"] is None and check["figure"] == "estimated_ms"
+    assert latency["verdict"]["status"] == "INCONCLUSIVE"
     assert "(rpi4, estimated: cortex-a72 timing model" in check["message"]
+    assert "not validated: instruction mix outside" in check["message"]
     memory = next(
         r
         for r in document["results"]

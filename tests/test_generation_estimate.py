@@ -140,3 +140,71 @@ def test_a_board_cpu_without_a_timing_model_is_named(tmp_path: Path) -> None:
     verdict = decide("generation", measured.figures, GateSpec(ttft_p90_ms_max=50.0), "rpi4",
                      "emulated")  # fmt: skip
     assert verdict.status == NO_GATE and why in verdict.checks[0].message
+
+
+@pytest.mark.parametrize("threshold", [1e6, 1e-6])
+def test_an_estimate_outside_its_conditions_never_passes_or_fails(threshold: float) -> None:
+    """An estimate whose band does not hold (harness.timing: its instruction mix, threads or
+    machine differ from those the band was measured under) carries no bounds: the latency and
+    generation gates on it are INCONCLUSIVE however far the point lies from the threshold."""
+    why = "not validated: instruction mix outside the calibration set's: scalar 62.0% (its 3 models: 17.8%-20.1%)"  # noqa: E501
+    latency = {
+        "p90_ms": 400.0,
+        "estimated_ms": 2.0,
+        "estimate_not_validated": why,
+        "estimate_model": "cortex-a72 timing model at 1500 MHz; for one intra-op thread",
+    }
+    verdict = decide("latency", latency, GateSpec(latency_p90_ms_max=threshold), "rpi4", "emulated")
+    assert verdict.status == INCONCLUSIVE, verdict.reasons
+    (check,) = verdict.checks
+    assert check.passed is None and check.figure == "estimated_ms"
+    assert why in check.message and "undecided" in check.message
+    figures = estimated(6.0, 1.0) | {"estimate_not_validated": why}
+    for name in ("ttft", "decode", "tokens_per_s", "low", "high"):  # no bounds travel with it
+        (
+            figures.pop(f"estimated_{name}_ms_low", None),
+            figures.pop(f"estimated_{name}_ms_high", None),
+        )
+    gates = GateSpec(ttft_p90_ms_max=threshold, decode_p90_ms_max=threshold,
+                     tokens_per_s_min=1 / threshold)  # fmt: skip
+    verdict = decide("generation", figures, gates, "rpi4", "emulated")
+    assert verdict.status == INCONCLUSIVE, verdict.reasons
+    assert all(c.passed is None and why in c.message for c in verdict.checks)
+
+
+def test_the_latency_suite_passes_on_why_an_estimate_is_not_validated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """board_estimate (the latency and instructions suites' figures) carries no bounds for an
+    estimate outside its conditions, and says why; a validated one carries its bounds."""
+    from types import SimpleNamespace
+
+    import harness.timing
+    from harness.config import ModelSpec
+    from harness.suites.latency import board_estimate
+    from harness.timing import TimingEstimate
+
+    def fake(outside: tuple[str, ...]) -> TimingEstimate:
+        return TimingEstimate(2.0, 0.25, "cortex-a72 timing model at 1500 MHz, 3 Pi figures",
+                              (), 1e6, True, "rpi4", "cortex-a72", "cortex-a72", outside=outside)  # fmt: skip
+
+    model = ModelSpec("m", tmp_path / "m.onnx")
+    pair = SimpleNamespace(
+        model=model,
+        profile=load_profiles()["rpi4"],
+        config=SimpleNamespace(source=tmp_path / "harness.toml", timeout_s=10.0),
+    )
+    why = ("instruction mix outside the calibration set's: scalar 62.0% (its 3 models: "
+           "17.8%-20.1%)")  # fmt: skip
+    monkeypatch.setattr(harness.timing, "estimate_latency", lambda *a, **k: fake((why,)))
+    figures = board_estimate(pair)  # type: ignore[arg-type]
+    assert figures["estimate_not_validated"] == f"not validated: {why}"
+    assert "estimated_ms_low" not in figures and "estimated_ms_high" not in figures
+    verdict = decide("latency", figures, GateSpec(latency_p90_ms_max=1000.0), "rpi4", "emulated")
+    assert verdict.status == INCONCLUSIVE
+    monkeypatch.setattr(harness.timing, "estimate_latency", lambda *a, **k: fake(()))
+    figures = board_estimate(pair)  # type: ignore[arg-type]
+    assert "estimate_not_validated" not in figures
+    assert (figures["estimated_ms_low"], figures["estimated_ms_high"]) == (2.0 / 1.25, 2.0 / 0.75)
+    verdict = decide("latency", figures, GateSpec(latency_p90_ms_max=1000.0), "rpi4", "emulated")
+    assert verdict.status == PASS

@@ -53,10 +53,14 @@ def test_an_expensive_dataset_is_scored_on_the_host_and_sampled_on_the_board(
     )
 
 
-@pytest.mark.parametrize(("gate", "status"), [("5.0", "PASS"), ("0.00001", "FAIL")])
-def test_an_emulated_latency_gate_is_decided_by_the_timing_model(
-    pytester: pytest.Pytester, docker_client: Any, arm64_binfmt: None, gate: str, status: str
+@pytest.mark.parametrize("gate", ["5.0", "0.00001"])
+def test_an_emulated_latency_gate_reads_the_timing_model_where_it_holds(
+    pytester: pytest.Pytester, docker_client: Any, arm64_binfmt: None, gate: str
 ) -> None:
+    """The rpi4 latency gate reads the timing model's estimate, never the emulated clock; the
+    digits MLP's instruction mix lies outside the MobileNets' that the cortex-a72 band was
+    checked on, so the estimate decides nothing either way (harness.timing: not validated)."""
+    status = "INCONCLUSIVE"
     copy_example("digits", pytester.path)
     config = pytester.path / "harness.toml"
     text = config.read_text().replace('devices = ["host", "x86-64", "rpi4"]', 'devices = ["rpi4"]')
@@ -66,11 +70,12 @@ def test_an_emulated_latency_gate_is_decided_by_the_timing_model(
     (latency,) = json.loads(out.read_text())["results"]
     assert latency["verdict"]["status"] == status, latency["verdict"]
     (check,) = [c for c in latency["verdict"]["checks"] if c["gate"] == "latency_p90_ms_max"]
-    assert check["figure"] == "estimated_ms"
+    assert check["figure"] == "estimated_ms" and check["passed"] is None
     assert "latency p90 (board estimate)" in check["message"]
     assert "(rpi4, estimated: cortex-a72 timing model" in check["message"]
+    assert "not validated: instruction mix outside the calibration set's" in check["message"]
     figures = latency["figures"]
-    assert figures["estimated_ms_low"] < figures["estimated_ms"] < figures["estimated_ms_high"]
+    assert figures["estimated_ms"] > 0 and "estimated_ms_low" not in figures
     assert latency["fidelity"] == "emulated"  # the wall clock beside it stays emulated
 
 

@@ -13,23 +13,35 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from conftest import ROOT
-from harness.timing import CPU_FOLDER, TimingEstimate, estimate_from_counts, load_cpu_model
+from harness.timing import (
+    CPU_FOLDER,
+    TimingEstimate,
+    estimate_from_counts,
+    host_machine,
+    load_cpu_model,
+)
 from harness.timing.model import (
     CLASSES,
+    FEATURE_GROUPS,
     CacheGeometry,
     CpuModel,
+    MixRange,
     VcpuCounts,
+    band_conditions,
     cpu_model_from_toml,
     cpu_model_toml,
     dram_ms,
     estimate_cycles,
     estimate_ms,
+    group_shares,
+    machine_matches,
 )
 from harness.timing.run import TimingCounts, parse_records
 from harness.timing.validation import (
     fit_nonnegative,
     fit_scale,
     kendall_tau,
+    leave_group_out_predictions,
     leave_one_out_predictions,
     leave_one_out_scales,
     relative_errors,
@@ -38,6 +50,15 @@ from harness.timing.validation import (
 )
 
 PLUGIN_SOURCE = ROOT / "harness" / "timing" / "timing_plugin.c"
+
+
+# Only scalar code: every group's range 0 except scalar's, 0.5-1 (what `counts(int=...)` gives).
+SCALAR_MIX = MixRange(
+    {g: 0.5 if g == "scalar" else 0.0 for g in FEATURE_GROUPS},
+    {g: 1.0 if g == "scalar" else 0.0 for g in FEATURE_GROUPS},
+    12,
+    "a test set",
+)
 
 
 def cpu(**changes: object) -> CpuModel:
@@ -232,7 +253,9 @@ def test_plugin_records_parse_per_end_marker() -> None:
 
 
 def test_estimate_carries_its_band_and_model() -> None:
-    model = cpu(issue_width=1.0, band_fraction=0.2, band_source="validated on 12 models")
+    model = cpu(
+        issue_width=1.0, band_fraction=0.2, band_source="validated on 12 models", mix=SCALAR_MIX
+    )
     taken = TimingCounts(
         per_vcpu=(counts(int=2_000_000),), total_instructions=2_000_000, samples=1, warmup=1,
         arch="arm64", cpu="cortex-a53", qemu_version="7.2", interpreter="rootfs x", run_s=1.0,
@@ -248,6 +271,8 @@ def test_estimate_carries_its_band_and_model() -> None:
         "estimated 2.00 ms ±20% (test timing model at 1000 MHz, validated on 12 models)"
     )
     assert estimate.as_json()["per_vcpu"][0]["bottleneck"] == "issue"
+    assert estimate.validated and estimate.not_validated is None
+    assert estimate.shares == {g: float(g == "scalar") for g in FEATURE_GROUPS}
     assert str(replace(estimate, ms=136.05)).startswith("estimated 136 ms")
     assert str(replace(estimate, ms=0.05234)).startswith("estimated 0.0523 ms")
 
@@ -265,7 +290,7 @@ def test_errors_and_summary() -> None:
 
 
 def test_generation_reads_the_wider_band_measured_for_it() -> None:
-    vision = cpu(band_fraction=0.25, band_source="checked on 3 Pi figures")
+    vision = cpu(band_fraction=0.25, band_source="checked on 3 Pi figures", mix=SCALAR_MIX)
     assert "not validated on generation" in vision.for_generation().band_source
     wider = replace(vision, generation_band_fraction=0.72, generation_band_source="3 LMs")
     assert (wider.for_generation().band_fraction, wider.for_generation().band_source) == (
@@ -273,10 +298,17 @@ def test_generation_reads_the_wider_band_measured_for_it() -> None:
         "3 LMs",
     )
     narrower = replace(vision, generation_band_fraction=0.1, generation_band_source="x")
-    assert narrower.for_generation() == narrower
-    a72 = load_cpu_model("cortex-a72")
-    again = cpu_model_from_toml(cpu_model_toml(a72), "again")
-    assert a72.generation_band_fraction == again.generation_band_fraction == 0.72
+    assert narrower.for_generation().band_fraction == 0.25
+    assert (
+        narrower.for_generation().band_source == "checked on 3 Pi figures (wider than "
+        "generation's: x)"
+    )
+    # The generation band's own mix replaces the vision one.
+    assert narrower.for_generation().mix is None
+    for name in (p.stem for p in CPU_FOLDER.glob("*.toml")):
+        model = load_cpu_model(name)
+        again = cpu_model_from_toml(cpu_model_toml(model), name)
+        assert again.generation_band_fraction == model.generation_band_fraction
 
 
 def test_leave_one_out_never_sees_the_model_it_predicts() -> None:
@@ -316,3 +348,122 @@ def test_cli_names_the_known_devices(capsys: pytest.CaptureFixture[str]) -> None
 
     assert main(["counting", "estimate", "--device", "rpi5", "model.tflite"]) != 0
     assert "unknown device 'rpi5'; known devices: " in capsys.readouterr().err
+
+
+# -- where a band holds ----------------------------------------------------------------------
+def taken(*per_vcpu: VcpuCounts, threads: int = 1) -> TimingCounts:
+    return TimingCounts(
+        per_vcpu=per_vcpu, total_instructions=sum(v.instructions for v in per_vcpu), samples=1,
+        warmup=1, arch="arm64", cpu="cortex-a53", qemu_version="7.2", interpreter="x", run_s=1.0,
+        threads=threads,
+    )  # fmt: skip
+
+
+def test_shares_are_of_the_busiest_vcpus_instructions() -> None:
+    shares = group_shares(counts(int=300, load=100, simd128_fp=600))
+    assert shares["scalar"] == pytest.approx(0.3) and shares["simd_fp"] == pytest.approx(0.6)
+    assert shares["memory"] == pytest.approx(0.1) and shares["simd_wide_int"] == 0.0
+    model = cpu(band_fraction=0.2, mix=SCALAR_MIX)
+    # vCPU 1 is the busiest (more cycles): its mix decides, not vCPU 0's.
+    outside, busiest = band_conditions([counts(0, int=10), counts(1, simd128_fp=10**6)], 1, model)
+    assert busiest["simd_fp"] == 1.0 and outside
+
+
+def test_a_mix_outside_the_calibration_sets_is_not_validated_and_has_no_bounds() -> None:
+    model = cpu(band_fraction=0.2, band_source="validated on 12 models", mix=SCALAR_MIX)
+    estimate = estimate_from_counts(taken(counts(int=1000, simd128_fp=3000)), model, "rpi4")
+    assert not estimate.validated
+    assert (estimate.low_ms, estimate.high_ms) == (0.0, math.inf)
+    assert estimate.not_validated == (
+        "not validated: instruction mix outside the calibration set's: scalar 25.0% (its 12 "
+        "models: 50.0%-100.0%), simd_fp 75.0% (its 12 models: 0.0%-0.0%)"
+    )
+    assert str(estimate).startswith("estimated 0.00200 ms, not validated: instruction mix")
+    assert "±" not in str(estimate)
+    assert estimate.as_json()["validated"] is False
+
+
+def test_threads_machine_and_a_missing_mix_or_band_each_say_why() -> None:
+    model = cpu(band_fraction=0.2, mix=SCALAR_MIX, machine="AuthenticAMD family 26")
+    one = counts(int=1000)
+    assert estimate_from_counts(taken(one), model, "x", machine="AuthenticAMD family 26 model 2")
+    four = estimate_from_counts(taken(one, one, one, one, threads=4), model, "rpi4")
+    assert four.not_validated == ("not validated: 4 intra-op threads; the band was measured at 1")
+    assert estimate_from_counts(
+        taken(one, threads=4), replace(model, band_threads=4), "x"
+    ).validated
+    elsewhere = estimate_from_counts(
+        taken(one), model, "x", machine="AuthenticAMD family 25 model 17"
+    )
+    assert elsewhere.not_validated == (
+        "not validated: fitted on AuthenticAMD family 26, and this machine is AuthenticAMD "
+        "family 25 model 17"
+    )
+    assert estimate_from_counts(taken(one), model, "rpi4", machine=None).validated  # a board
+    unrecorded = estimate_from_counts(taken(one), replace(model, mix=None), "x")
+    assert "records no instruction mix" in str(unrecorded.not_validated)
+    assert "harness calibrate" in str(unrecorded.not_validated)
+    no_band = estimate_from_counts(taken(one), replace(model, band_fraction=None), "x")
+    assert no_band.not_validated == "not validated: no error band was measured for test"
+    assert machine_matches("AuthenticAMD family 26", "AuthenticAMD family 26 model 2")
+    assert not machine_matches("AuthenticAMD family 2", "AuthenticAMD family 26 model 2")
+
+
+def test_the_mix_spans_its_models_rounded_outwards_and_round_trips() -> None:
+    shares = [group_shares(counts(int=1, load=2)), group_shares(counts(int=2, load=1))]
+    mix = MixRange.spanning(shares, "two models")
+    assert (mix.low["scalar"], mix.high["scalar"]) == (0.333, 0.667)
+    assert mix.models == 2 and mix.outside(shares[0]) == mix.outside(shares[1]) == []
+    model = cpu(band_fraction=0.2, band_source="x", mix=mix, band_threads=4,
+                machine="AuthenticAMD family 25 model 17", generation_mix=mix,
+                sources={"machine": "cpuinfo"})  # fmt: skip
+    text = cpu_model_toml(replace(model, sources={**load_cpu_model("cortex-a72").sources,
+                                                  "machine": "cpuinfo"}))  # fmt: skip
+    again = cpu_model_from_toml(text, "test")
+    assert (again.mix, again.band_threads, again.machine) == (mix, 4, model.machine)
+    assert again.generation_mix == mix
+    with pytest.raises(ValueError, match="missing: memory"):
+        MixRange({"scalar": 0.0}, {"scalar": 1.0}, 1, "x")
+    with pytest.raises(ValueError, match="need 0 <= low <= high <= 1"):
+        MixRange(dict.fromkeys(FEATURE_GROUPS, 0.5), dict.fromkeys(FEATURE_GROUPS, 0.4), 1, "x")
+    unsourced = re.sub(r"(\[mix\]\nmodels = 2\n)source = .*\n", r"\1", text)
+    assert unsourced != text
+    with pytest.raises(ValueError, match=r"\[mix\] needs models = N and source"):
+        cpu_model_from_toml(unsourced, "t")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CPU_FOLDER.glob("*.toml")))
+def test_every_shipped_band_says_where_it_holds(name: str) -> None:
+    model = load_cpu_model(name)
+    if model.band_fraction is not None:
+        assert model.mix is not None and model.mix.source.strip() and model.mix.models >= 2
+    if model.generation_band_fraction is not None:
+        assert model.generation_mix is not None and model.generation_mix.models >= 1
+
+
+def test_generation_without_its_own_band_is_not_validated() -> None:
+    vision = cpu(band_fraction=0.25, band_source="3 Pi figures", mix=SCALAR_MIX)
+    assert vision.for_generation().band_fraction is None
+    assert "not validated on generation" in vision.for_generation().band_source
+    lm = replace(vision, generation_band_fraction=0.3, generation_band_source="2 LMs",
+                 generation_mix=None)  # fmt: skip
+    assert lm.for_generation().band_fraction == 0.3 and lm.for_generation().mix is None
+
+
+def test_host_machine_reads_vendor_family_and_model() -> None:
+    x86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+    assert host_machine(x86 + "processor\t: 1\nmodel\t\t: 99\n") == (
+        "AuthenticAMD family 25 model 17"
+    )
+    arm = "processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xd08\n"
+    assert host_machine(arm) == "arm implementer 0x41 part 0xd08"
+    assert host_machine("") == "unknown"
+
+
+def test_leave_group_out_never_sees_the_group_it_predicts() -> None:
+    x = [[1.0], [1.0], [1.0], [1.0]]
+    y = [2.0, 2.0, 8.0, 8.0]
+    predicted = leave_group_out_predictions(x, y, ["a", "a", "b", "b"])
+    assert predicted == pytest.approx([8.0, 8.0, 2.0, 2.0])
+    with pytest.raises(ValueError, match="at least two groups"):
+        leave_group_out_predictions(x, y, ["a"] * 4)

@@ -140,14 +140,16 @@ def _is_ours(path: Path) -> bool:
 def print_table(names: Sequence[str], measured: Sequence[float], fit: Calibration) -> None:
     print(
         f"\n{'model':<32} {'measured ms':>11} {'before':>9} {'err':>7} {'after':>9} {'err':>7} "
-        f"{'held out':>9} {'err':>7}"
+        f"{'held out':>9} {'err':>7}  mix vs the others'"
     )
     for i, name in enumerate(names):
         m = measured[i]
+        outside = fit.outside_others[i] if fit.outside_others else ()
         print(
             f"{name:<32} {m:11.4g} {fit.before_ms[i]:9.4g} {fit.before_ms[i] / m - 1:+7.1%} "
             f"{fit.after_ms[i]:9.4g} {fit.after_ms[i] / m - 1:+7.1%} "
-            f"{fit.held_out_ms[i]:9.4g} {fit.held_out_ms[i] / m - 1:+7.1%}"
+            f"{fit.held_out_ms[i]:9.4g} {fit.held_out_ms[i] / m - 1:+7.1%}  "
+            + ("outside: " + ", ".join(outside) if outside else "inside")
         )
     for label, s in (
         ("before (built-in parameters)", fit.before),
@@ -159,12 +161,25 @@ def print_table(names: Sequence[str], measured: Sequence[float], fit: Calibratio
             f"Spearman {s.spearman:.3f}, {s.discordant_pairs} pairs out of order"
             + (f" (all within {s.discordant_gap:.0%} of each other)" if s.discordant_pairs else "")
         )
+    outside = [n for n, o in zip(names, fit.outside_others, strict=True) if o]
+    if outside:
+        print(
+            f"{len(outside)} of {len(names)} models lie outside the instruction mix of the others "
+            f"(their held-out errors are extrapolations): {', '.join(outside)}"
+        )
+    mix = fit.cpu.mix
+    if mix is not None:
+        print(
+            "instruction mix recorded (estimates outside it are not validated: their latency "
+            "gates are INCONCLUSIVE): "
+            + ", ".join(f"{g} {mix.low[g]:.1%}-{mix.high[g]:.1%}" for g in mix.low)
+        )
 
 
 def _run(args: argparse.Namespace) -> int:
     from harness.backends.base import BackendUnavailable, WorkerError, WorkerFailure
     from harness.devices import load_profiles, select
-    from harness.timing import cpu_for_profile, estimate_from_counts, timing_counts
+    from harness.timing import cpu_for_profile, estimate_from_counts, machine_of, timing_counts
     from harness.timing.calibration import CalibrationPoint, busiest, calibrate
     from harness.timing.run import TimingRunError
 
@@ -209,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     date = datetime.datetime.now(datetime.UTC).date().isoformat()
     try:
-        fit = calibrate(points, base, device.name, device.name, date)
+        fit = calibrate(points, base, device.name, device.name, date, machine_of(device))
     except ValueError as exc:
         print(f"harness calibrate: no fit: {exc}", file=sys.stderr)
         return 1

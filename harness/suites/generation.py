@@ -242,7 +242,12 @@ def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
         "estimate_instructions_prefill": ttft.instructions_per_inference,
         "estimate_instructions_per_step": decode.instructions_per_inference,
     }
-    if decode.band_fraction is not None:
+    if not (ttft.validated and decode.validated):  # the gates cannot decide on it
+        figures["estimate_not_validated"] = "; ".join(
+            f"{what} {e.not_validated}" for what, e in (("prefill", ttft), ("decode", decode))
+            if e.not_validated
+        )
+    else:
         figures |= {
             "estimated_ttft_ms_low": ttft.low_ms,
             "estimated_ttft_ms_high": ttft.high_ms,

@@ -312,9 +312,11 @@ def board_estimate(pair: Pair, base: bool = False) -> dict[str, Any]:
         "estimate_band": estimate.band_fraction,
         "estimate_instructions": estimate.instructions_per_inference,
     }
-    if estimate.band_fraction is not None:
+    if estimate.validated:
         figures["estimated_ms_low"] = estimate.low_ms
         figures["estimated_ms_high"] = estimate.high_ms
+    else:  # outside the conditions its band was measured under: the gates cannot decide on it
+        figures["estimate_not_validated"] = estimate.not_validated
     return figures
 
 

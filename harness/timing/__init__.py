@@ -35,9 +35,11 @@ from harness.identity import content_sha256, model_sha256
 from harness.timing.model import (
     CpuModel,
     VcpuCycles,
+    band_conditions,
     cpu_model_from_toml,
     estimate_cycles,
     estimate_ms,
+    machine_matches,
 )
 
 if TYPE_CHECKING:
@@ -53,15 +55,17 @@ __all__ = [
     "estimate_generation",
     "estimate_latency",
     "generation_counts",
+    "host_machine",
     "load_cpu_model",
+    "machine_of",
     "not_set_up",
     "timing_counts",
 ]
 
 CPU_FOLDER = Path(__file__).with_name("cpus")
 FIDELITY = "estimated"
-# Profiles without a `cpu` (x86-64 devices count under QEMU's "max"): the timing model of the
-# machine the x86-64 validation ran on.
+# Profiles without a `cpu` (x86-64 devices count under QEMU's "max"): a model fitted on this
+# machine's processor where one ships (cpus/*.toml with [machine]), else this one.
 DEFAULT_CPU_MODEL = {"amd64": "x86-64-host-fitted", "arm64": "cortex-a72"}
 
 
@@ -77,18 +81,39 @@ class TimingEstimate:
     cpu: str  # timing-model CPU name
     qemu_cpu: str
     fidelity: str = FIDELITY
+    # Why the band does not hold for this estimate (harness.timing.model.band_conditions: the
+    # instruction mix, the threads or the machine differ from those it was measured under);
+    # empty: validated.
+    outside: tuple[str, ...] = ()
+    shares: dict[str, float] | None = None  # the busiest vCPU's instruction-group shares
+
+    @property
+    def validated(self) -> bool:
+        """The band holds: it was measured under this estimate's conditions."""
+        return self.band_fraction is not None and not self.outside
+
+    @property
+    def not_validated(self) -> str | None:
+        """Why no band holds for this estimate (what a gate says undecided), or None."""
+        if self.validated:
+            return None
+        reasons = list(self.outside)
+        if self.band_fraction is None:
+            reasons.insert(0, f"no error band was measured for {self.cpu}")
+        return "not validated: " + "; ".join(reasons)
 
     # The band is the largest |estimate / measured - 1| seen, so the device's own figure lies in
     # [ms / (1 + band), ms / (1 - band)]: an estimate 25% under the truth means the truth is
-    # 1.33 x the estimate, not 1.25 x. A band of 100% or more leaves no upper bound.
+    # 1.33 x the estimate, not 1.25 x. A band of 100% or more leaves no upper bound, and an
+    # estimate outside the conditions its band was measured under has no bounds at all.
     @property
     def low_ms(self) -> float:
-        return self.ms / (1.0 + (self.band_fraction or 0.0))
+        return self.ms / (1.0 + (self.band_fraction or 0.0)) if self.validated else 0.0
 
     @property
     def high_ms(self) -> float:
         band = self.band_fraction or 0.0
-        return self.ms / (1.0 - band) if band < 1.0 else math.inf
+        return self.ms / (1.0 - band) if band < 1.0 and self.validated else math.inf
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -104,11 +129,16 @@ class TimingEstimate:
             "device": self.device,
             "cpu": self.cpu,
             "qemu_cpu": self.qemu_cpu,
+            "validated": self.validated,
+            "not_validated": self.not_validated,
+            "shares": self.shares,
         }
 
     def __str__(self) -> str:
-        band = f" ±{self.band_fraction:.0%}" if self.band_fraction is not None else ""
-        return f"{self.fidelity} {_three_digits(self.ms)} ms{band} ({self.model_description})"
+        ms = f"{self.fidelity} {_three_digits(self.ms)} ms"
+        if self.validated:
+            return f"{ms} ±{self.band_fraction:.0%} ({self.model_description})"
+        return f"{ms}, {self.not_validated} ({self.model_description})"
 
 
 def _three_digits(value: float) -> str:
@@ -117,6 +147,38 @@ def _three_digits(value: float) -> str:
         return "0"
     decimals = max(0, 2 - math.floor(math.log10(value)))
     return f"{value:.{decimals}f}"
+
+
+def host_machine(cpuinfo: str | None = None) -> str:
+    """This machine's processor as a fitted timing model records it: vendor, family and model
+    from /proc/cpuinfo (`AuthenticAMD family 25 model 17`; arm64: implementer and part), the
+    identity that decides which native kernels run and how fast."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "unknown"
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if "vendor_id" in fields:
+        return f"{fields['vendor_id']} family {fields.get('cpu family', '?')} model " + fields.get(
+            "model", "?"
+        )
+    if "CPU implementer" in fields:
+        return f"arm implementer {fields['CPU implementer']} part {fields.get('CPU part', '?')}"
+    return "unknown"
+
+
+def machine_of(profile: DeviceProfile) -> str | None:
+    """The machine an estimate for `profile` is of, where that is this one (a local process or
+    container of the host's arch); None for a board (emulated, or reached over SSH)."""
+    from harness.devices import HOST_ARCH
+
+    if profile.backend == "ssh" or profile.target_arch != HOST_ARCH:
+        return None
+    return host_machine()
 
 
 # The installed command that sets counting up (a model repository has no scripts/ of harness's).
@@ -142,9 +204,16 @@ def load_cpu_model(name: str, folder: Path | None = None) -> CpuModel:
 
 def cpu_for_profile(profile: DeviceProfile) -> CpuModel:
     """The timing model for a device: its calibrated `timing_model` file where it names one, else
-    its `cpu` (QEMU CPU model name, e.g. cortex-a72), else the arch's default."""
+    its `cpu` (QEMU CPU model name, e.g. cortex-a72), else for an x86-64 device on this machine
+    the shipped model fitted on this machine's processor, else the arch's default."""
     if profile.timing_model is not None:
         return cpu_model_from_toml(profile.timing_model.read_text(), profile.timing_model.stem)
+    if not profile.cpu and profile.target_arch == "amd64":
+        here = machine_of(profile)
+        for path in sorted(CPU_FOLDER.glob("*.toml")):  # a model fitted on this very machine
+            cpu = load_cpu_model(path.stem)
+            if here is not None and cpu.machine is not None and machine_matches(cpu.machine, here):
+                return cpu
     name = profile.cpu or DEFAULT_CPU_MODEL.get(profile.target_arch, "")
     return load_cpu_model(name)
 
@@ -250,10 +319,16 @@ def _cached(
 
 
 def estimate_from_counts(
-    counts: TimingCounts, cpu: CpuModel, device: str, cached: bool = False
+    counts: TimingCounts,
+    cpu: CpuModel,
+    device: str,
+    cached: bool = False,
+    machine: str | None = None,
 ) -> TimingEstimate:
-    """The estimate for counts already taken (pure)."""
+    """The estimate for counts already taken (pure). `machine`: the machine the estimate is of,
+    where a fitted model names the one it was measured on (host_machine(); None: not checked)."""
     per_vcpu = tuple(estimate_cycles(v, cpu) for v in counts.per_vcpu)
+    outside, shares = band_conditions(counts.per_vcpu, counts.threads, cpu, machine)
     return TimingEstimate(
         ms=estimate_ms(counts.per_vcpu, cpu, counts.samples),
         band_fraction=cpu.band_fraction,
@@ -264,6 +339,8 @@ def estimate_from_counts(
         device=device,
         cpu=cpu.name,
         qemu_cpu=counts.cpu,
+        outside=outside,
+        shares=shares,
     )
 
 
@@ -300,7 +377,7 @@ def estimate_latency(
         timeout=timeout,
         threads=threads,
     )
-    return estimate_from_counts(counts, cpu, profile.name, cached)
+    return estimate_from_counts(counts, cpu, profile.name, cached, machine_of(profile))
 
 
 @dataclass(frozen=True)
@@ -383,8 +460,8 @@ def estimate_generation(
         profile, folder, text, prompt_tokens, new_tokens, cpu, timeout=timeout
     )
     return GenerationEstimate(
-        ttft=estimate_from_counts(counts.prefill, cpu, profile.name, cached),
-        decode=estimate_from_counts(counts.decode, cpu, profile.name, cached),
+        ttft=estimate_from_counts(counts.prefill, cpu, profile.name, cached, machine_of(profile)),
+        decode=estimate_from_counts(counts.decode, cpu, profile.name, cached, machine_of(profile)),
         prompt_tokens=prompt_tokens,
         decode_steps=counts.decode.samples,
     )

@@ -13,7 +13,11 @@ measured natively. Two fits, chosen by how many models there are:
 
 Each model's held-out estimate comes from parameters fitted on the other models only; the band
 of the fitted model is the largest held-out |error| (leave-one-out), so the stated error is one
-no model was fitted to.
+no model was fitted to. The fitted model also records the conditions that band was measured
+under: the instruction mix of the models (each group's share range, model.MixRange), which
+estimates are checked against, and the machine where it is this one. Each model is also checked
+against the mix of the others (`outside_others`): a model outside it was an extrapolation in
+its leave-one-out fit, as a user's model outside the recorded mix would be.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.timing.model import CLASSES, CpuModel, VcpuCounts, estimate_cycles
+from harness.timing.model import (
+    CLASSES,
+    FEATURE_GROUPS,
+    CpuModel,
+    MixRange,
+    VcpuCounts,
+    estimate_cycles,
+    group_shares,
+)
 from harness.timing.validation import (
     ErrorSummary,
     fit_nonnegative,
@@ -39,24 +51,12 @@ __all__ = [
     "calibrate",
     "features",
     "fitted_cpu",
+    "mix_of",
+    "outside_others",
 ]
 
-# Instructions that share a fitted cost: one weight per group (and one on the stall cycles).
-# SIMD is split by width because the counted and the device's kernels can differ there: QEMU's x86
-# TCG has no AVX-512, so the AVX2 (256-bit) code it counts is what the device replaces with
-# AVX-512 or VNNI kernels, at a different cost per counted instruction, while code that stays
-# 128-bit (SSE) where AVX2 was on offer mostly has no wider native path either (a hypothesis
-# checked on held-out architectures: docs/timing-model.md). On arm64 every SIMD instruction is
-# narrow and the wide groups stay empty (weight 0).
-FEATURE_GROUPS = {
-    "scalar": ("int", "int_mul", "branch", "fp", "other"),
-    "memory": ("load", "store"),
-    "simd_fp": ("simd64_fp", "simd128_fp"),
-    "simd_int": ("simd64_int", "simd128_int"),
-    "simd_wide_fp": ("simd256_fp", "simd512_fp"),
-    "simd_wide_int": ("simd256_int", "simd512_int"),
-    "simd_int_mul": ("simd_int_mul",),
-}
+# Instructions that share a fitted cost: one weight per group of model.FEATURE_GROUPS (SIMD split
+# by width, see there) and one on the stall cycles.
 FEATURES = (*FEATURE_GROUPS, "stall")
 NO_ISSUE_BOUND = 1e6  # instructions per cycle: the linear model has no issue-width bound
 
@@ -83,6 +83,8 @@ class Calibration:
     after: ErrorSummary
     held_out: ErrorSummary
     weights: dict[str, float]  # linear: cycles per instruction of each group, stall weight
+    # Per point, the groups whose share lies outside the other points' ranges (MixRange.outside).
+    outside_others: tuple[tuple[str, ...], ...] = ()
 
 
 def busiest(per_vcpu: Sequence[VcpuCounts], cpu: CpuModel) -> VcpuCounts:
@@ -137,12 +139,33 @@ def fitted_cpu(base: CpuModel, weights: Sequence[float], source: str) -> CpuMode
     )
 
 
+def mix_of(points: Sequence[CalibrationPoint], source: str) -> MixRange:
+    """The instruction mix the points span (each group's share range)."""
+    return MixRange.spanning([group_shares(p.counts) for p in points], source)
+
+
+def outside_others(points: Sequence[CalibrationPoint]) -> list[tuple[str, ...]]:
+    """Per point, where its mix lies outside the other points' (empty: inside)."""
+    return [
+        tuple(
+            mix_of([q for j, q in enumerate(points) if j != i], "").outside(group_shares(p.counts))
+        )
+        for i, p in enumerate(points)
+    ]
+
+
 def calibrate(
-    points: Sequence[CalibrationPoint], base: CpuModel, name: str, device: str, date: str
+    points: Sequence[CalibrationPoint],
+    base: CpuModel,
+    name: str,
+    device: str,
+    date: str,
+    machine: str | None = None,
 ) -> Calibration:
     """Fit `base`'s free parameters to the points measured on `device` on `date` (module
     docstring). Every fitted number's source names the device, the date, the number of models and
-    the held-out errors."""
+    the held-out errors. `machine`: the device's processor (timing.host_machine()) where it is
+    this machine, recorded so that an estimate elsewhere says it was not validated there."""
     if len(points) < 2:
         raise ValueError("calibration needs at least two models (one is held out at a time)")
     measured = [p.measured_ms for p in points]
@@ -174,6 +197,11 @@ def calibrate(
             sources={**base.sources, "calibration": f"{source}: one scale, x {scale:.4f}"},
         )
     method = "linear" if linear else "scale"
+    mix = mix_of(points, f"instruction-group shares of the {len(points)} models harness "
+                 f"calibrate measured on {device}, {date}")  # fmt: skip
+    sources = dict(cpu.sources)
+    if machine is not None:
+        sources["machine"] = f"/proc/cpuinfo of {device}, where harness calibrate measured, {date}"
     cpu = dataclasses.replace(
         cpu,
         name=name,
@@ -181,6 +209,13 @@ def calibrate(
         band_fraction=round(summary.max_abs, 4),
         band_source=f"validated on {len(points)} models on {device}, {date} (leave-one-out "
         f"|error| median {summary.median_abs:.0%}, max {summary.max_abs:.0%})",
+        mix=mix,
+        band_threads=1,
+        machine=machine,
+        sources=sources,
+        generation_band_fraction=None,  # measured on the base's machine, not on this device
+        generation_band_source="",
+        generation_mix=None,
     )
     after = [_estimate(p, cpu) for p in points]
     return Calibration(
@@ -193,4 +228,5 @@ def calibrate(
         after=summarize(after, measured),
         held_out=summary,
         weights=weights,
+        outside_others=tuple(outside_others(points)),
     )

@@ -28,6 +28,7 @@ is a lower bound.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,15 +36,20 @@ from typing import Any
 
 __all__ = [
     "CLASSES",
+    "FEATURE_GROUPS",
     "CacheGeometry",
     "CpuModel",
+    "MixRange",
     "VcpuCounts",
     "VcpuCycles",
     "cpu_model_from_toml",
     "cpu_model_toml",
     "dram_ms",
     "estimate_cycles",
+    "band_conditions",
     "estimate_ms",
+    "group_shares",
+    "machine_matches",
 ]
 
 # Keep in step with class_names in timing_plugin.c.
@@ -65,6 +71,22 @@ CLASSES = (
     "simd_int_mul",
     "other",
 )
+# Instruction classes grouped as the linear fit prices them (harness.timing.calibration) and as
+# an estimate's instruction mix is compared with its calibration set's (MixRange). SIMD is split
+# by width because the counted and the device's kernels can differ there: QEMU's x86 TCG has no
+# AVX-512, so the AVX2 (256-bit) code it counts is what the device replaces with AVX-512 or VNNI
+# kernels, at a different cost per counted instruction, while code that stays 128-bit (SSE) where
+# AVX2 was on offer mostly has no wider native path either (docs/timing-model.md). On arm64 every
+# SIMD instruction is narrow and the wide groups stay empty.
+FEATURE_GROUPS = {
+    "scalar": ("int", "int_mul", "branch", "fp", "other"),
+    "memory": ("load", "store"),
+    "simd_fp": ("simd64_fp", "simd128_fp"),
+    "simd_int": ("simd64_int", "simd128_int"),
+    "simd_wide_fp": ("simd256_fp", "simd512_fp"),
+    "simd_wide_int": ("simd256_int", "simd512_int"),
+    "simd_int_mul": ("simd_int_mul",),
+}
 MEMORY_FIELDS = (
     "loads",
     "stores",
@@ -134,6 +156,63 @@ class VcpuCounts:
         )
 
 
+def group_shares(counts: VcpuCounts) -> dict[str, float]:
+    """Each FEATURE_GROUPS group's share of the vCPU's instructions (0 where none ran)."""
+    total = counts.instructions
+    return {
+        group: (sum(counts.classes.get(c, 0) for c in classes) / total if total else 0.0)
+        for group, classes in FEATURE_GROUPS.items()
+    }
+
+
+@dataclass(frozen=True)
+class MixRange:
+    """The instruction mix a band was measured on: for each FEATURE_GROUPS group, the lowest and
+    highest share of the instructions (busiest vCPU) over the models the band's errors come from.
+    An estimate whose own shares leave any range was not validated: its band does not hold."""
+
+    low: Mapping[str, float]
+    high: Mapping[str, float]
+    models: int  # how many models the ranges span
+    source: str  # where the shares were counted
+
+    def __post_init__(self) -> None:
+        missing = sorted(set(FEATURE_GROUPS) - set(self.low) | set(FEATURE_GROUPS) - set(self.high))
+        unknown = sorted((set(self.low) | set(self.high)) - set(FEATURE_GROUPS))
+        if missing or unknown:
+            raise ValueError(
+                f"an instruction mix needs a [low, high] share for each group "
+                f"({', '.join(FEATURE_GROUPS)}); "
+                + (
+                    f"missing: {', '.join(missing)}"
+                    if missing
+                    else f"unknown: {', '.join(unknown)}"
+                )
+            )
+        for group in FEATURE_GROUPS:
+            if not 0.0 <= self.low[group] <= self.high[group] <= 1.0:
+                raise ValueError(f"mix {group}: need 0 <= low <= high <= 1")
+
+    @classmethod
+    def spanning(cls, shares: Sequence[Mapping[str, float]], source: str) -> MixRange:
+        """The ranges of `shares` (one mapping per model), rounded outwards to 0.1%."""
+        if not shares:
+            raise ValueError("an instruction mix needs at least one model's shares")
+        low = {g: math.floor(min(s[g] for s in shares) * 1000) / 1000 for g in FEATURE_GROUPS}
+        high = {g: math.ceil(max(s[g] for s in shares) * 1000) / 1000 for g in FEATURE_GROUPS}
+        return cls(low, {g: min(v, 1.0) for g, v in high.items()}, len(shares), source)
+
+    def outside(self, shares: Mapping[str, float]) -> list[str]:
+        """Each group whose share lies outside its range, as `scalar 62% (the 35 calibration
+        models: 8.1-31.0%)`; empty when the mix lies inside every range."""
+        return [
+            f"{group} {shares[group]:.1%} (its {self.models} models: "
+            f"{self.low[group]:.1%}-{self.high[group]:.1%})"
+            for group in FEATURE_GROUPS
+            if not self.low[group] <= shares[group] <= self.high[group]
+        ]
+
+
 @dataclass(frozen=True)
 class CpuModel:
     """One CPU's timing parameters (harness/timing/cpus/<name>.toml, each number sourced)."""
@@ -160,6 +239,13 @@ class CpuModel:
     sources: Mapping[str, str] = field(default_factory=dict)
     # Sustained DRAM bandwidth (MB/s, 1 MB = 1e6 bytes) the cores share; None: not bounded.
     dram_bandwidth_mb_s: float | None = None
+    # The conditions the band was measured under (an estimate outside them is not validated):
+    # the instruction mix of its models (None: not recorded), the intra-op threads they ran
+    # with, and for a model fitted on one machine, that machine (as host_machine() names it).
+    mix: MixRange | None = None
+    band_threads: int = 1
+    machine: str | None = None
+    generation_mix: MixRange | None = None  # the same for the generation band
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.cost) - set(CLASSES))
@@ -179,20 +265,30 @@ class CpuModel:
             raise ValueError(f"cpu {self.name}: clock_mhz, issue_width, calibration must be > 0")
         if self.dram_bandwidth_mb_s is not None and self.dram_bandwidth_mb_s <= 0:
             raise ValueError(f"cpu {self.name}: dram_bandwidth must be > 0 MB/s (or left out)")
+        if self.band_threads < 1:
+            raise ValueError(f"cpu {self.name}: band threads must be at least 1")
 
     def describe(self) -> str:
         return f"{self.name} timing model at {self.clock_mhz:g} MHz, {self.band_source}"
 
     def for_generation(self) -> CpuModel:
-        """This model with the band measured for language-model generation where it is wider
-        (a decode step is small kernels and runtime upkeep, which the vision models that set
-        `band` do not exercise); where none was measured, the band says so."""
+        """This model with the band measured for language-model generation (the wider of it and
+        the vision band), and the instruction mix that band was measured on: a decode step is
+        small kernels and runtime upkeep, which the vision models that set `band` do not
+        exercise. Where no generation band was measured there is no band: not validated."""
         generation = self.generation_band_fraction
         if generation is None:
-            return replace(self, band_source=f"{self.band_source}; not validated on generation")
-        if self.band_fraction is not None and self.band_fraction >= generation:
-            return self
-        return replace(self, band_fraction=generation, band_source=self.generation_band_source)
+            return replace(
+                self,
+                band_fraction=None,
+                band_source=f"{self.band_source}; not validated on generation",
+                mix=None,
+            )
+        band = max(generation, self.band_fraction or 0.0)
+        source = self.generation_band_source
+        if band != generation:  # the vision band is the wider one: keep it, and say so
+            source = f"{self.band_source} (wider than generation's: {source})"
+        return replace(self, band_fraction=band, band_source=source, mix=self.generation_mix)
 
 
 @dataclass(frozen=True)
@@ -257,6 +353,45 @@ def estimate_ms(per_vcpu: Sequence[VcpuCounts], cpu: CpuModel, samples: int) -> 
     return max(cores, dram_ms(per_vcpu, cpu, samples) or 0.0)
 
 
+def machine_matches(recorded: str, actual: str) -> bool:
+    """`actual` (e.g. `AuthenticAMD family 25 model 17`) is the machine `recorded` names, which
+    may stop early (`AuthenticAMD family 26`: any model of that family)."""
+    return actual == recorded or actual.startswith(recorded + " ")
+
+
+def band_conditions(
+    per_vcpu: Sequence[VcpuCounts], threads: int, cpu: CpuModel, machine: str | None = None
+) -> tuple[tuple[str, ...], dict[str, float]]:
+    """Where an estimate from these counts leaves the conditions `cpu`'s band was measured
+    under: the busiest vCPU's instruction mix against cpu.mix, the intra-op threads against
+    cpu.band_threads, and `machine` (the machine the estimate is of, where it is this one;
+    None: not checked) against the machine a fitted model was measured on. Returns (the reasons,
+    empty when the band holds; the busiest vCPU's group shares)."""
+    if not per_vcpu:
+        raise ValueError("no vCPU ran between the markers: nothing to estimate")
+    busiest = max(per_vcpu, key=lambda v: estimate_cycles(v, cpu).cycles)
+    shares = group_shares(busiest)
+    reasons = []
+    if cpu.mix is None:
+        reasons.append(
+            f"{cpu.name} records no instruction mix for its band (a file from before mixes were "
+            "recorded: `harness calibrate` writes one with it)"
+        )
+    else:
+        out = cpu.mix.outside(shares)
+        if out:
+            reasons.append("instruction mix outside the calibration set's: " + ", ".join(out))
+    if threads != cpu.band_threads:
+        reasons.append(f"{threads} intra-op threads; the band was measured at {cpu.band_threads}")
+    if (
+        cpu.machine is not None
+        and machine is not None
+        and not machine_matches(cpu.machine, machine)
+    ):
+        reasons.append(f"fitted on {cpu.machine}, and this machine is {machine}")
+    return tuple(reasons), shares
+
+
 def _cache(data: Mapping[str, Any] | None, where: str) -> CacheGeometry | None:
     if not data:
         return None
@@ -286,10 +421,13 @@ def cpu_model_from_toml(text: str, name: str) -> CpuModel:
     l1d = _cache(data.get("l1d"), f"cpu {name}: l1d")
     if l1d is None:
         raise ValueError(f"cpu {name}: an [l1d] table (size, ways, line) is required")
-    for key in ("l1d", "l2"):
+    for key in ("l1d", "l2", "machine"):
         if key in data and "source" in data[key]:
             sources[key] = str(data[key]["source"])
     band, generation = data.get("band"), data.get("generation_band")
+    machine = data.get("machine")
+    if machine is not None and not ("name" in machine and "source" in machine):
+        raise ValueError(f'cpu {name}: [machine] needs name = "..." and source = "..."')
     return CpuModel(
         name=name,
         description=str(data.get("description", name)),
@@ -311,7 +449,36 @@ def cpu_model_from_toml(text: str, name: str) -> CpuModel:
         generation_band_source=str(generation["source"]) if generation else "",
         sources=sources,
         dram_bandwidth_mb_s=number("dram_bandwidth") if "dram_bandwidth" in data else None,
+        mix=_mix(data.get("mix"), f"cpu {name}: [mix]"),
+        band_threads=int(band.get("threads", 1)) if band else 1,
+        machine=str(machine["name"]) if machine else None,
+        generation_mix=_mix(data.get("generation_mix"), f"cpu {name}: [generation_mix]"),
     )
+
+
+def _mix(data: Mapping[str, Any] | None, where: str) -> MixRange | None:
+    """A [mix] table: models, source, and `group = [low, high]` for each FEATURE_GROUPS group."""
+    if data is None:
+        return None
+    if "source" not in data or "models" not in data:
+        raise ValueError(
+            f'{where} needs models = N and source = "..." (where the shares come from)'
+        )
+    ranges = {k: v for k, v in data.items() if k not in ("source", "models")}
+    try:
+        return MixRange(
+            low={g: float(v[0]) for g, v in ranges.items()},
+            high={g: float(v[1]) for g, v in ranges.items()},
+            models=int(data["models"]),
+            source=str(data["source"]),
+        )
+    except (TypeError, IndexError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc} (each group: [low, high] shares)") from None
+
+
+def _mix_toml(table: str, mix: MixRange) -> list[str]:
+    lines = ["", f"[{table}]", f"models = {mix.models}", f"source = {json.dumps(mix.source)}"]
+    return lines + [f"{g} = [{mix.low[g]!r}, {mix.high[g]!r}]" for g in FEATURE_GROUPS]
 
 
 def cpu_model_toml(cpu: CpuModel, header: str = "") -> str:
@@ -343,7 +510,16 @@ def cpu_model_toml(cpu: CpuModel, header: str = "") -> str:
     if cpu.band_fraction is not None:
         lines += ["", "[band]", f"fraction = {cpu.band_fraction!r}"]
         lines.append(f"source = {json.dumps(cpu.band_source)}")
+        if cpu.band_threads != 1:
+            lines.append(f"threads = {cpu.band_threads}")
+    if cpu.mix is not None:
+        lines += _mix_toml("mix", cpu.mix)
+    if cpu.machine is not None:
+        lines += ["", "[machine]", f"name = {json.dumps(cpu.machine)}"]
+        lines.append(f"source = {json.dumps(cpu.sources.get('machine', 'the measured device'))}")
     if cpu.generation_band_fraction is not None:
         lines += ["", "[generation_band]", f"fraction = {cpu.generation_band_fraction!r}"]
         lines.append(f"source = {json.dumps(cpu.generation_band_source)}")
+    if cpu.generation_mix is not None:
+        lines += _mix_toml("generation_mix", cpu.generation_mix)
     return "\n".join(lines) + "\n"

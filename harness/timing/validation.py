@@ -6,6 +6,9 @@
 - fit_nonnegative / leave_one_out_predictions: non-negative weights w (e.g. cycles per
   instruction of each class group) minimising the squared *relative* error of X @ w against the
   measurements, and each model's prediction from weights fitted without it.
+- leave_group_out_predictions: the same with a whole group held out at a time (every model of
+  one build recipe, or of one architecture), so a group's error is one no model of it was fitted
+  on.
 - spearman / kendall: whether the estimates order the models as the measurements do.
 """
 
@@ -22,6 +25,7 @@ __all__ = [
     "fit_nonnegative",
     "fit_scale",
     "kendall_tau",
+    "leave_group_out_predictions",
     "leave_one_out_predictions",
     "leave_one_out_scales",
     "relative_errors",
@@ -95,6 +99,22 @@ def leave_one_out_predictions(
         weights = fit_nonnegative([features[j] for j in rest], [measured[j] for j in rest])
         predictions.append(float(np.dot(features[i], weights)))
     return predictions
+
+
+def leave_group_out_predictions(
+    features: Sequence[Sequence[float]], measured: Sequence[float], groups: Sequence[str]
+) -> list[float]:
+    """For each i: features[i] @ the weights fitted on every row of another group than i's."""
+    if len(groups) != len(measured) or len(set(groups)) < 2:
+        raise ValueError("need a group per measurement, and at least two groups")
+    weights = {
+        group: fit_nonnegative(
+            [f for f, g in zip(features, groups, strict=True) if g != group],
+            [m for m, g in zip(measured, groups, strict=True) if g != group],
+        )
+        for group in set(groups)
+    }
+    return [float(np.dot(f, weights[g])) for f, g in zip(features, groups, strict=True)]
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
