@@ -110,6 +110,9 @@ FIGURES: Mapping[str, Figure] = _figures(
     Figure("estimated_ttft_ms", "generation", LOWER, "ms", 3),
     Figure("estimated_decode_ms", "generation", LOWER, "ms", 3),
     Figure("estimated_tokens_per_s", "generation", HIGHER, digits=1),
+    Figure("prefill_tokens_per_s", "generation", HIGHER, digits=1, label="prefill tokens/s"),
+    Figure("kld_mean", "token_parity", LOWER, digits=5, label="KL divergence mean"),
+    Figure("kld_p99", "token_parity", LOWER, digits=4, label="KL divergence p99"),
 )
 
 
@@ -143,6 +146,8 @@ GATES: Mapping[str, Gate] = _gates(
     Gate("decode_max_regression", "generation", "ratio", "max", relative=True),
     Gate("perplexity_ratio_max", "token_parity", "perplexity_ratio", "max"),
     Gate("token_agreement_min", "token_parity", "token_agreement", "min", fraction=True),
+    Gate("kld_mean_max", "token_parity", "kld_mean", "max"),
+    Gate("kld_p99_max", "token_parity", "kld_p99", "max"),
 )
 
 

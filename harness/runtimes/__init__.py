@@ -11,16 +11,21 @@ if TYPE_CHECKING:
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 
 
+TEXT_FORMATS = ("genai", "gguf")  # language models (harness.runtimes.language)
+
+
 def format_of(path: str | Path) -> str:
     from harness.runtimes.genai import is_model_folder
 
     if is_model_folder(path):
         return "genai"  # a language model folder: genai_config.json, model.onnx, tokenizer
     suffix = Path(path).suffix.lower()
+    if suffix == ".gguf":
+        return "gguf"  # a language model file for llama.cpp
     if suffix not in FORMATS:
         raise ValueError(
-            f"{path}: unknown model format {suffix!r}; harness runs .onnx and .tflite files "
-            "and ONNX Runtime GenAI model folders (with genai_config.json)"
+            f"{path}: unknown model format {suffix!r}; harness runs .onnx and .tflite files, "
+            "ONNX Runtime GenAI model folders (with genai_config.json) and .gguf files"
         )
     return FORMATS[suffix]
 

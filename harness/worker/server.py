@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import os
 import platform
+import queue
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
 
-from harness.runtimes import format_of, open_runtime
+from harness.runtimes import TEXT_FORMATS, format_of, open_runtime
 from harness.runtimes.base import ModelLoadError, Runtime
 from harness.worker import generate
 from harness.worker.feeds import (
@@ -67,6 +70,10 @@ def _runtime_versions(formats: list[str]) -> dict[str, str]:
             import onnxruntime_genai
 
             versions["onnxruntime-genai"] = onnxruntime_genai.__version__
+        elif fmt == "gguf":
+            from harness.runtimes.llamacpp import library
+
+            versions["llama.cpp"] = library().version
     return versions
 
 
@@ -126,11 +133,12 @@ class Worker:
         accelerator: str = "none",
         config_file: str = "the harness config",
         rows: list[int] | None = None,
+        text_options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Open the model with its dataset (only the dataset `rows`, when given) and run it
-        once."""
-        if format_of(path) == "genai":
-            return self.text.load(model_id, path, threads, accelerator)
+        once. A language model (GenAI folder, GGUF file) loads with its `text_options`."""
+        if format_of(path) in TEXT_FORMATS:
+            return self.text.load(model_id, path, threads, accelerator, text_options)
         started = time.perf_counter()
         runtime = open_runtime(path, threads, accelerator)
         load_s = time.perf_counter() - started
@@ -300,12 +308,44 @@ class Worker:
 OPERATIONS = ("hello", "load", "hold", "evaluate", "bench", "run", "memory")
 
 
-def serve(requests: IO[str], replies: IO[bytes], worker: Worker | None = None) -> None:
+ORPHANED_EXIT = 75  # the worker's status when it ended because its host went away
+
+
+def _lines(requests: IO[str], busy: threading.Event) -> Iterator[str]:
+    """The request lines, read by a thread of their own: the end of the input while a request
+    is being served means the host is gone (pytest killed, its container's attach stream
+    dropped), and nobody will read the reply, so the worker exits at once instead of finishing
+    minutes of work for no one (a worker left at 200% CPU in its container)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in requests:
+            lines.put(line)
+        if busy.is_set():
+            os._exit(ORPHANED_EXIT)
+        lines.put(None)
+
+    threading.Thread(target=read, name="harness-requests", daemon=True).start()
+    while (line := lines.get()) is not None:
+        yield line
+
+
+def serve(
+    requests: IO[str],
+    replies: IO[bytes],
+    worker: Worker | None = None,
+    exit_when_orphaned: bool = False,
+) -> None:
+    """Answer requests until `shutdown` or the end of `requests`. With `exit_when_orphaned` (the
+    worker process itself), the end of the input in the middle of a request ends the process."""
     worker = worker or Worker()
-    for line in requests:
+    busy = threading.Event()
+    source: Iterable[str] = _lines(requests, busy) if exit_when_orphaned else requests
+    for line in source:
         if not line.strip():
             continue
         request_id = None
+        busy.set()
         try:
             message = decode(line)
             op = message.pop("op", None)
@@ -328,6 +368,8 @@ def serve(requests: IO[str], replies: IO[bytes], worker: Worker | None = None) -
                 "error": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc(limit=5),
             }
+        finally:
+            busy.clear()
         replies.write(encode(reply))
 
 
@@ -337,4 +379,4 @@ def main(worker: Worker | None = None) -> None:
     replies = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    serve(sys.stdin, replies, worker)
+    serve(sys.stdin, replies, worker, exit_when_orphaned=True)
