@@ -233,6 +233,12 @@ def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
         figures = measurement.figures | {"estimate_unavailable": why}
         return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
 
+    if pair.model.path.suffix.lower() == ".gguf":
+        return unavailable(
+            "the timing model does not count llama.cpp runs yet (a GGUF worker re-executes "
+            "under the llama.cpp runtime set's loader, outside the counting emulator); the "
+            "emulated runs are reported, labelled emulated"
+        )
     if settings.new_tokens < 2:
         return unavailable(
             f"new_tokens = {settings.new_tokens}: no decode step to count; set "

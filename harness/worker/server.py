@@ -74,6 +74,8 @@ def _runtime_versions(formats: list[str]) -> dict[str, str]:
             from harness.runtimes.llamacpp import library
 
             versions["llama.cpp"] = library().version
+            # the C library this process runs on: the llama.cpp set's, under its loader
+            versions["libc"] = os.confstr("CS_GNU_LIBC_VERSION") or "?"
     return versions
 
 
