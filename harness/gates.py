@@ -128,8 +128,14 @@ RULES = (
     _rule("kld_p99_max"),
     # an emulated board's greedy tokens against the host's on a sample (harness.suites.textwork)
     *(
-        _rule("device_top1_min", figure="host_agreement", suite=suite, against_host=True,
-              interval=True, optional=True)
+        _rule(
+            "device_top1_min",
+            figure="host_agreement",
+            suite=suite,
+            against_host=True,
+            interval=True,
+            optional=True,
+        )
         for suite in ("perplexity", "answers")
     ),  # fmt: skip
 )

@@ -41,11 +41,15 @@ class Plan:
     robustness_examples: int
     counting_warmup: int
     counting_samples: int
+    generative: bool = False  # a language model: the text suites' plan (harness.suites.textwork)
+    budget_s: float = 0.0  # what each suite may spend on the device (plan.budget_s)
 
     def describe(self) -> str:
         """`rpi4: ~5.1 s per inference under QEMU; accuracy on the host, agreement on 12
         samples; latency 11 runs; robustness 2 examples; counting 3 runs`"""
         where = "under QEMU" if self.emulated else "natively"
+        if self.generative:
+            return self._describe_text(where)
         parts = [f"{self.device}: ~{_seconds(self.seconds_per_inference)} per inference {where}"]
         if self.dataset_samples:
             if self.accuracy_on == "host":
@@ -58,6 +62,22 @@ class Plan:
         parts.append(f"latency {self.latency_samples} runs")
         parts.append(f"robustness {self.robustness_examples} examples")
         return "; ".join(parts)
+
+    def _describe_text(self, where: str) -> str:
+        """A language model: `rpi4: ~1.2 s for a one-token run under QEMU; perplexity, answers
+        and token parity natively on the host, the board scoring a seeded sample of windows and
+        prompts within ~60 s each; ...`"""
+        head = f"{self.device}: ~{_seconds(self.seconds_per_inference)} for a one-token run {where}"
+        examples = f"robustness {self.robustness_examples} examples"
+        if not self.emulated:
+            return f"{head}; every suite on the device; {examples}"
+        return (
+            f"{head}; perplexity, answers and token parity natively on the host, the board "
+            f"scoring a seeded sample of windows and prompts within ~{self.budget_s:g} s each "
+            "(its agreement with the host decides device_top1_min); generation: a few emulated "
+            "runs beside the timing model's estimate; memory: a fresh worker filled to the "
+            f"context; {examples}"
+        )
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self) | {"summary": self.describe()}
@@ -75,6 +95,7 @@ def make_plan(
     config: HarnessConfig,
     counting_samples: int = 200,
     counting_warmup: int = 20,
+    generative: bool = False,
 ) -> Plan:
     latency, robustness, settings = config.latency, config.robustness, config.plan
     cost = max(seconds_per_inference, 1e-9)
@@ -88,7 +109,7 @@ def make_plan(
         return Plan(
             device, emulated, seconds_per_inference, dataset_samples, accuracy_on, agreement,
             latency.warmup, latency.samples, latency.min_samples, robustness.examples,
-            counted_warmup, counted,
+            counted_warmup, counted, generative, settings.budget_s,
         )  # fmt: skip
     samples = max(MIN_LATENCY_SAMPLES, min(latency.samples, affordable))
     warmup = min(latency.warmup, max(1, samples // 10))
@@ -106,6 +127,8 @@ def make_plan(
         examples if robustness.examples else 0,
         counted_warmup,
         counted,
+        generative,
+        settings.budget_s,
     )
 
 

@@ -398,6 +398,7 @@ class Pair:
                 float(self.loaded.get("first_run_s", 0.0)),
                 int(self.loaded.get("samples", 0)),
                 self.config,
+                generative=self.model.task == "generate",
             )
         return self._plan
 

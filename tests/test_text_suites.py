@@ -91,7 +91,13 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
             self.profile = profile
             self.worker = self  # the pair's worker: this stub answers for both
 
+        def other(self, model: ModelSpec) -> OomPair:
+            return self  # the fresh worker the memory suite fills: this stub too
+
         def start(self) -> None:
+            return None
+
+        def close(self) -> None:
             return None
 
         def request(self, op: str, **arguments: Any) -> dict[str, Any]:
