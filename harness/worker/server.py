@@ -313,23 +313,40 @@ OPERATIONS = ("hello", "load", "hold", "evaluate", "bench", "run", "memory")
 ORPHANED_EXIT = 75  # the worker's status when it ended because its host went away
 
 
-def _lines(requests: IO[str], busy: threading.Event) -> Iterator[str]:
-    """The request lines, read by a thread of their own: the end of the input while a request
-    is being served means the host is gone (pytest killed, its container's attach stream
-    dropped), and nobody will read the reply, so the worker exits at once instead of finishing
-    minutes of work for no one (a worker left at 200% CPU in its container)."""
-    lines: queue.Queue[str | None] = queue.Queue()
+class _Orphaned:
+    """The request lines, read by a thread of their own, so that the end of the input is seen
+    while a request is being served: the host is then gone (pytest killed, its container's
+    attach stream dropped) and nobody will read the reply, so the worker exits at once instead
+    of finishing minutes of work for no one (a worker left at 200% CPU in its container).
 
-    def read() -> None:
-        for line in requests:
-            lines.put(line)
-        if busy.is_set():
+    Each side sets its own flag, then reads the other's (the request loop: `busy`, then `ended`;
+    the reader: `ended`, then `busy`), so a request that starts as the input ends is seen by one
+    of them whichever comes first."""
+
+    def __init__(self, requests: IO[str]) -> None:
+        self.busy = threading.Event()
+        self.ended = threading.Event()
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._requests = requests
+        threading.Thread(target=self._read, name="harness-requests", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self._requests:
+            self._lines.put(line)
+        self.ended.set()
+        if self.busy.is_set():
             os._exit(ORPHANED_EXIT)
-        lines.put(None)
+        self._lines.put(None)
 
-    threading.Thread(target=read, name="harness-requests", daemon=True).start()
-    while (line := lines.get()) is not None:
-        yield line
+    def __iter__(self) -> Iterator[str]:
+        while (line := self._lines.get()) is not None:
+            yield line
+
+    def starting(self, op: object) -> None:
+        """A request begins (anything but shutdown): exit if the input has already ended."""
+        self.busy.set()
+        if op != "shutdown" and self.ended.is_set():
+            os._exit(ORPHANED_EXIT)
 
 
 def serve(
@@ -341,17 +358,18 @@ def serve(
     """Answer requests until `shutdown` or the end of `requests`. With `exit_when_orphaned` (the
     worker process itself), the end of the input in the middle of a request ends the process."""
     worker = worker or Worker()
-    busy = threading.Event()
-    source: Iterable[str] = _lines(requests, busy) if exit_when_orphaned else requests
+    watch = _Orphaned(requests) if exit_when_orphaned else None
+    source: Iterable[str] = watch if watch is not None else requests
     for line in source:
         if not line.strip():
             continue
         request_id = None
-        busy.set()
         try:
             message = decode(line)
             op = message.pop("op", None)
             request_id = message.pop("id", None)
+            if watch is not None:
+                watch.starting(op)
             if op == "shutdown":
                 replies.write(encode({"id": request_id, "ok": True, "result": {}}))
                 return
@@ -371,7 +389,8 @@ def serve(
                 "traceback": traceback.format_exc(limit=5),
             }
         finally:
-            busy.clear()
+            if watch is not None:
+                watch.busy.clear()
         replies.write(encode(reply))
 
 
