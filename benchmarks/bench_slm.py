@@ -201,13 +201,15 @@ def scale_run(
     (root / "harness.toml").write_text(config)
     out, junit = root / f"{name}@{device}.json", root / f"{name}@{device}.xml"
     started = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-m", "pytest", f"--device={device}", "-k", f"{name}@{device}",
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", f"--device={device}", "-k", f"{name} and {device}",
          f"--harness-json={out}", f"--junitxml={junit}", "-p", "no:cacheprovider", "-q",
          "--rootdir", str(root)],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=root, capture_output=True, text=True,
     )  # fmt: skip
     wall = time.monotonic() - started
+    if not out.is_file():
+        sys.exit(f"pytest wrote no results for {name} on {device}:\n{done.stdout[-3000:]}")
     found = {r["suite"]: r for r in json.loads(out.read_text())["results"] if r["model"] == name}
     seconds = {}
     for case in ElementTree.parse(junit).getroot().iter("testcase"):
