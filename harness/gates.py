@@ -125,7 +125,7 @@ RULES = (
     _rule("perplexity_ratio_max", interval=True),
     _rule("token_agreement_min", interval=True),
     _rule("kld_mean_max", interval=True),
-    _rule("kld_p99_max"),
+    _rule("kld_p99_max", interval=True),
     # an emulated board's greedy tokens against the host's on a sample (harness.suites.textwork)
     *(
         _rule(

@@ -30,6 +30,7 @@ __all__ = [
     "token_agreement",
     "tokens_per_second",
     "window_mean_interval",
+    "window_percentile_interval",
 ]
 
 
@@ -114,6 +115,38 @@ def window_mean_interval(
     return mean, float(low), float(high)
 
 
+def window_percentile_interval(
+    values: npt.ArrayLike,
+    counts: Sequence[int],
+    q: float,
+    confidence: float = 0.95,
+    seed: int = 0,
+    resamples: int = 1000,
+) -> tuple[float, float, float]:
+    """(percentile, low, high): the q-th percentile of per-position `values` laid out window by
+    window, with a percentile-bootstrap interval that resamples whole windows (the positions of
+    the drawn windows, pooled). A tail percentile from few windows is rough: the interval says
+    how rough."""
+    array = np.asarray(values, dtype=np.float64)
+    sizes = np.asarray(counts, dtype=np.int64)
+    if array.size == 0 or sizes.sum() != array.size or np.any(sizes < 1):
+        raise ValueError(f"{array.size} values do not split into windows of {list(counts)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    point = float(np.percentile(array, q))
+    if sizes.size < 2:
+        return point, point, point
+    parts = np.split(array, np.cumsum(sizes)[:-1])
+    rng = np.random.default_rng(seed)
+    drawn = np.empty(resamples)
+    for index in range(resamples):
+        picks = rng.integers(0, len(parts), size=len(parts))
+        drawn[index] = np.percentile(np.concatenate([parts[i] for i in picks]), q)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(drawn, [tail, 1.0 - tail])
+    return point, float(low), float(high)
+
+
 @dataclass(frozen=True)
 class Quantization:
     """A model against its reference (the float base) on the same text, as llama-perplexity
@@ -123,7 +156,7 @@ class Quantization:
     positions: int
     windows: int
     kld_mean: tuple[float, float, float]  # (mean, low, high)
-    kld_p99: float
+    kld_p99: tuple[float, float, float]  # (99th percentile, low, high)
     kld_max: float
     agreement: tuple[float, float, float]
     perplexity: float
@@ -138,7 +171,9 @@ class Quantization:
             "kld_mean": kld[0],
             "kld_mean_low": kld[1],
             "kld_mean_high": kld[2],
-            "kld_p99": self.kld_p99,
+            "kld_p99": self.kld_p99[0],
+            "kld_p99_low": self.kld_p99[1],
+            "kld_p99_high": self.kld_p99[2],
             "kld_max": self.kld_max,
             "token_agreement": same[0],
             "token_agreement_low": same[1],
@@ -172,7 +207,7 @@ def quantization_statistics(
         positions=int(divergence.size),
         windows=len(counts),
         kld_mean=window_mean_interval(divergence, counts, confidence, seed),
-        kld_p99=float(np.percentile(divergence, 99)),
+        kld_p99=window_percentile_interval(divergence, counts, 99, confidence, seed),
         kld_max=float(divergence.max()),
         agreement=window_mean_interval(same, counts, confidence, seed),
         perplexity=perplexity(nll),

@@ -57,6 +57,7 @@ def _meets(gate: str, threshold: float, figures: dict[str, float]) -> str | None
         "token_agreement_min": ("token_agreement_low", threshold + MARGIN_FRACTION, ">="),
         "answer_accuracy_min": ("answer_accuracy", threshold + MARGIN_FRACTION, ">="),
         "kld_mean_max": ("kld_mean_high", threshold / MARGIN_RATIO, "<="),
+        "kld_p99_max": ("kld_p99_high", threshold / MARGIN_RATIO, "<="),
         "perplexity_max": ("perplexity", threshold / MARGIN_PERPLEXITY, "<="),
         "perplexity_ratio_max": ("perplexity_ratio_high", threshold - MARGIN_PPL_RATIO, "<="),
     }
@@ -84,14 +85,17 @@ def test_every_draw_passes_the_quality_gates_with_a_margin(model: str) -> None:
 def test_the_gates_tell_a_damaging_quantization_from_a_harmless_one(
     model: str, passes: bool
 ) -> None:
-    """The int4 model's KL-divergence and agreement gates, applied to the other variants on
-    their intervals as the gates decide: int8 and Q8_0 pass in every draw, Q2_K fails both."""
-    int4 = gates()["slm-int4"]
+    """The 4-bit GGUF model's quantization gates applied to the other variants, on their
+    intervals as the gates decide: int8 and Q8_0 pass all three in every draw; Q2_K fails the
+    KL-divergence tail in every draw (its mean and its top-1 agreement do not separate it from
+    4-bit on this model in every draw: docs/language-models.md)."""
+    gates4 = gates()["slm-q4_k_m"]
     for draw in spread()["draws"]:
         figures = draw["figures"][model]
-        kld_pass = figures["kld_mean_high"] <= int4["kld_mean_max"]
-        kld_fail = figures["kld_mean_low"] > int4["kld_mean_max"]
-        agree_pass = figures["token_agreement_low"] >= int4["token_agreement_min"]
-        agree_fail = figures["token_agreement_high"] < int4["token_agreement_min"]
         where = f"{model}, seed {draw['seed']}, {draw['threads']} threads: {figures}"
-        assert (kld_pass and agree_pass) if passes else (kld_fail and agree_fail), where
+        if passes:
+            assert figures["kld_mean_high"] <= gates4["kld_mean_max"], where
+            assert figures["kld_p99_high"] <= gates4["kld_p99_max"], where
+            assert figures["token_agreement_low"] >= gates4["token_agreement_min"], where
+        else:
+            assert figures["kld_p99_low"] > gates4["kld_p99_max"], where

@@ -40,6 +40,8 @@ FIGURES = (
     "kld_mean_low",
     "kld_mean_high",
     "kld_p99",
+    "kld_p99_low",
+    "kld_p99_high",
     "perplexity_ratio",
     "perplexity_ratio_low",
     "perplexity_ratio_high",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from harness.runtimes.base import Runtime
+    from harness.runtimes.language import TextOptions, TextRuntime
 
 FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 
@@ -40,3 +41,18 @@ def open_runtime(path: str, threads: int, accelerator: str = "none") -> Runtime:
     from harness.runtimes.tflite import TfliteRuntime
 
     return TfliteRuntime(path, threads, accelerator)
+
+
+def open_text_runtime(
+    path: str, threads: int, accelerator: str = "none", options: TextOptions | None = None
+) -> TextRuntime:
+    """The runtime for a language model (harness.runtimes.language): a .gguf file through
+    llama.cpp, a folder through ONNX Runtime GenAI (imported lazily: a worker imports only the
+    one it needs)."""
+    if format_of(path) == "gguf":
+        from harness.runtimes.llamacpp import LlamaCppRuntime
+
+        return LlamaCppRuntime(path, threads, accelerator, options)
+    from harness.runtimes.genai import GenaiRuntime
+
+    return GenaiRuntime(path, threads, accelerator, options)

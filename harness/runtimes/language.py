@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 # Called at the start and at the end of a counted region (harness.worker.markers.begin / end).
 Regions = tuple[Callable[[], None], Callable[[], None]]
-GGUF_SUFFIX = ".gguf"
 
 
 @dataclass
@@ -66,18 +64,3 @@ class TextRuntime(Protocol):
 
     def window_logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Logits [len(tokens), vocab] (float32) for every position, in one forward pass."""
-
-
-def open_text_runtime(
-    path: str, threads: int, accelerator: str = "none", options: TextOptions | None = None
-) -> TextRuntime:
-    """The runtime for a language model: a .gguf file through llama.cpp, a folder through
-    ONNX Runtime GenAI (imported lazily: a worker imports only the one it needs)."""
-    options = options or TextOptions()
-    if Path(path).suffix.lower() == GGUF_SUFFIX:
-        from harness.runtimes.llamacpp import LlamaCppRuntime
-
-        return LlamaCppRuntime(path, threads, accelerator, options)
-    from harness.runtimes.genai import GenaiRuntime
-
-    return GenaiRuntime(path, threads, accelerator, options)

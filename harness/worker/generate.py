@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.runtimes.language import TextOptions, TextRuntime, open_text_runtime
+from harness.runtimes import open_text_runtime
+from harness.runtimes.language import TextOptions, TextRuntime
 
 
 class TextRequestError(ValueError):
