@@ -128,7 +128,7 @@ def test_a_changed_kv_cache_is_a_change_the_policy_lists(tmp_path: Path) -> None
     def digest(path: Path) -> str:
         return model_sha256(path)  # files and model folders alike
 
-    before = load_config(write(tmp_path, "[models.generate]\nkv_cache = \"f16\"\n"))
-    after = load_config(write(tmp_path, "[models.generate]\nkv_cache = \"q4_0\"\n"))
+    before = load_config(write(tmp_path, '[models.generate]\nkv_cache = "f16"\n'))
+    after = load_config(write(tmp_path, '[models.generate]\nkv_cache = "q4_0"\n'))
     changes = config_changes(before, after, digest, digest)
     assert any("kv_cache" in str(c) and "q4_0" in str(c) for c in changes), changes
