@@ -30,6 +30,10 @@ class GenerateSettings:
     stride: int = 32  # perplexity: windows' ends move by `stride` (< window) tokens
     emulated_runs: int = 2  # timed runs on emulated devices (each: prefill + new_tokens steps)
     kv_cache: str = "f16"  # GGUF through llama.cpp: the KV cache's type (it moves answers)
+    # Seconds of timed runs per generation item (latency.time_budget_s is the one-pass models'):
+    # a p90 needs ~30 prefills, 0.2-0.5 s each for a 135M-500M decoder on one core. The item
+    # stops as soon as its gates are decided, so a small model spends far less.
+    time_budget_s: float = 30.0
 
     @property
     def runtime_context(self) -> int:
@@ -75,6 +79,11 @@ def parse_generate(table: Any, where: str) -> GenerateSettings:
     expect_type(table, dict, where, "generate")
     check_keys(table, [f.name for f in fields(GenerateSettings)], f"{where}, generate")
     for key, value in table.items():
+        if key == "time_budget_s":
+            expect_type(value, (int, float), f"{where}, generate", key)
+            if not value > 0:
+                raise ConfigError(f"{where}: generate.time_budget_s = {value} must be positive")
+            continue
         if key == "kv_cache":
             expect_type(value, str, f"{where}, generate", key)
             if value not in KV_CACHE_TYPES:

@@ -28,6 +28,7 @@ def example(root: Path, slm_models: Path, robustness: int = 8, extra: str = "") 
 
     config = (EXAMPLE / "harness.toml").read_text() + extra
     config = config.replace("examples = 30", f"examples = {robustness}")
+    config = config.replace("[models.generate]\n", "[models.generate]\ntime_budget_s = 5\n")
     (root / "harness.toml").write_text(config + "\n[latency]\ntime_budget_s = 5\n")
     shutil.copytree(slm_models / "data", root / "data", dirs_exist_ok=True)
     for model in tomllib.loads(config)["models"]:

@@ -10,8 +10,8 @@ first token at a fraction of the cost, so that a model whose full run takes half
 decoder) still gathers the runs a p90 needs within the budget. Runs go on until every set gate
 (ttft_p90_ms_max, decode_p90_ms_max, tokens_per_s_min) is decided by its distribution-free
 interval at the configured confidence (looks at doubling counts, Bonferroni-spent, as the latency
-suite), and at least `latency.min_samples` times to first token and decode steps are in, or the
-latency time budget ends (INCONCLUSIVE).
+suite), and at least `latency.min_samples` times to first token and decode steps are in, or
+`generate.time_budget_s` ends (INCONCLUSIVE; 30 s by default: a p90 needs ~30 prefills).
 With --baseline, base and new runs alternate in ABBA rounds in one worker and the per-round median
 decode step gives a paired ratio with its interval (decode_max_regression).
 
@@ -21,7 +21,7 @@ timing model's estimate of the board instead (harness.timing.estimate_generation
 counted under QEMU with the board CPU's timing plugin, prefill and decode steps as two marked
 regions), decided on the CPU model's error band: PASS when the whole band meets the gate, FAIL
 when none of it does, INCONCLUSIVE between. Under --baseline the paired rounds run there too,
-within the latency time budget, and their ratio is labelled emulated (as the latency suite's).
+within `generate.time_budget_s`, and their ratio is labelled emulated (as the latency suite's).
 """
 
 from __future__ import annotations
@@ -124,6 +124,7 @@ def _single(pair: Pair, emulated: bool) -> Measurement:
         figures["interval_confidence"] = confidence
         raw = {"ttft_ns": few_first, "step_ns": few_steps}
         return Measurement(figures, pair.target.fidelity, raw)
+    budget = pair.model.generate.time_budget_s
     gated = bool(_undecided(pair, [], [], confidence))
     wanted = max(settings.min_samples, stats.min_samples_for_percentile(90, confidence))
     looks = stats.look_schedule(wanted)
@@ -133,13 +134,13 @@ def _single(pair: Pair, emulated: bool) -> Measurement:
     started = time.monotonic()
     while True:
         elapsed = time.monotonic() - started
-        if elapsed >= settings.time_budget_s or len(first) >= settings.samples:
+        if elapsed >= budget or len(first) >= settings.samples:
             break
         open_gates = _undecided(pair, first, steps, confidence)
         decode_open = any(g != "ttft_p90_ms_max" for g in open_gates)
         # Full runs while decode steps are short or a decode gate is open; else prefill only.
         prefill_only = len(steps) >= wanted and not decode_open
-        left = min(settings.time_budget_s - elapsed, CHUNK_SECONDS)
+        left = min(budget - elapsed, CHUNK_SECONDS)
         cost = per_run[prefill_only]
         runs = int(max(1, min(settings.samples - len(first), left / cost))) if cost else 1
         requested = time.monotonic()
@@ -159,14 +160,14 @@ def _single(pair: Pair, emulated: bool) -> Measurement:
     if gated and (len(first) < settings.min_samples or len(steps) < settings.min_samples):
         flags["inconclusive"] = (
             f"generation: only {len(first)} times to first token and {len(steps)} decode steps "
-            f"within the {settings.time_budget_s:g} s budget; {settings.min_samples} of each "
-            "needed (raise latency.time_budget_s)"
+            f"within the {budget:g} s budget; {settings.min_samples} of each needed (raise "
+            "[models.generate] time_budget_s)"
         )
     elif open_gates:
         flags["inconclusive"] = (
             f"generation: {', '.join(open_gates)} undecided after {len(first)} runs "
             f"({len(steps)} decode steps): the interval still holds the threshold (raise "
-            "latency.samples and latency.time_budget_s)"
+            "latency.samples and [models.generate] time_budget_s)"
         )
     return Measurement(figures, pair.target.fidelity, {"ttft_ns": first, "step_ns": steps}, flags)
 
@@ -183,7 +184,9 @@ def _paired(pair: Pair, measurement: Measurement) -> Measurement:
     base_medians: list[float] = []
     started = time.monotonic()
     estimate = None
-    while time.monotonic() - started < settings.time_budget_s or len(new_medians) < 2:
+    assert pair.model.generate is not None
+    budget = pair.model.generate.time_budget_s
+    while time.monotonic() - started < budget or len(new_medians) < 2:
         order = (False, True) if len(new_medians) % 2 else (True, False)
         for is_base in order:
             _, steps = _bench(pair, 1, base=is_base)
@@ -209,7 +212,7 @@ def _paired(pair: Pair, measurement: Measurement) -> Measurement:
         flags["inconclusive"] = (
             f"decode latency {estimate.ratio - 1:+.1%} [{estimate.low - 1:+.1%}, "
             f"{estimate.high - 1:+.1%}] straddles the {max_regression:.0%} gate after "
-            f"{len(new_medians)} paired rounds (raise latency.time_budget_s)"
+            f"{len(new_medians)} paired rounds (raise [models.generate] time_budget_s)"
         )
     raw = measurement.raw | {
         "round_medians_ns": new_medians,
