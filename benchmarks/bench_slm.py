@@ -269,6 +269,10 @@ def scale_table(shapes: list[str], variants: list[str], devices: list[str]) -> N
                         f"{slowest[0]} {slowest[1]:.0f} s",
                     )
                     print("\t".join(row), flush=True)
+                    for suite, record in found.items():  # why an item did not pass
+                        if record["verdict"]["status"] in ("FAIL", "INCONCLUSIVE", "ERROR"):
+                            reasons = record["verdict"].get("reasons") or [record.get("error")]
+                            print(f"    {suite}: {'; '.join(map(str, reasons))[:300]}")
     print("* random weights: perplexity (about the vocabulary's size) and KL divergence against "
           "the fp32/F16 variant are not quality; they show the suites ran.")  # fmt: skip
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from harness.runtimes.base import ModelLoadError
-from harness.runtimes.language import Generated, Regions, TextOptions
+from harness.runtimes.language import Generated, Regions, Stop, TextOptions
 
 CONFIG_FILE = "genai_config.json"
 
@@ -102,6 +102,7 @@ class GenaiRuntime:
         new_tokens: int,
         stop_at_eos: bool = True,
         regions: Regions | None = None,
+        stop: Stop | None = None,
     ) -> Generated:
         """Greedy decoding of up to `new_tokens` tokens after `prompt` (at least one token, and
         prompt + new tokens within the context: the caller checks). With `regions` (begin, end),
@@ -125,6 +126,9 @@ class GenaiRuntime:
         while len(tokens) < new_tokens:
             if stop_at_eos and token in self.eos:
                 finish = "eos"
+                break
+            if stop is not None and stop(tokens):
+                finish = "stop"
                 break
             started = clock()
             generator.generate_next_token()

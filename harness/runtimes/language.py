@@ -16,6 +16,8 @@ import numpy as np
 
 # Called at the start and at the end of a counted region (harness.worker.markers.begin / end).
 Regions = tuple[Callable[[], None], Callable[[], None]]
+# Asked after each generated token (the tokens so far): True ends the run early ("stop").
+Stop = Callable[[list[int]], bool]
 
 
 @dataclass
@@ -23,7 +25,7 @@ class Generated:
     tokens: list[int]  # the generated tokens only (not the prompt)
     first_token_ns: int  # prompt processing (prefill) + choosing the first token
     step_ns: list[int]  # each further token: one decode step with the KV cache
-    finish: str  # "eos" | "length"
+    finish: str  # "eos" | "length" | "stop"
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,10 @@ class TextRuntime(Protocol):
         new_tokens: int,
         stop_at_eos: bool = True,
         regions: Regions | None = None,
+        stop: Stop | None = None,
     ) -> Generated:
         """Greedy decoding of up to `new_tokens` tokens after `prompt`; with `regions`, the
-        prefill and the decode steps are two counted regions."""
+        prefill and the decode steps are two counted regions; `stop` may end it early."""
 
     def window_logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Logits [len(tokens), vocab] (float32) for every position, in one forward pass."""

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from harness.runtimes.base import ModelLoadError
-from harness.runtimes.language import Generated, Regions, TextOptions
+from harness.runtimes.language import Generated, Regions, Stop, TextOptions
 from harness.runtimes.llamacpp_set import ENV, UNDER_LOADER, SetError, manifest
 
 KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2}  # ggml_type
@@ -357,6 +357,7 @@ class LlamaCppRuntime:
         new_tokens: int,
         stop_at_eos: bool = True,
         regions: Regions | None = None,
+        stop: Stop | None = None,
     ) -> Generated:
         clock = time.perf_counter_ns
         begin, end = regions or (_nothing, _nothing)
@@ -377,6 +378,9 @@ class LlamaCppRuntime:
         while len(tokens) < new_tokens:
             if stop_at_eos and token in self.eos:
                 finish = "eos"
+                break
+            if stop is not None and stop(tokens):
+                finish = "stop"
                 break
             started = clock()
             self._decode([token], position, "last")

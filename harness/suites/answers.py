@@ -1,6 +1,7 @@
 """Answers: the prompt set (`prompts`, JSON lines of prompt + expected + match) answered by
 greedy decoding of up to `generate.new_tokens` tokens; the answer is the first line of the
-continuation, scored exact / contains / regex (harness.textscore). Figure: answer_accuracy.
+continuation (generation stops once that line is complete), scored exact / contains / regex
+(harness.textscore). Figure: answer_accuracy.
 Prompts are asked a few seconds' worth at a time, with progress lines between.
 
 On an expensive (emulated) device (harness.suites.textwork): the whole set is answered natively
@@ -38,7 +39,8 @@ def _answered(
         step = max(1, int(textwork.REQUEST_S / per_prompt)) if per_prompt else 1
         chunk = prompts[len(results) : len(results) + step]
         started = time.monotonic()
-        reply = request("generate", prompts=[p.prompt for p in chunk], new_tokens=new_tokens)
+        reply = request("generate", prompts=[p.prompt for p in chunk], new_tokens=new_tokens,
+                        first_line=True)  # fmt: skip
         per_prompt = (time.monotonic() - started) / len(chunk)
         results += reply["results"]
         progress("prompts", len(results), len(prompts))
@@ -96,7 +98,8 @@ def _on_host_with_agreement(pair: Pair, prompts: list[Prompt], new: int) -> Meas
             }  # fmt: skip
         )
         started = time.monotonic()
-        first = pair.request("generate", prompts=[prompts[0].prompt], new_tokens=new)["results"]
+        first = pair.request("generate", prompts=[prompts[0].prompt], new_tokens=new,
+                             first_line=True)["results"]  # fmt: skip
         cost = time.monotonic() - started
         chosen = textwork.board_sample(pair, len(prompts), cost)
         rest = [i for i in chosen if i != 0]

@@ -10,8 +10,9 @@ a quantization, on the model's text:
 
 Intervals resample whole windows (harness.textscore.window_mean_interval) at `plan.confidence`.
 Both models are loaded in one worker of their own and compared window by window there: full
-distributions (a 49k vocabulary at every position) never leave it. The prompt set adds, for the
-report, tokens in common before the free-running greedy continuations first differ.
+distributions (a 49k vocabulary at every position) never leave it. The prompt set's first
+PREFIX_PROMPTS prompts add, for the report, tokens in common before the free-running greedy
+continuations first differ.
 
 On an emulated board this is computed natively on the host (the quality of a quantization is
 the same everywhere but for the last digits of the kernels; the perplexity suite checks the
@@ -26,6 +27,8 @@ from harness import textscore
 from harness.results import Measurement
 from harness.runner import BASE_ID, Pair, Worker
 from harness.suites import textwork
+
+PREFIX_PROMPTS = 16  # prompts whose free-running continuations are compared (reported only)
 
 
 def measure(pair: Pair) -> Measurement:
@@ -71,7 +74,7 @@ def _compared(pair: Pair, worker: Worker, other_name: str, on_host: bool) -> Mea
     if on_host:
         figures["computed_on"] = "host (natively; quality does not depend on the board)"
     if pair.model.prompts:
-        prompts = [p.prompt for p in pair.model.prompts]
+        prompts = [p.prompt for p in pair.model.prompts][:PREFIX_PROMPTS]
         new = pair.model.generate.new_tokens
         mine = worker.request("generate", prompts=prompts, new_tokens=new)["results"]
         theirs = worker.request("generate", base=True, prompts=prompts, new_tokens=new)["results"]

@@ -123,9 +123,16 @@ class TextModels:
         return tokens
 
     def generate(
-        self, model_id: str, prompts: Sequence[str], new_tokens: int, stop_at_eos: bool = True
+        self,
+        model_id: str,
+        prompts: Sequence[str],
+        new_tokens: int,
+        stop_at_eos: bool = True,
+        first_line: bool = False,
     ) -> dict[str, Any]:
-        """Greedy continuations of each prompt; per prompt either tokens + text or an error."""
+        """Greedy continuations of each prompt; per prompt either tokens + text or an error.
+        With `first_line`, a continuation ends once its first non-empty line is complete (an
+        answer is that line: the tokens after it would be thrown away)."""
         runtime = self._model(model_id)
         if new_tokens < 1:
             raise TextRequestError(f"new_tokens = {new_tokens}: generate at least one token")
@@ -143,13 +150,21 @@ class TextModels:
                     }
                 )
                 continue
-            out = runtime.generate(tokens, min(new_tokens, room), stop_at_eos)
+            stop = None
+            if first_line:
+
+                def stop(generated: list[int], runtime: TextRuntime = runtime) -> bool:
+                    return "\n" in runtime.decode(generated).lstrip()
+
+            out = runtime.generate(tokens, min(new_tokens, room), stop_at_eos, stop=stop)
             results.append(
                 {
                     "prompt_tokens": len(tokens),
                     "tokens": out.tokens,
                     "text": runtime.decode(out.tokens),
-                    "finish": out.finish if room >= new_tokens else "context",
+                    "finish": out.finish
+                    if room >= new_tokens or out.finish == "stop"
+                    else "context",
                 }
             )
         return {"results": results, "context_length": runtime.context_length}
