@@ -218,7 +218,10 @@ def test_a_worker_whose_host_goes_away_mid_request_exits(slm_models: Path) -> No
     worker.stdin.write((json.dumps(long)[:-1] + f', "text": {text}}}\n').encode())
     worker.stdin.flush()
     worker.stdin.close()  # what the host's death does to the pipe
-    assert worker.wait(30) == ORPHANED_EXIT
+    try:
+        assert worker.wait(30) == ORPHANED_EXIT
+    finally:
+        worker.kill()  # never left running, whatever the outcome
 
 
 def test_a_container_worker_stops_when_pytest_is_killed(

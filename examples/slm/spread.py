@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DRAWS = ("0:1", "1:1", "2:1", "3:1", "4:1", "0:2", "1:2")
+DRAWS = ("0:1", "1:1", "2:1", "3:1", "4:1", "0:2")
 FIGURES = (
     "perplexity",
     "answer_accuracy",
