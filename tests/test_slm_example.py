@@ -108,7 +108,7 @@ def test_a_quantization_that_hurts_fails_the_kld_gate_while_int8_passes(
 ) -> None:
     """The example's 4-bit GGUF quantization gates (KL divergence mean and 99th percentile,
     top-1 agreement, on their intervals) applied to int8 (ONNX), Q8_0 and Q2_K (GGUF): the
-    2-bit file fails the KL-divergence tail; int8 and Q8_0 pass every gate."""
+    2-bit file is not passed by the KL-divergence tail gate; int8 and Q8_0 pass every gate."""
     import tomllib
 
     q4 = next(m for m in tomllib.loads((EXAMPLE / "harness.toml").read_text())["models"]
@@ -126,9 +126,11 @@ def test_a_quantization_that_hurts_fails_the_kld_gate_while_int8_passes(
     for model in ("slm-int8", "slm-q8_0"):
         assert found["token_parity", model, "host"]["verdict"]["status"] == "PASS"
     hurt = found["token_parity", "slm-q2_k", "host"]
-    assert hurt["verdict"]["status"] == "FAIL"
+    # FAIL here (seed 0's interval lies above the gate); in one of the six training draws of
+    # spread.json the tail's interval straddles it: INCONCLUSIVE, which fails the session too.
+    assert hurt["verdict"]["status"] in ("FAIL", "INCONCLUSIVE")
     checks = {c["gate"]: c for c in hurt["verdict"]["checks"]}
-    assert checks["kld_p99_max"]["passed"] is False, checks["kld_p99_max"]["message"]
+    assert checks["kld_p99_max"]["passed"] is not True, checks["kld_p99_max"]["message"]
     assert "KL divergence p99" in checks["kld_p99_max"]["message"]
 
 
