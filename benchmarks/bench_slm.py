@@ -228,8 +228,8 @@ def _figure(found: dict[str, Any], suite: str, name: str, digits: int = 1) -> st
 def scale_table(shapes: list[str], variants: list[str], devices: list[str]) -> None:
     needed = [v for v in SCALE_VARIANTS if v in variants or v in BASES.values()]
     folder = scale_models(shapes, needed)
-    header = ("model", "runtime", "device", "suites s", "verdicts", "ppl*", "KLD*", "ttft p50 ms",
-              "prefill t/s", "decode t/s", "peak MB", "fidelity", "slowest")  # fmt: skip
+    header = ("model", "runtime", "device", "suites s", "verdicts", "ppl*", "KLD*", "agree*")
+    header += ("ttft p50 ms", "prefill t/s", "decode t/s", "peak MB", "fidelity", "slowest")
     print("\t".join(header), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-slm-") as scratch:
         root = Path(scratch)
@@ -261,6 +261,7 @@ def scale_table(shapes: list[str], variants: list[str], devices: list[str]) -> N
                         " ".join(f"{k} {v}" for k, v in sorted(verdicts.items())),
                         _figure(found, "perplexity", "perplexity", 0),
                         _figure(found, "token_parity", "kld_mean", 3),
+                        _figure(found, "token_parity", "token_agreement", 2),
                         _figure(found, "generation", "ttft_p50_ms", 1),
                         _figure(found, "generation", "prefill_tokens_per_s", 0),
                         "-" if decode is None else f"{decode:.1f}",
@@ -273,8 +274,10 @@ def scale_table(shapes: list[str], variants: list[str], devices: list[str]) -> N
                         if record["verdict"]["status"] in ("FAIL", "INCONCLUSIVE", "ERROR"):
                             reasons = record["verdict"].get("reasons") or [record.get("error")]
                             print(f"    {suite}: {'; '.join(map(str, reasons))[:300]}")
-    print("* random weights: perplexity (about the vocabulary's size) and KL divergence against "
-          "the fp32/F16 variant are not quality; they show the suites ran.")  # fmt: skip
+    print(
+        "* random weights: perplexity (about the vocabulary's size), KL divergence and top-1 "
+        "agreement against the fp32/F16 variant are not quality; they show the suites ran."
+    )
 
 
 def main() -> None:
