@@ -255,6 +255,17 @@ def test_the_example_on_an_emulated_raspberry_pi_follows_the_plan(
         assert "board_peak_mb" in memory and memory["emulated_peak_mb"] > memory["board_peak_mb"]
     gguf = found["generation", "slm-q4_k_m", "rpi4"]["figures"]
     assert "llama.cpp" in gguf["estimate_unavailable"] and gguf["tokens_per_s"] > 0
+    # Warm: what the board answered is kept; the next session draws the same sample and asks
+    # the board nothing more.
+    again = pytester.runpytest("--device=rpi4", "-k", "perplexity and slm-int4",
+                               f"--harness-json={out}", "-p", "no:cacheprovider")  # fmt: skip
+    again.assert_outcomes(passed=1)
+    warm = results(out)["perplexity", "slm-int4", "rpi4"]["figures"]
+    assert warm["board_windows_from_cache"] == warm["agreement_windows"]
+    assert (
+        warm["host_agreement"]
+        == found["perplexity", "slm-int4", "rpi4"]["figures"]["host_agreement"]
+    )
 
 
 def test_decode_regression_on_an_emulated_board_pairs_emulated_runs(

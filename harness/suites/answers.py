@@ -12,6 +12,8 @@ greedy tokens are compared with the host's (`host_agreement`, with its exact int
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -86,6 +88,32 @@ def measure(pair: Pair) -> Measurement:
     return Measurement(scored, pair.target.fidelity, {"answers": shown})
 
 
+def _board_answers(
+    pair: Pair, prompts: list[Prompt], new: int
+) -> tuple[dict[int, dict[str, Any]], list[int], float, int]:
+    """The board's answers to its sample of prompts: (answers by prompt index, the sample, the
+    price of a prompt, how many came from earlier sessions)."""
+    identity = textwork.text_identity(pair.model) | {
+        "prompts_sha256": hashlib.sha256(
+            json.dumps([p.prompt for p in prompts]).encode()
+        ).hexdigest()  # fmt: skip
+    }
+    kept = textwork.BoardAnswers(pair, "answers", **identity)
+    if kept.cost_s is None:
+        started = time.monotonic()
+        first = pair.request("generate", prompts=[prompts[0].prompt], new_tokens=new,
+                             first_line=True)["results"]  # fmt: skip
+        kept.cost_s = time.monotonic() - started
+        kept.parts[0] = first[0]
+    chosen = textwork.board_sample(pair, len(prompts), kept.cost_s)
+    missing = [i for i in chosen if i not in kept.parts]
+    if missing:
+        answered = _answered(pair.request, [prompts[i] for i in missing], new, pair.progress)
+        kept.parts |= dict(zip(missing, answered, strict=True))
+    kept.write()
+    return kept.parts, chosen, kept.cost_s, len(chosen) - len(missing)
+
+
 def _on_host_with_agreement(pair: Pair, prompts: list[Prompt], new: int) -> Measurement:
     assert pair.target is not None
     host = textwork.on_host(pair.model, pair)
@@ -97,15 +125,7 @@ def _on_host_with_agreement(pair: Pair, prompts: list[Prompt], new: int) -> Meas
                 )
             }  # fmt: skip
         )
-        started = time.monotonic()
-        first = pair.request("generate", prompts=[prompts[0].prompt], new_tokens=new,
-                             first_line=True)["results"]  # fmt: skip
-        cost = time.monotonic() - started
-        chosen = textwork.board_sample(pair, len(prompts), cost)
-        rest = [i for i in chosen if i != 0]
-        board = dict(zip(rest, _answered(pair.request, [prompts[i] for i in rest], new,
-                                         pair.progress), strict=True))  # fmt: skip
-        board[0] = first[0]
+        board, chosen, cost, from_cache = _board_answers(pair, prompts, new)
         reference = native.result()["results"]
     finally:
         host.close()
@@ -123,5 +143,6 @@ def _on_host_with_agreement(pair: Pair, prompts: list[Prompt], new: int) -> Meas
         "agreement_n": len(chosen),
         "agreement_confidence": confidence,
         "board_prompt_s": cost,
+        "board_prompts_from_cache": from_cache,
     }
     return Measurement(figures, pair.target.fidelity, {"answers": shown, "board_prompts": chosen})

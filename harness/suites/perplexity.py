@@ -69,6 +69,34 @@ def _against_base(pair: Pair, figures: dict[str, Any]) -> None:
         figures["perplexity_growth"] = figures["perplexity"] / figures["baseline_perplexity"] - 1
 
 
+def _board_windows(pair: Pair) -> tuple[dict[str, Any], list[int], float, int]:
+    """The board's scores on its sample of windows: (nll and greedy of the sample in window
+    order, the sample, the price of a window, how many came from earlier sessions)."""
+    kept = textwork.BoardAnswers(pair, "perplexity", **textwork.text_identity(pair.model))
+
+    def keep(reply: dict[str, Any]) -> None:
+        bounds = np.cumsum([0, *reply["counts"]])
+        for index, window in enumerate(reply["chosen"]):
+            part = slice(int(bounds[index]), int(bounds[index + 1]))
+            nll, greedy = np.asarray(reply["nll"])[part], np.asarray(reply["greedy"])[part]
+            kept.parts[int(window)] = {"nll": nll.tolist(), "greedy": greedy.tolist()}
+
+    if kept.cost_s is None or kept.count is None:
+        kept.cost_s, first = textwork.first_window(pair.request, pair.model)
+        kept.count = int(first["windows"])
+        keep(first)
+    chosen = textwork.board_sample(pair, kept.count, kept.cost_s)
+    missing = [w for w in chosen if w not in kept.parts]
+    if missing:
+        keep(textwork.scored(pair.request, "perplexity", pair.model, missing, pair.progress))
+    kept.write()
+    board = {
+        "nll": np.concatenate([np.asarray(kept.parts[w]["nll"]) for w in chosen]),
+        "greedy": np.concatenate([np.asarray(kept.parts[w]["greedy"]) for w in chosen]),
+    }
+    return board, chosen, kept.cost_s, len(chosen) - len(missing)
+
+
 def _on_host_with_agreement(pair: Pair) -> Measurement:
     assert pair.target is not None
     host = textwork.on_host(pair.model, pair)
@@ -79,9 +107,7 @@ def _on_host_with_agreement(pair: Pair) -> Measurement:
                 lambda *_: None,
             )
         )  # fmt: skip
-        cost, count = textwork.first_window(pair.request, pair.model)
-        chosen = textwork.board_sample(pair, count, cost)
-        board = textwork.scored(pair.request, "perplexity", pair.model, chosen, pair.progress)
+        board, chosen, cost, from_cache = _board_windows(pair)
         native = reference.result()
         if pair.baseline.base is not None:
             base = textwork.on_host(pair.baseline.base, pair)
@@ -96,6 +122,7 @@ def _on_host_with_agreement(pair: Pair) -> Measurement:
     figures["perplexity_on"] = f"host (natively, all {native['windows']} windows)"
     figures |= _agreement(pair, native, board, chosen)
     figures["board_window_s"] = cost
+    figures["board_windows_from_cache"] = from_cache
     if pair.baseline.base is not None:
         figures["baseline_perplexity"] = textscore.perplexity(based["nll"])
     _against_base(pair, figures)
