@@ -187,13 +187,13 @@ def runtime_of(variant: str) -> str:
 
 
 def scale_run(
-    folder: Path, shape: str, variant: str, device: str, root: Path
+    folder: Path, shape: str, variant: str, device: str, root: Path, parity: bool = True
 ) -> tuple[float, dict[str, Any], dict[str, float]]:
     """pytest on one model and device: (wall seconds, results by suite, seconds by suite)."""
     name = f"{shape}-{variant.removesuffix('.gguf')}"
     base = BASES[runtime_of(variant)]
     models = [(variant, "")]
-    if variant != base:
+    if variant != base and parity:
         models.append((base, ""))
         models[0] = (variant, f'parity_with = "{shape}-{base.removesuffix(".gguf")}"\n')
     config = SCALE_CONFIG
@@ -225,8 +225,10 @@ def _figure(found: dict[str, Any], suite: str, name: str, digits: int = 1) -> st
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def scale_table(shapes: list[str], variants: list[str], devices: list[str]) -> None:
-    needed = [v for v in SCALE_VARIANTS if v in variants or v in BASES.values()]
+def scale_table(
+    shapes: list[str], variants: list[str], devices: list[str], parity: bool = True
+) -> None:
+    needed = [v for v in SCALE_VARIANTS if v in variants or (parity and v in BASES.values())]
     folder = scale_models(shapes, needed)
     header = ("model", "runtime", "device", "suites s", "verdicts", "ppl*", "KLD*", "agree*")
     header += ("ttft p50 ms", "prefill t/s", "decode t/s", "peak MB", "fidelity", "slowest")
@@ -239,7 +241,7 @@ def scale_table(shapes: list[str], variants: list[str], devices: list[str]) -> N
         for shape in shapes:
             for variant in variants:
                 for device in devices:
-                    wall, found, seconds = scale_run(folder, shape, variant, device, root)
+                    wall, found, seconds = scale_run(folder, shape, variant, device, root, parity)
                     verdicts: dict[str, int] = {}
                     for record in found.values():
                         status = record["verdict"]["status"]
@@ -293,9 +295,12 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=SCALE_VARIANTS,
                         default=list(SCALE_VARIANTS))  # fmt: skip
     parser.add_argument("--device", action="append", help="repeatable; default host")
+    parser.add_argument(
+        "--no-parity", action="store_true", help="no token_parity (no fp32/F16 base to build)"
+    )
     args = parser.parse_args()
     if not args.example:
-        scale_table(args.shapes, args.variants, args.device or ["host"])
+        scale_table(args.shapes, args.variants, args.device or ["host"], not args.no_parity)
         return
     models = cached_models()
     text = (models / "data" / "valid.txt").read_text()
