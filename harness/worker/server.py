@@ -394,10 +394,10 @@ def serve(
         replies.write(encode(reply))
 
 
-def main(worker: Worker | None = None) -> None:
+def main(worker: Worker | None = None, exit_when_orphaned: bool = True) -> None:
     # The protocol gets a private copy of stdout; fd 1 then points at stderr so that anything a
     # runtime prints cannot corrupt the reply stream.
     replies = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    serve(sys.stdin, replies, worker, exit_when_orphaned=True)
+    serve(sys.stdin, replies, worker, exit_when_orphaned)
