@@ -189,7 +189,7 @@ def test_a_change_raising_perplexity_10_percent_fails_under_baseline(
     result = pytester.runpytest(
         "--baseline=HEAD~1",
         "-k",
-        "perplexity or (generation and slm-int4)",
+        "(perplexity and (slm-float or slm-int4)) or (generation and slm-int4)",
         f"--harness-json={out}",
         "-p",
         "no:cacheprovider",
