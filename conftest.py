@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -117,10 +118,27 @@ def digits_mlps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def llama_cpp() -> Callable[[str], Path]:
+    """Fetches the llama.cpp runtime set for an arch (harness images llama-cpp; cached)."""
+    from harness.images import BuildError
+    from harness.images.llamacpp import fetch
+
+    def fetched(arch: str) -> Path:
+        try:
+            return fetch(arch)
+        except BuildError as exc:
+            unavailable(f"the llama.cpp runtime set for {arch} cannot be fetched: {exc}")
+        raise AssertionError("unreachable")
+
+    return fetched
+
+
+@pytest.fixture(scope="session")
 def slm_models() -> Path:
     """The example's language models and data (examples/slm/build_model.py): trained and exported
-    once, then cached under ~/.cache/harness/slm/<hash of the script>. Holds models/slm-float,
-    slm-int8, slm-int4, slm-random and data/valid.txt, data/prompts.jsonl."""
+    once, then cached under ~/.cache/harness/slm/<export key>. Holds models/slm-float,
+    slm-int8, slm-int4, slm-random (ONNX Runtime GenAI folders), slm-f16.gguf, slm-q8_0.gguf,
+    slm-q4_k_m.gguf, slm-q2_k.gguf and data/valid.txt, data/prompts.jsonl."""
     import subprocess
     import sys
 

@@ -30,6 +30,7 @@ from harness.config import HarnessConfig, ModelSpec, load_config, parse_config
 from harness.errors import ConfigError
 from harness.identity import content_sha256, model_sha256
 from harness.results import Record
+from harness.textconfig import is_language_model
 
 
 def file_digest(path: Path) -> str | None:
@@ -293,7 +294,7 @@ def _from_folder(folder: Path, config: HarnessConfig) -> Baseline:
     )
     files, missing = {}, {}
     for name, path in named.items():
-        if path.is_file() or (path / "genai_config.json").is_file():  # a file, or a GenAI folder
+        if path.is_file() or is_language_model(path):  # a file, or a GenAI folder
             files[name] = path
         else:
             missing[name] = f"{path} does not exist in the baseline folder"

@@ -27,6 +27,7 @@ from harness.config import HarnessConfig, ModelSpec
 from harness.links import link_on_path
 from harness.policy import GateChange, config_changes, for_model, stricter
 from harness.registry import item_key, suites_for
+from harness.textconfig import language_model_problem
 
 POLICY_DEVICE = "any"  # a policy item judges the gates of every device
 
@@ -135,8 +136,8 @@ def _in_checkout(model: ModelSpec, base: HarnessConfig, proposed: HarnessConfig)
             f"model file {path} is or lies under a symbolic link: under --baseline the change "
             f"supplies its model as a regular file {where}"
         )
-    elif model.task == "generate" and not (path / "genai_config.json").is_file():
-        problems.append(f"model folder {path} has no genai_config.json {where}")
+    elif model.task == "generate" and language_model_problem(path) is not None:
+        problems.append(f"{language_model_problem(path)} {where}")
     elif model.task != "generate" and not path.is_file():
         problems.append(f"model file {path} does not exist {where}")
     return replace(model, path=path, problems=tuple(problems))

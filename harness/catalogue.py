@@ -117,6 +117,9 @@ FIGURES: Mapping[str, Figure] = _figures(
     Figure("estimated_ttft_ms", "generation", LOWER, "ms", 3),
     Figure("estimated_decode_ms", "generation", LOWER, "ms", 3),
     Figure("estimated_tokens_per_s", "generation", HIGHER, digits=1),
+    Figure("prefill_tokens_per_s", "generation", HIGHER, digits=1, label="prefill tokens/s"),
+    Figure("kld_mean", "token_parity", LOWER, digits=5, label="KL divergence mean"),
+    Figure("kld_p99", "token_parity", LOWER, digits=4, label="KL divergence p99"),
     # What else a record carries and the history keeps: the rest of a distribution, memory's
     # parts, sample counts and settings (UNJUDGED: neither better nor worse).
     Figure("n", "", UNJUDGED, digits=0, label="samples"),
@@ -169,7 +172,7 @@ VARY: frozenset[str] = frozenset(
     {
         *("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "ratio"),
         *("ttft_p50_ms", "ttft_p90_ms", "ttft_mean_ms", "decode_p50_ms", "decode_p90_ms"),
-        *("decode_mean_ms", "tokens_per_s"),
+        *("decode_mean_ms", "tokens_per_s", "prefill_tokens_per_s"),
         *("peak_mb", "board_peak_mb", "model_share_mb", "memory_growth", "empty_peak_mb"),
         *("native_empty_peak_mb", "emulated_peak_mb", "rss_after_load_mb", "load_peak_mb"),
     }
@@ -206,6 +209,8 @@ GATES: Mapping[str, Gate] = _gates(
     Gate("decode_max_regression", "generation", "ratio", "max", relative=True),
     Gate("perplexity_ratio_max", "token_parity", "perplexity_ratio", "max"),
     Gate("token_agreement_min", "token_parity", "token_agreement", "min", fraction=True),
+    Gate("kld_mean_max", "token_parity", "kld_mean", "max"),
+    Gate("kld_p99_max", "token_parity", "kld_p99", "max"),
 )
 
 

@@ -20,7 +20,13 @@ from typing import Any
 from harness import catalogue
 from harness.devices import DeviceProfile, load_profiles
 from harness.errors import ConfigError, check_keys, expect_type
-from harness.textconfig import GenerateSettings, Prompt, load_prompts, parse_generate
+from harness.textconfig import (
+    GenerateSettings,
+    Prompt,
+    language_model_problem,
+    load_prompts,
+    parse_generate,
+)
 
 CONFIG_NAMES = ("harness.toml", "pyproject.toml")
 SUITES = ("size", "accuracy", "latency", "memory")
@@ -61,6 +67,8 @@ class GateSpec:
     decode_max_regression: float | None = None  # vs baseline: paired ratio of decode steps
     perplexity_ratio_max: float | None = None  # vs parity_with: this perplexity / the other's
     token_agreement_min: float | None = None  # vs parity_with: same greedy next token
+    kld_mean_max: float | None = None  # vs parity_with: mean KL divergence (nats) per token
+    kld_p99_max: float | None = None  # vs parity_with: its 99th percentile
 
     def overridden_by(self, other: GateSpec) -> GateSpec:
         changes = {f.name: getattr(other, f.name) for f in fields(other)}
@@ -304,11 +312,9 @@ def _model(
     path = (base / expect_type(table["path"], str, here, "path")).resolve()
     generative = table.get("task") == "generate"
     if generative:
-        if not (path / "genai_config.json").is_file():
-            problems.append(
-                f"model folder {path} has no genai_config.json (path = {table['path']!r} in "
-                f"{where}; a language model is an ONNX Runtime GenAI folder)"
-            )
+        problem = language_model_problem(path)
+        if problem is not None:
+            problems.append(f"{problem} (path = {table['path']!r} in {where})")
     elif "generate" in table or "text" in table or "prompts" in table:
         raise ConfigError(
             f'{here}: text, prompts and generate are for language models; add task = "generate"'

@@ -125,8 +125,23 @@ RULES = (
         emulated_figure="estimated_tokens_per_s",
         interval=True,
     ),  # fmt: skip
-    _rule("perplexity_ratio_max"),
-    _rule("token_agreement_min"),
+    # vs parity_with, on intervals that resample the text's windows (harness.textscore)
+    _rule("perplexity_ratio_max", interval=True),
+    _rule("token_agreement_min", interval=True),
+    _rule("kld_mean_max", interval=True),
+    _rule("kld_p99_max", interval=True),
+    # an emulated board's greedy tokens against the host's on a sample (harness.suites.textwork)
+    *(
+        _rule(
+            "device_top1_min",
+            figure="host_agreement",
+            suite=suite,
+            against_host=True,
+            interval=True,
+            optional=True,
+        )
+        for suite in ("perplexity", "answers")
+    ),  # fmt: skip
 )
 
 

@@ -44,11 +44,15 @@ class Plan:
     agreement_needed: int = 0  # what the agreement gate needs to be decided (0: no gate)
     agreement_cached: int = 0  # of those sampled, rows the board answered before (free)
     max_budget_s: float = 0.0  # the cap on what a gate's samples may cost (plan.max_budget_s)
+    generative: bool = False  # a language model: the text suites' plan (harness.suites.textwork)
+    budget_s: float = 0.0  # what each suite may spend on the device (plan.budget_s)
 
     def describe(self) -> str:
         """`rpi4: ~5.1 s per inference under QEMU; accuracy on the host, agreement on 12
         samples; latency 11 runs; robustness 2 examples; counting 3 runs`"""
         where = "under QEMU" if self.emulated else "natively"
+        if self.generative:
+            return self._describe_text(where)
         parts = [f"{self.device}: ~{_seconds(self.seconds_per_inference)} per inference {where}"]
         if self.dataset_samples:
             if self.accuracy_on == "host":
@@ -75,6 +79,22 @@ class Plan:
         holds the runs the plan line states (not 2 of 135 within latency.time_budget_s)."""
         return 1.5 * self.seconds_per_inference * (self.latency_samples + self.latency_warmup)
 
+    def _describe_text(self, where: str) -> str:
+        """A language model: `rpi4: ~1.2 s for a one-token run under QEMU; perplexity, answers
+        and token parity natively on the host, the board scoring a seeded sample of windows and
+        prompts within ~60 s each; ...`"""
+        head = f"{self.device}: ~{_seconds(self.seconds_per_inference)} for a one-token run {where}"
+        examples = f"robustness {self.robustness_examples} examples"
+        if not self.emulated:
+            return f"{head}; every suite on the device; {examples}"
+        return (
+            f"{head}; perplexity, answers and token parity natively on the host, the board "
+            f"scoring a seeded sample of windows and prompts within ~{self.budget_s:g} s each "
+            "(its agreement with the host decides device_top1_min); generation: a few emulated "
+            "runs beside the timing model's estimate; memory: a fresh worker filled to the "
+            f"context; {examples}"
+        )
+
     def as_json(self) -> dict[str, Any]:
         return asdict(self) | {"summary": self.describe()}
 
@@ -93,6 +113,7 @@ def make_plan(
     counting_warmup: int = 20,
     agreement_min: float | None = None,
     cached: int = 0,
+    generative: bool = False,
 ) -> Plan:
     """`agreement_min`: the device_top1_min gate, whose decision sizes the agreement sample;
     `cached`: how many rows of the seeded order (sample_indices) the board answered before."""
@@ -113,7 +134,7 @@ def make_plan(
         return Plan(
             device, emulated, seconds_per_inference, dataset_samples, accuracy_on, agreement,
             latency.warmup, latency.samples, latency.min_samples, robustness.examples,
-            counted_warmup, counted,
+            counted_warmup, counted, generative, settings.budget_s,
         )  # fmt: skip
     samples = max(MIN_LATENCY_SAMPLES, min(latency.samples, affordable))
     warmup = min(latency.warmup, max(1, samples // 10))
@@ -134,6 +155,8 @@ def make_plan(
         needed,
         min(cached, agreement),
         settings.max_budget_s,
+        generative,
+        settings.budget_s,
     )
 
 

@@ -115,6 +115,7 @@ def load_model(
             accelerator=profile.accelerator,
             config_file=str(config_file),
             **({"rows": rows} if rows is not None and model.dataset else {}),
+            **({"text_options": model.generate.text_options()} if model.generate else {}),
         )
     except WorkerError as exc:
         client.close()
@@ -313,14 +314,15 @@ class Shared:
             self._scratch = Path(tempfile.mkdtemp(prefix="harness-"))
         return self._scratch
 
-    def native_empty_peak_kb(self, formats: tuple[str, ...]) -> int:
+    def native_empty_peak_kb(self, formats: tuple[str, ...], files: tuple[Path, ...] = ()) -> int:
         """Peak of an empty worker (numpy + runtime imported, no model) run natively here: what a
-        board's own Python + runtime cost, without an emulator's overhead. Measured once."""
+        board's own Python + runtime cost, without an emulator's overhead. Measured once. `files`
+        the worker may see (a GGUF model's: its worker runs under the llama.cpp set's loader)."""
         if formats not in self._native_empty:
             from harness.devices import load_profiles
 
             profile = load_profiles()["host"]
-            target = backend_for(profile).start(profile, [], 1)
+            target = backend_for(profile).start(profile, list(files), 1)
             client = WorkerClient(target, "host")
             try:
                 hello = client.request("hello", START_TIMEOUT_S, formats=list(formats))
@@ -404,6 +406,7 @@ class Pair:
                 self.config,
                 agreement_min=agreement_min,
                 cached=cached,
+                generative=self.model.task == "generate",
             )
         return self._plan
 

@@ -16,6 +16,9 @@ from typing import Any
 from harness.errors import ConfigError, check_keys, expect_type
 
 MATCHES = ("exact", "contains", "regex")
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0", "f32")  # llama.cpp's KV-cache types (GGUF models)
+GENAI_CONFIG = "genai_config.json"  # what makes a folder an ONNX Runtime GenAI model
+GGUF_SUFFIX = ".gguf"  # a llama.cpp model file
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,21 @@ class GenerateSettings:
     window: int = 64  # perplexity: tokens per window
     stride: int = 32  # perplexity: windows' ends move by `stride` (< window) tokens
     emulated_runs: int = 2  # timed runs on emulated devices (each: prefill + new_tokens steps)
+    kv_cache: str = "f16"  # GGUF through llama.cpp: the KV cache's type (it moves answers)
+    # Seconds of timed runs per generation item (latency.time_budget_s is the one-pass models'):
+    # a p90 needs ~30 prefills, 0.2-0.5 s each for a 135M-500M decoder on one core. The item
+    # stops as soon as its gates are decided, so a small model spends far less.
+    time_budget_s: float = 30.0
+
+    @property
+    def runtime_context(self) -> int:
+        """The context a runtime that allocates it at load (llama.cpp) is given: the longest any
+        suite uses (llama.cpp rounds it up to a multiple of 256)."""
+        return max(self.context_tokens, self.window, self.prompt_tokens + self.new_tokens)
+
+    def text_options(self) -> dict[str, Any]:
+        """The load request's runtime options (harness.runtimes.language.TextOptions)."""
+        return {"context": self.runtime_context, "kv_cache": self.kv_cache}
 
 
 @dataclass(frozen=True)
@@ -35,10 +53,45 @@ class Prompt:
     match: str = "exact"
 
 
+def language_model_problem(path: Path) -> str | None:
+    """Why `path` is not a language model harness runs (None: it is one): an ONNX Runtime GenAI
+    folder (with genai_config.json) or a GGUF file (llama.cpp)."""
+    if path.suffix.lower() == GGUF_SUFFIX:
+        if not path.is_file():
+            return f"GGUF file {path} does not exist"
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"GGUF":
+                return f"{path} is not a GGUF file (it does not start with the GGUF magic)"
+        return None
+    if not (path / GENAI_CONFIG).is_file():
+        return (
+            f"model folder {path} has no {GENAI_CONFIG} (a language model is an ONNX Runtime "
+            "GenAI folder or a .gguf file)"
+        )
+    return None
+
+
+def is_language_model(path: Path) -> bool:
+    return language_model_problem(path) is None
+
+
 def parse_generate(table: Any, where: str) -> GenerateSettings:
     expect_type(table, dict, where, "generate")
     check_keys(table, [f.name for f in fields(GenerateSettings)], f"{where}, generate")
     for key, value in table.items():
+        if key == "time_budget_s":
+            expect_type(value, (int, float), f"{where}, generate", key)
+            if not value > 0:
+                raise ConfigError(f"{where}: generate.time_budget_s = {value} must be positive")
+            continue
+        if key == "kv_cache":
+            expect_type(value, str, f"{where}, generate", key)
+            if value not in KV_CACHE_TYPES:
+                raise ConfigError(
+                    f"{where}: generate.kv_cache = {value!r} is not one of "
+                    f"{', '.join(KV_CACHE_TYPES)} (llama.cpp's KV-cache types)"
+                )
+            continue
         expect_type(value, int, f"{where}, generate", key)
         if value < 1:
             raise ConfigError(f"{where}: generate.{key} = {value} must be a positive integer")

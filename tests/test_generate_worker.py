@@ -74,6 +74,24 @@ def test_greedy_answers_are_deterministic_and_mostly_right(
     assert right > guessed and right >= len(prompts) // 2
 
 
+def test_an_answer_stops_once_its_first_line_is_complete(
+    worker: WorkerClient, slm_models: Path
+) -> None:
+    """The answers suite asks for the first line only: the same answers, fewer tokens."""
+    from harness.textconfig import load_prompts
+
+    texts = [p.prompt for p in load_prompts(slm_models / "data" / "prompts.jsonl")][:12]
+    whole = worker.request("generate", TIMEOUT, model_id="slm-float", prompts=texts,
+                           new_tokens=16)["results"]  # fmt: skip
+    line = worker.request("generate", TIMEOUT, model_id="slm-float", prompts=texts,
+                          new_tokens=16, first_line=True)["results"]  # fmt: skip
+    for a, b in zip(whole, line, strict=True):
+        assert textscore.answer_of(a["text"]) == textscore.answer_of(b["text"])
+        assert b["tokens"] == a["tokens"][: len(b["tokens"])]
+    assert sum(len(b["tokens"]) for b in line) * 2 < sum(len(a["tokens"]) for a in whole)
+    assert {b["finish"] for b in line} == {"stop"}
+
+
 def test_prompts_beyond_the_context_are_refused_per_prompt(worker: WorkerClient) -> None:
     results = worker.request(
         "generate", TIMEOUT, model_id="slm-int4", prompts=["7 " * 400, "", "\x00\x1b"], new_tokens=4

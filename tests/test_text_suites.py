@@ -91,7 +91,13 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
             self.profile = profile
             self.worker = self  # the pair's worker: this stub answers for both
 
+        def other(self, model: ModelSpec) -> OomPair:
+            return self  # the fresh worker the memory suite fills: this stub too
+
         def start(self) -> None:
+            return None
+
+        def close(self) -> None:
             return None
 
         def request(self, op: str, **arguments: Any) -> dict[str, Any]:
@@ -119,3 +125,35 @@ def test_a_genai_folder_is_checked_through_its_decoder_graph(slm_models: Path) -
     # onnxruntime's own operators: contrib ones and one it defines in the standard domain.
     assert {("com.microsoft", "MatMulNBits"), ("", "SimplifiedLayerNormalization")} <= used
     assert check(model, "onnxruntime", onnxruntime.__version__) == []
+
+
+def test_a_text_is_scored_in_requests_of_a_few_seconds_with_progress_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The suites ask for windows a few seconds' worth at a time (no request near timeout_s,
+    a progress line between requests), and put the parts back together in window order."""
+    import numpy as np
+
+    from harness.config import ModelSpec
+    from harness.suites import textwork
+    from harness.textconfig import GenerateSettings
+
+    clock = [0.0]
+    monkeypatch.setattr(textwork.time, "monotonic", lambda: clock[0])
+    asked: list[list[int]] = []
+
+    def request(op: str, **arguments: Any) -> dict[str, Any]:
+        windows = arguments["windows"]
+        asked.append(windows)
+        clock[0] += 2.5 * len(windows)  # each window costs 2.5 s
+        return {"tokens": 400, "windows": 12, "chosen": windows, "counts": [3] * len(windows),
+                "nll": np.repeat(np.asarray(windows, dtype=float), 3)}  # fmt: skip
+
+    model = ModelSpec("lm", Path("lm"), task="generate", text=Path(__file__),
+                      generate=GenerateSettings())  # fmt: skip
+    seen: list[tuple[str, int, int]] = []
+    result = textwork.scored(request, "perplexity", model, None, lambda *a: seen.append(a))
+    assert asked[0] == [0] and all(len(a) <= 4 for a in asked)  # 10 s / 2.5 s per window
+    assert result["chosen"] == list(range(12)) and result["counts"] == [3] * 12
+    assert list(result["nll"]) == [float(w) for w in range(12) for _ in range(3)]
+    assert seen[-1] == ("windows", 12, 12) and len(seen) == len(asked) - 1

@@ -78,6 +78,8 @@ def test_a_malformed_prompt_line_is_named(tmp_path: Path, line: str, message: st
         ("new_tokens = 0\n", "must be a positive integer"),
         ("new_tokens = 1\n", "need at least 2"),
         ("windows = 3\n", "did you mean 'window'"),
+        ('kv_cache = "q5"\n', "kv_cache = 'q5' is not one of f16, q8_0, q4_0, f32"),
+        ("kv_cache = 8\n", "kv_cache must be str"),
     ],
 )
 def test_impossible_generate_settings_are_refused(tmp_path: Path, table: str, message: str) -> None:
@@ -97,3 +99,36 @@ def test_text_settings_on_a_classifier_ask_for_the_task(tmp_path: Path) -> None:
     config.write_text('[[models]]\nname = "m"\npath = "m.onnx"\ntext = "valid.txt"\n')
     with pytest.raises(ConfigError, match='add task = "generate"'):
         load_config(config)
+
+
+def test_a_gguf_file_is_a_language_model_and_a_stray_file_is_a_problem(tmp_path: Path) -> None:
+    (tmp_path / "lm.gguf").write_bytes(b"GGUF" + bytes(60))
+    (tmp_path / "fake.gguf").write_bytes(b"NOPE")
+    (tmp_path / "valid.txt").write_text("1 plus 1 is 2.\n")
+    config = tmp_path / "harness.toml"
+    entries = "".join(
+        f'[[models]]\nname = "{name}"\ntask = "generate"\npath = "{name}.gguf"\n'
+        'text = "valid.txt"\n[models.generate]\nkv_cache = "q8_0"\n'
+        for name in ("lm", "fake", "missing")
+    )
+    config.write_text(entries)
+    lm, fake, missing = load_config(config).models
+    assert lm.problems == () and lm.generate is not None and lm.generate.kv_cache == "q8_0"
+    # llama.cpp is given the longest context any suite uses
+    assert lm.generate.text_options() == {"context": 128, "kv_cache": "q8_0"}
+    assert "not a GGUF file" in fake.problems[0]
+    assert "does not exist" in missing.problems[0]
+    assert [s.name for s in suites_for(lm, load_config(config))][:2] == ["size", "perplexity"]
+
+
+def test_a_changed_kv_cache_is_a_change_the_policy_lists(tmp_path: Path) -> None:
+    from harness.identity import model_sha256
+    from harness.policy import config_changes
+
+    def digest(path: Path) -> str:
+        return model_sha256(path)  # files and model folders alike
+
+    before = load_config(write(tmp_path, '[models.generate]\nkv_cache = "f16"\n'))
+    after = load_config(write(tmp_path, '[models.generate]\nkv_cache = "q4_0"\n'))
+    changes = config_changes(before, after, digest, digest)
+    assert any("kv_cache" in str(c) and "q4_0" in str(c) for c in changes), changes

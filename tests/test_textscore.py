@@ -91,3 +91,76 @@ def test_windows_refuse_impossible_settings() -> None:
     for stride in (0, 4, 5):
         with pytest.raises(TextRequestError, match="stride < window"):
             windows(10, 4, stride)
+
+
+# -- quantization statistics (KL divergence, agreement, perplexity ratio) --------------------
+
+
+def test_window_mean_interval_resamples_whole_windows() -> None:
+    values = [0.0, 0.0, 1.0, 1.0, 1.0, 0.5]  # windows of 2, 3 and 1 positions
+    mean, low, high = textscore.window_mean_interval(values, [2, 3, 1], 0.95, seed=1)
+    assert mean == pytest.approx(3.5 / 6)
+    # Each resample is a mean of whole windows: it can only range over the windows' own means.
+    assert 0.0 <= low <= mean <= high <= 1.0
+    assert textscore.window_mean_interval([0.25, 0.75], [2]) == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="do not split into windows"):
+        textscore.window_mean_interval(values, [2, 2])
+
+
+@given(st.lists(st.floats(0, 5), min_size=20, max_size=60), st.integers(0, 10))
+def test_a_window_mean_interval_holds_the_mean(values: list[float], seed: int) -> None:
+    counts = [len(values) // 4] * 4
+    counts[-1] += len(values) - sum(counts)
+    mean, low, high = textscore.window_mean_interval(values, counts, 0.9, seed)
+    assert low - 1e-12 <= mean <= high + 1e-12
+
+
+def test_a_model_against_itself_shows_no_divergence() -> None:
+    rng = np.random.default_rng(0)
+    nll = rng.uniform(0.1, 3.0, 40)
+    greedy = rng.integers(0, 50, 40)
+    same = textscore.quantization_statistics(
+        np.zeros(40), nll, nll, greedy, greedy, [10, 10, 10, 10]
+    )
+    figures = same.figures()
+    assert figures["kld_mean"] == figures["kld_mean_high"] == 0.0
+    assert figures["token_agreement"] == figures["token_agreement_low"] == 1.0
+    assert figures["perplexity_ratio"] == pytest.approx(1.0)
+    assert figures["perplexity"] == pytest.approx(figures["other_perplexity"])
+
+
+def test_the_perplexity_ratio_is_exp_of_the_mean_nll_difference() -> None:
+    nll = np.full(30, 1.0)
+    reference = np.full(30, 0.9)
+    greedy = np.arange(30)
+    other = greedy.copy()
+    other[:3] = -1  # three positions disagree
+    kld = np.linspace(0, 0.2, 30)
+    stats_ = textscore.quantization_statistics(kld, nll, reference, greedy, other, [15, 15])
+    assert stats_.ratio[0] == pytest.approx(math.exp(0.1))
+    assert stats_.agreement[0] == pytest.approx(0.9)
+    assert stats_.kld_mean[0] == pytest.approx(0.1)
+    assert stats_.kld_p99[0] == pytest.approx(np.percentile(kld, 99))
+    assert stats_.kld_p99[1] <= stats_.kld_p99[0] <= stats_.kld_p99[2]
+    assert stats_.kld_max == pytest.approx(0.2)
+
+
+def test_kl_divergence_rows_match_a_direct_computation() -> None:
+    from harness.worker.generate import kl_divergence_rows
+
+    rng = np.random.default_rng(3)
+    p = log_softmax_rows(rng.normal(size=(5, 7)).astype(np.float32))
+    q = log_softmax_rows(rng.normal(size=(5, 7)).astype(np.float32))
+    pairs = zip(p, q, strict=True)
+    direct = [sum(math.exp(a) * (a - b) for a, b in zip(x, y, strict=True)) for x, y in pairs]
+    assert kl_divergence_rows(p, q) == pytest.approx(direct, rel=1e-5)
+    assert np.all(kl_divergence_rows(p, p) == 0.0)  # clipped at 0, never -1e-9
+
+
+def test_a_tail_percentile_interval_resamples_windows() -> None:
+    values = np.concatenate([np.zeros(30), np.linspace(0, 1, 10)])  # the tail in one window
+    point, low, high = textscore.window_percentile_interval(values, [10, 10, 10, 10], 99)
+    assert point == pytest.approx(np.percentile(values, 99))
+    assert low == 0.0 or low <= point  # drawing no tail window is possible: the tail is rough
+    assert high >= point
+    assert textscore.window_percentile_interval([1.0, 2.0], [2], 50) == (1.5, 1.5, 1.5)

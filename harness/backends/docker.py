@@ -24,6 +24,8 @@ from typing import Any
 import harness
 from harness.backends.base import BackendUnavailable, Target, describe_exit
 from harness.devices import HOST_ARCH, DeviceProfile
+from harness.runtimes.llamacpp_set import CONTAINER_PATH
+from harness.runtimes.llamacpp_set import ENV as LLAMA_CPP_ENV
 
 HARNESS_DIR = Path(harness.__file__).resolve().parent
 HARNESS_MOUNT = "/opt/harness/harness"
@@ -32,6 +34,7 @@ WORKER_COMMAND = ["python3", "-m", "harness.worker"]
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_HANDLER = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
 LABEL = "harness"
+LLAMA_CPP_MOUNT = CONTAINER_PATH  # the llama.cpp runtime set (harness.images.llamacpp)
 STDOUT, STDERR = 1, 2
 
 
@@ -247,11 +250,13 @@ def container_config(
     threads: int,
     image: str,
     host_cpus: int | None = None,
+    llama_cpp: Path | None = None,
 ) -> tuple[dict[str, Any], dict[Path, str]]:
     """Keyword arguments for containers.create, and host path -> path inside the container.
 
     A device with more cores than the engine's machine gets all the machine has (Docker refuses
-    a CPU quota above it); Target.limits then shows the cpus actually applied."""
+    a CPU quota above it); Target.limits then shows the cpus actually applied. `llama_cpp`, the
+    llama.cpp runtime set for a GGUF model (harness.images.llamacpp), is mounted read-only."""
     from docker.types import DeviceRequest, LogConfig, Mount
 
     environment = {
@@ -267,6 +272,9 @@ def container_config(
     mounts = [Mount(HARNESS_MOUNT, str(HARNESS_DIR), type="bind", read_only=True)]
     if profile.cpuinfo is not None:
         mounts.append(Mount("/proc/cpuinfo", str(profile.cpuinfo), type="bind", read_only=True))
+    if llama_cpp is not None:
+        mounts.append(Mount(LLAMA_CPP_MOUNT, str(llama_cpp), type="bind", read_only=True))
+        environment[LLAMA_CPP_ENV] = LLAMA_CPP_MOUNT
     path_map: dict[Path, str] = {}
     # Files of one host folder share one container folder: ONNX external data must sit beside
     # its model, as on the host.
@@ -422,7 +430,16 @@ class DockerBackend:
             host_cpus = int(client.info().get("NCPU") or 0) or None
         except Exception:  # noqa: BLE001 - unknown: let Docker judge the quota
             host_cpus = None
-        config, path_map = container_config(profile, files, threads, tag, host_cpus)
+        llama_cpp = None
+        from harness.images import llamacpp
+
+        if llamacpp.needed_by(files):  # a GGUF model: the llama.cpp runtime set, mounted
+            llama_cpp = llamacpp.installed(profile.target_arch)
+            if llama_cpp is None:
+                raise BackendUnavailable(
+                    llamacpp.missing_message(profile.target_arch, profile.name)
+                )
+        config, path_map = container_config(profile, files, threads, tag, host_cpus, llama_cpp)
         container = None
         try:
             container = client.containers.create(**config)

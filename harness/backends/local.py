@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import harness
-from harness.backends.base import Target, describe_exit
-from harness.devices import DeviceProfile
+from harness.backends.base import BackendUnavailable, Target, describe_exit
+from harness.devices import HOST_ARCH, DeviceProfile
+from harness.runtimes.llamacpp_set import ENV
 
 PACKAGE_PARENT = str(Path(harness.__file__).resolve().parent.parent)
 
@@ -103,4 +104,12 @@ class LocalBackend:
         # -P: the current folder (a checkout) is not put on the import path, so no file there can
         # stand in for numpy or a runtime inside the worker.
         command = [sys.executable, "-P", "-m", "harness.worker"]
-        return Target(ProcessChannel(command, worker_environment(threads)), fidelity="measured")
+        env = worker_environment(threads)
+        from harness.images import llamacpp
+
+        if llamacpp.needed_by(files):  # a GGUF model: the worker runs under the set's loader
+            folder = llamacpp.installed(HOST_ARCH)
+            if folder is None:
+                raise BackendUnavailable(llamacpp.missing_message(HOST_ARCH, profile.name))
+            env[ENV] = str(folder)
+        return Target(ProcessChannel(command, env), fidelity="measured")

@@ -1,4 +1,5 @@
-"""`harness images build | list`: the device container images (harness.images builds them)."""
+"""`harness images build | list | llama-cpp`: the device container images (harness.images builds
+them) and the llama.cpp runtime set GGUF models run with (harness.images.llamacpp)."""
 
 from __future__ import annotations
 
@@ -103,11 +104,27 @@ def _list(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _llama_cpp(args: argparse.Namespace, console: Console) -> int:
+    from harness.images import BuildError, llamacpp
+
+    failed = 0
+    for arch in args.arch or ["amd64", "arm64"]:
+        try:
+            folder = llamacpp.fetch(arch)
+        except BuildError as exc:
+            console.print(f"[red]harness images llama-cpp: {exc}[/]")
+            failed += 1
+            continue
+        console.print(f"llama.cpp {llamacpp.version_name()} for {arch}: {folder}")
+    return 1 if failed else 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console(soft_wrap=True)  # long lines (tags, log paths) stay whole in CI logs
-    return {"build": _build, "list": _list}[args.images_command](args, console)
+    commands = {"build": _build, "list": _list, "llama-cpp": _llama_cpp}
+    return commands[args.images_command](args, console)
 
 
 def add_parser(commands: Any) -> None:
@@ -125,4 +142,12 @@ def add_parser(commands: Any) -> None:
     build.add_argument("--matrix", help="folder of extra device profiles (TOML)")
     listing = image_commands.add_parser("list", help="list the images and whether they are built")
     listing.add_argument("--matrix", help="folder of extra device profiles (TOML)")
+    llama = image_commands.add_parser(
+        "llama-cpp",
+        help="fetch the llama.cpp runtime set GGUF models run with (Debian sid's packages, "
+        "extracted into the cache; mounted into device containers)",
+    )
+    llama.add_argument(
+        "--arch", action="append", choices=("amd64", "arm64"), help="repeatable; default both"
+    )
     image.set_defaults(handler=_run)

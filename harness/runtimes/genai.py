@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.runtimes.base import ModelLoadError
+from harness.runtimes.language import Generated, Regions, Stop, TextOptions
 
 CONFIG_FILE = "genai_config.json"
-
-
-# Called at the start and at the end of a counted region (harness.worker.markers.begin / end).
-Regions = tuple[Callable[[], None], Callable[[], None]]
-
-
-@dataclass
-class Generated:
-    tokens: list[int]  # the generated tokens only (not the prompt)
-    first_token_ns: int  # prompt processing (prefill) + choosing the first token
-    step_ns: list[int]  # each further token: one decode step with the KV cache
-    finish: str  # "eos" | "length"
 
 
 def _nothing() -> None:
@@ -46,7 +34,13 @@ class GenaiRuntime:
     name = "onnxruntime-genai"
     provider = "CPUExecutionProvider"
 
-    def __init__(self, folder: str, threads: int, accelerator: str = "none") -> None:
+    def __init__(
+        self,
+        folder: str,
+        threads: int,
+        accelerator: str = "none",
+        options: TextOptions | None = None,
+    ) -> None:
         try:
             import onnxruntime_genai as og
         except ImportError as exc:
@@ -73,13 +67,23 @@ class GenaiRuntime:
             if accelerator == "cuda":
                 config.append_provider("cuda")
                 self.provider = "CUDAExecutionProvider"
-            options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+            session = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": session}}}))
             self.model = og.Model(config)
             self.tokenizer = og.Tokenizer(self.model)
         except Exception as exc:  # GenAI raises plain RuntimeError with its own text
             raise ModelLoadError(f"onnxruntime-genai cannot load {folder}: {exc}") from None
         self.eos = {int(t) for t in np.asarray(self.tokenizer.eos_token_ids).reshape(-1)}
+        self.bos = int(self.tokenizer.bos_token_id)
+        # Settings that move answers: int4 MatMulNBits' accuracy_level is fixed in the graph at
+        # export (the builder's default for CPU is 4: activations quantized to int8).
+        self.settings: dict[str, Any] = {"runtime": "onnxruntime-genai", "search": "greedy"}
+        if options is not None and options.kv_cache != TextOptions().kv_cache:
+            raise ModelLoadError(
+                f"kv_cache = {options.kv_cache!r} is a llama.cpp setting; ONNX Runtime GenAI "
+                "folders keep the KV cache in the graph's own type (remove it from "
+                "[models.generate])"
+            )
 
     def encode(self, text: str) -> list[int]:
         return [int(t) for t in self.tokenizer.encode(text)]
@@ -98,6 +102,7 @@ class GenaiRuntime:
         new_tokens: int,
         stop_at_eos: bool = True,
         regions: Regions | None = None,
+        stop: Stop | None = None,
     ) -> Generated:
         """Greedy decoding of up to `new_tokens` tokens after `prompt` (at least one token, and
         prompt + new tokens within the context: the caller checks). With `regions` (begin, end),
@@ -121,6 +126,9 @@ class GenaiRuntime:
         while len(tokens) < new_tokens:
             if stop_at_eos and token in self.eos:
                 finish = "eos"
+                break
+            if stop is not None and stop(tokens):
+                finish = "stop"
                 break
             started = clock()
             generator.generate_next_token()

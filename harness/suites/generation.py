@@ -1,10 +1,17 @@
 """Generation latency: time to first token for a prompt of `generate.prompt_tokens` tokens, then
 the time of each of the next `generate.new_tokens - 1` decode steps (KV cache), timed inside the
-worker. Figures: ttft p50/p90, decode p50/p90 per token, tokens per second (1 / decode p50).
+worker. Figures: ttft p50/p90, decode p50/p90 per token, tokens per second (1 / decode p50), and
+as llama-bench reports them, prefill tokens per second (prompt tokens / ttft p50) beside decode
+tokens per second.
 
-Runs go on, in chunks, until every set gate (ttft_p90_ms_max, decode_p90_ms_max, tokens_per_s_min)
-is decided by its distribution-free interval at the configured confidence (looks at doubling
-counts, Bonferroni-spent, as the latency suite), or the latency time budget ends (INCONCLUSIVE).
+Two kinds of run, in chunks of about CHUNK_SECONDS: full runs (prefill + new_tokens - 1 decode
+steps) give decode steps and a time to first token; prefill-only runs (one token) give a time to
+first token at a fraction of the cost, so that a model whose full run takes half a second (a 135M
+decoder) still gathers the runs a p90 needs within the budget. Runs go on until every set gate
+(ttft_p90_ms_max, decode_p90_ms_max, tokens_per_s_min) is decided by its distribution-free
+interval at the configured confidence (looks at doubling counts, Bonferroni-spent, as the latency
+suite), and at least `latency.min_samples` times to first token and decode steps are in, or
+`generate.time_budget_s` ends (INCONCLUSIVE; 30 s by default: a p90 needs ~30 prefills).
 With --baseline, base and new runs alternate in ABBA rounds in one worker and the per-round median
 decode step gives a paired ratio with its interval (decode_max_regression).
 
@@ -14,7 +21,7 @@ timing model's estimate of the board instead (harness.timing.estimate_generation
 counted under QEMU with the board CPU's timing plugin, prefill and decode steps as two marked
 regions), decided on the CPU model's error band: PASS when the whole band meets the gate, FAIL
 when none of it does, INCONCLUSIVE between. Under --baseline the paired rounds run there too,
-within the latency time budget, and their ratio is labelled emulated (as the latency suite's).
+within `generate.time_budget_s`, and their ratio is labelled emulated (as the latency suite's).
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ from harness.runner import Pair
 CHUNK_SECONDS = 0.5  # timed runs per worker request
 
 
-def _bench(pair: Pair, runs: int, base: bool = False) -> tuple[list[int], list[int]]:
+def _bench(
+    pair: Pair, runs: int, base: bool = False, prefill_only: bool = False
+) -> tuple[list[int], list[int]]:
     settings = pair.model.generate
     assert settings is not None and pair.model.text is not None
     reply = pair.request(
@@ -40,17 +49,19 @@ def _bench(pair: Pair, runs: int, base: bool = False) -> tuple[list[int], list[i
         base=base,
         text=pair.model.text.read_text(encoding="utf-8"),
         prompt_tokens=settings.prompt_tokens,
-        new_tokens=settings.new_tokens,
+        new_tokens=1 if prefill_only else settings.new_tokens,
         repeats=runs,
     )
     steps = [ns for run in reply["step_ns"] for ns in run]
     return list(reply["first_token_ns"]), steps
 
 
-def _figures(first_ns: list[int], step_ns: list[int], confidence: float) -> dict[str, Any]:
+def _figures(
+    first_ns: list[int], step_ns: list[int], confidence: float, prompt_tokens: int
+) -> dict[str, Any]:
     first = np.asarray(first_ns, dtype=np.float64) / 1e6
     steps = np.asarray(step_ns, dtype=np.float64) / 1e6
-    figures: dict[str, Any] = {"runs": len(first), "n": len(steps)}
+    figures: dict[str, Any] = {"runs": len(first), "n": len(steps), "prompt_tokens": prompt_tokens}
     for name, ms in (("ttft", first), ("decode", steps)):
         if ms.size == 0:
             continue
@@ -62,6 +73,8 @@ def _figures(first_ns: list[int], step_ns: list[int], confidence: float) -> dict
             figures.update(
                 {f"{name}_p90_low_ms": interval.low, f"{name}_p90_high_ms": interval.high}
             )
+    if first.size:  # llama-bench's pp: prompt tokens processed per second
+        figures["prefill_tokens_per_s"] = prompt_tokens / (figures["ttft_p50_ms"] / 1000.0)
     if steps.size:
         figures["tokens_per_s"] = textscore.tokens_per_second(figures["decode_p50_ms"])
         if steps.size >= 2:
@@ -103,49 +116,58 @@ def _single(pair: Pair, emulated: bool) -> Measurement:
     assert pair.target is not None and pair.model.generate is not None
     settings = pair.config.latency
     confidence = stats.per_look_confidence(settings.confidence)
+    prompt_tokens = pair.model.generate.prompt_tokens
     _bench(pair, 1)  # warm-up: first-run allocations are not a token's latency
     if emulated:
-        first, steps = _bench(pair, pair.model.generate.emulated_runs)
-        figures = _figures(first, steps, confidence)
+        few_first, few_steps = _bench(pair, pair.model.generate.emulated_runs)
+        figures = _figures(few_first, few_steps, confidence, prompt_tokens)
         figures["interval_confidence"] = confidence
-        return Measurement(figures, pair.target.fidelity, {"ttft_ns": first, "step_ns": steps})
+        raw = {"ttft_ns": few_first, "step_ns": few_steps}
+        return Measurement(figures, pair.target.fidelity, raw)
+    budget = pair.model.generate.time_budget_s
     gated = bool(_undecided(pair, [], [], confidence))
     wanted = max(settings.min_samples, stats.min_samples_for_percentile(90, confidence))
     looks = stats.look_schedule(wanted)
-    first, steps = [], []
+    first: list[int] = []
+    steps: list[int] = []
+    per_run = {True: 0.0, False: 0.0}  # wall seconds of one run of each kind, request included
     started = time.monotonic()
-    per_run = 0.0  # wall seconds of one run, request included: what the budget pays
     while True:
         elapsed = time.monotonic() - started
-        if elapsed >= settings.time_budget_s or len(first) >= settings.samples:
+        if elapsed >= budget or len(first) >= settings.samples:
             break
-        left = min(settings.time_budget_s - elapsed, CHUNK_SECONDS)
-        runs = int(max(1, min(settings.samples - len(first), left / per_run))) if per_run else 1
+        open_gates = _undecided(pair, first, steps, confidence)
+        decode_open = any(g != "ttft_p90_ms_max" for g in open_gates)
+        # Full runs while decode steps are short or a decode gate is open; else prefill only.
+        prefill_only = len(steps) >= wanted and not decode_open
+        left = min(budget - elapsed, CHUNK_SECONDS)
+        cost = per_run[prefill_only]
+        runs = int(max(1, min(settings.samples - len(first), left / cost))) if cost else 1
         requested = time.monotonic()
-        more_first, more_steps = _bench(pair, runs)
-        per_run = (time.monotonic() - requested) / runs
+        more_first, more_steps = _bench(pair, runs, prefill_only=prefill_only)
+        per_run[prefill_only] = (time.monotonic() - requested) / runs
         first += more_first
         steps += more_steps
         if looks and len(first) >= looks[0]:
             while looks and len(first) >= looks[0]:
                 looks.pop(0)
-            open_gates = _undecided(pair, first, steps, confidence)
-            if not open_gates:
+            if len(steps) >= wanted and not _undecided(pair, first, steps, confidence):
                 break  # every set gate decided (or, without gates, enough runs for the report)
-    figures = _figures(first, steps, confidence)
+    figures = _figures(first, steps, confidence, prompt_tokens)
     figures["interval_confidence"] = confidence
     open_gates = _undecided(pair, first, steps, confidence)
     flags = Flags()
-    if gated and len(first) < settings.min_samples:
+    if gated and (len(first) < settings.min_samples or len(steps) < settings.min_samples):
         flags["inconclusive"] = (
-            f"generation: only {len(first)} runs within the {settings.time_budget_s:g} s budget; "
-            f"{settings.min_samples} needed (raise latency.time_budget_s)"
+            f"generation: only {len(first)} times to first token and {len(steps)} decode steps "
+            f"within the {budget:g} s budget; {settings.min_samples} of each needed (raise "
+            "[models.generate] time_budget_s)"
         )
     elif open_gates:
         flags["inconclusive"] = (
             f"generation: {', '.join(open_gates)} undecided after {len(first)} runs "
             f"({len(steps)} decode steps): the interval still holds the threshold (raise "
-            "latency.samples and latency.time_budget_s)"
+            "latency.samples and [models.generate] time_budget_s)"
         )
     return Measurement(figures, pair.target.fidelity, {"ttft_ns": first, "step_ns": steps}, flags)
 
@@ -162,7 +184,9 @@ def _paired(pair: Pair, measurement: Measurement) -> Measurement:
     base_medians: list[float] = []
     started = time.monotonic()
     estimate = None
-    while time.monotonic() - started < settings.time_budget_s or len(new_medians) < 2:
+    assert pair.model.generate is not None
+    budget = pair.model.generate.time_budget_s
+    while time.monotonic() - started < budget or len(new_medians) < 2:
         order = (False, True) if len(new_medians) % 2 else (True, False)
         for is_base in order:
             _, steps = _bench(pair, 1, base=is_base)
@@ -188,7 +212,7 @@ def _paired(pair: Pair, measurement: Measurement) -> Measurement:
         flags["inconclusive"] = (
             f"decode latency {estimate.ratio - 1:+.1%} [{estimate.low - 1:+.1%}, "
             f"{estimate.high - 1:+.1%}] straddles the {max_regression:.0%} gate after "
-            f"{len(new_medians)} paired rounds (raise latency.time_budget_s)"
+            f"{len(new_medians)} paired rounds (raise [models.generate] time_budget_s)"
         )
     raw = measurement.raw | {
         "round_medians_ns": new_medians,
@@ -212,6 +236,12 @@ def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
         figures = measurement.figures | {"estimate_unavailable": why}
         return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
 
+    if pair.model.path.suffix.lower() == ".gguf":
+        return unavailable(
+            "the timing model does not count llama.cpp runs yet (a GGUF worker re-executes "
+            "under the llama.cpp runtime set's loader, outside the counting emulator); the "
+            "emulated runs are reported, labelled emulated"
+        )
     if settings.new_tokens < 2:
         return unavailable(
             f"new_tokens = {settings.new_tokens}: no decode step to count; set "

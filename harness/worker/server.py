@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import os
 import platform
+import queue
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
 
-from harness.runtimes import format_of, open_runtime
+from harness.runtimes import TEXT_FORMATS, format_of, open_runtime
 from harness.runtimes.base import ModelLoadError, Runtime
 from harness.worker import generate
 from harness.worker.feeds import (
@@ -79,6 +82,12 @@ def _runtime_versions(formats: list[str]) -> dict[str, str]:
             import onnxruntime_genai
 
             versions["onnxruntime-genai"] = onnxruntime_genai.__version__
+        elif fmt == "gguf":
+            from harness.runtimes.llamacpp import library
+
+            versions["llama.cpp"] = library().version
+            # the C library this process runs on: the llama.cpp set's, under its loader
+            versions["libc"] = os.confstr("CS_GNU_LIBC_VERSION") or "?"
     return versions
 
 
@@ -138,11 +147,12 @@ class Worker:
         accelerator: str = "none",
         config_file: str = "the harness config",
         rows: list[int] | None = None,
+        text_options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Open the model with its dataset (only the dataset `rows`, when given) and run it
-        once."""
-        if format_of(path) == "genai":
-            return self.text.load(model_id, path, threads, accelerator)
+        once. A language model (GenAI folder, GGUF file) loads with its `text_options`."""
+        if format_of(path) in TEXT_FORMATS:
+            return self.text.load(model_id, path, threads, accelerator, text_options)
         started = time.perf_counter()
         runtime = open_runtime(path, threads, accelerator)
         load_s = time.perf_counter() - started
@@ -322,9 +332,57 @@ class Worker:
 OPERATIONS = ("hello", "load", "hold", "evaluate", "bench", "run", "memory")
 
 
-def serve(requests: IO[str], replies: IO[bytes], worker: Worker | None = None) -> None:
+ORPHANED_EXIT = 75  # the worker's status when it ended because its host went away
+
+
+class _Orphaned:
+    """The request lines, read by a thread of their own, so that the end of the input is seen
+    while a request is being served: the host is then gone (pytest killed, its container's
+    attach stream dropped) and nobody will read the reply, so the worker exits at once instead
+    of finishing minutes of work for no one (a worker left at 200% CPU in its container).
+
+    Each side sets its own flag, then reads the other's (the request loop: `busy`, then `ended`;
+    the reader: `ended`, then `busy`), so a request that starts as the input ends is seen by one
+    of them whichever comes first."""
+
+    def __init__(self, requests: IO[str]) -> None:
+        self.busy = threading.Event()
+        self.ended = threading.Event()
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._requests = requests
+        threading.Thread(target=self._read, name="harness-requests", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self._requests:
+            self._lines.put(line)
+        self.ended.set()
+        if self.busy.is_set():
+            os._exit(ORPHANED_EXIT)
+        self._lines.put(None)
+
+    def __iter__(self) -> Iterator[str]:
+        while (line := self._lines.get()) is not None:
+            yield line
+
+    def starting(self, op: object) -> None:
+        """A request begins (anything but shutdown): exit if the input has already ended."""
+        self.busy.set()
+        if op != "shutdown" and self.ended.is_set():
+            os._exit(ORPHANED_EXIT)
+
+
+def serve(
+    requests: IO[str],
+    replies: IO[bytes],
+    worker: Worker | None = None,
+    exit_when_orphaned: bool = False,
+) -> None:
+    """Answer requests until `shutdown` or the end of `requests`. With `exit_when_orphaned` (the
+    worker process itself), the end of the input in the middle of a request ends the process."""
     worker = worker or Worker()
-    for line in requests:
+    watch = _Orphaned(requests) if exit_when_orphaned else None
+    source: Iterable[str] = watch if watch is not None else requests
+    for line in source:
         if not line.strip():
             continue
         request_id = None
@@ -332,6 +390,8 @@ def serve(requests: IO[str], replies: IO[bytes], worker: Worker | None = None) -
             message = decode(line)
             op = message.pop("op", None)
             request_id = message.pop("id", None)
+            if watch is not None:
+                watch.starting(op)
             if op == "shutdown":
                 replies.write(encode({"id": request_id, "ok": True, "result": {}}))
                 return
@@ -350,13 +410,16 @@ def serve(requests: IO[str], replies: IO[bytes], worker: Worker | None = None) -
                 "error": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc(limit=5),
             }
+        finally:
+            if watch is not None:
+                watch.busy.clear()
         replies.write(encode(reply))
 
 
-def main(worker: Worker | None = None) -> None:
+def main(worker: Worker | None = None, exit_when_orphaned: bool = True) -> None:
     # The protocol gets a private copy of stdout; fd 1 then points at stderr so that anything a
     # runtime prints cannot corrupt the reply stream.
     replies = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    serve(sys.stdin, replies, worker)
+    serve(sys.stdin, replies, worker, exit_when_orphaned)
