@@ -134,7 +134,7 @@ def make_plan(
         return Plan(
             device, emulated, seconds_per_inference, dataset_samples, accuracy_on, agreement,
             latency.warmup, latency.samples, latency.min_samples, robustness.examples,
-            counted_warmup, counted, generative, settings.budget_s,
+            counted_warmup, counted, generative=generative, budget_s=settings.budget_s,
         )  # fmt: skip
     samples = max(MIN_LATENCY_SAMPLES, min(latency.samples, affordable))
     warmup = min(latency.warmup, max(1, samples // 10))

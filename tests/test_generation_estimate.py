@@ -185,8 +185,9 @@ def test_the_latency_suite_passes_on_why_an_estimate_is_not_validated(
     from harness.timing import TimingEstimate
 
     def fake(outside: tuple[str, ...]) -> TimingEstimate:
-        return TimingEstimate(2.0, 0.25, "cortex-a72 timing model at 1500 MHz, 3 Pi figures",
-                              (), 1e6, True, "rpi4", "cortex-a72", "cortex-a72", outside=outside)  # fmt: skip
+        source = "cortex-a72 timing model at 1500 MHz, 3 Pi figures"
+        return TimingEstimate(2.0, 0.25, source, (), 1e6, True, "rpi4", "cortex-a72",
+                              "cortex-a72", outside=outside)  # fmt: skip
 
     model = ModelSpec("m", tmp_path / "m.onnx")
     pair = SimpleNamespace(

@@ -161,11 +161,11 @@ def print_table(names: Sequence[str], measured: Sequence[float], fit: Calibratio
             f"Spearman {s.spearman:.3f}, {s.discordant_pairs} pairs out of order"
             + (f" (all within {s.discordant_gap:.0%} of each other)" if s.discordant_pairs else "")
         )
-    outside = [n for n, o in zip(names, fit.outside_others, strict=True) if o]
-    if outside:
+    outsiders = [n for n, o in zip(names, fit.outside_others, strict=True) if o]
+    if outsiders:
         print(
-            f"{len(outside)} of {len(names)} models lie outside the instruction mix of the others "
-            f"(their held-out errors are extrapolations): {', '.join(outside)}"
+            f"{len(outsiders)} of {len(names)} models lie outside the instruction mix of the "
+            f"others (their held-out errors are extrapolations): {', '.join(outsiders)}"
         )
     mix = fit.cpu.mix
     if mix is not None:

@@ -274,7 +274,8 @@ def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
     }
     if not (ttft.validated and decode.validated):  # the gates cannot decide on it
         figures["estimate_not_validated"] = "; ".join(
-            f"{what} {e.not_validated}" for what, e in (("prefill", ttft), ("decode", decode))
+            f"{what} {e.not_validated}"
+            for what, e in (("prefill", ttft), ("decode", decode))
             if e.not_validated
         )
     else:
