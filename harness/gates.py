@@ -273,7 +273,11 @@ def decide(
         relation = rule.symbol if failed else {">": "≤", "<": "≥"}[rule.symbol]
         message = f"{label} {text} {relation} {shown} {where}"
         checks.append(Check(rule.gate, figure, value, threshold, not failed, message))
-    checks.extend(_relative_checks(suite, figures, flags, gates, device, fidelity))
+    relative = _relative_checks(suite, figures, flags, gates, device, fidelity)
+    checks.extend(relative)
+    # A comparison with a figure but no decision (an interval across the gate, an estimate
+    # outside its validated conditions) is undecided; one without a figure was not applied.
+    straddling.extend(c.message for c in relative if c.passed is None and c.value is not None)
     if suite in ("robustness", "prompt_robustness") and not flags.get("failure"):
         checks.append(_properties_held(figures, device, fidelity))
     if suite == "operators" and not flags.get("failure"):
@@ -485,6 +489,14 @@ def _estimated_ratio(
     """The ratio of the timing model's estimates of new and base on an emulated board: counted,
     so the same on every run, decided by itself; the emulated wall clock's ratio is a note."""
     ratio = float(figures["ratio"])
+    if figures.get("estimate_not_validated"):
+        # Either estimate lies outside the conditions the timing model was validated under
+        # (harness.timing: instruction mix, threads, machine): their ratio decides nothing.
+        message = (
+            f"{what} {ratio - 1:+.1%} undecided against {threshold:.0%} ({device}, estimated): "
+            f"the estimate is {figures['estimate_not_validated']}"
+        )
+        return Check(gate, "ratio", ratio, threshold, None, message)
     failed = ratio - 1 > threshold
     shown = (
         f"{what} {ratio - 1:+.1%} {'>' if failed else '≤'} {threshold:.0%} "

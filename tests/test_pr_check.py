@@ -149,6 +149,30 @@ def test_an_emulated_regression_is_decided_on_the_timing_model_not_the_wall_cloc
     assert verdict.status == "FAIL", verdict
 
 
+def test_an_estimated_regression_outside_the_timing_models_mix_is_undecided() -> None:
+    """A ratio of two estimates holds only where both estimates do: a model outside the
+    calibration set's instruction mix (issue 23: public int8 CNNs estimated at -85%) must not
+    pass its relative gate on that ratio; nor fail it."""
+    from harness.config import GateSpec
+
+    figures = {
+        "ratio": 1.02,
+        "ratio_low": 1.02,
+        "ratio_high": 1.02,
+        "ratio_basis": "estimated",
+        "estimated_ms": 10.2,
+        "baseline_estimated_ms": 10.0,
+        "estimate_not_validated": "not validated: scalar share 0.61 outside [0.08, 0.35]",
+    }
+    for ratio in (1.02, 1.5):
+        verdict = decide(
+            "latency", figures | {"ratio": ratio}, GateSpec(latency_max_regression=0.10),
+            "rpi4", "emulated", {"baseline": "main"},
+        )  # fmt: skip
+        assert verdict.status == "INCONCLUSIVE", verdict
+        assert "scalar share" in verdict.checks[0].message
+
+
 def test_an_identical_model_cannot_regress() -> None:
     """A README-only pull request: every model is its base byte for byte. Issue 22 saw the
     paired wall clock leave it undecided on a loaded runner ([-22.1%, +32.4%] on the host)."""

@@ -352,6 +352,10 @@ def _board_ratio(pair: Pair, measurement: Measurement) -> Measurement:
         if "estimate_unavailable" in base:
             figures["estimate_unavailable"] = base["estimate_unavailable"]
         else:
+            if base.get("estimate_not_validated"):  # the ratio holds only where both do
+                why = f"the base's {base['estimate_not_validated']}"
+                mine = figures.get("estimate_not_validated")
+                figures["estimate_not_validated"] = f"{mine}; {why}" if mine else why
             ratio = new["estimated_ms"] / base["estimated_ms"]
             figures.update(
                 ratio=ratio,
