@@ -49,6 +49,7 @@ from typing import Any
 
 from harness.backends.base import WorkerError
 from harness.devices import load_profiles
+from harness.images.common import harness_cache
 from harness.timing import (
     CPU_FOLDER,
     estimate_from_counts,
@@ -56,7 +57,6 @@ from harness.timing import (
     load_cpu_model,
     timing_counts,
 )
-from harness.timing._counting import harness_cache
 from harness.timing.calibration import FEATURES, CalibrationPoint, fitted_cpu
 from harness.timing.calibration import features as calibration_features
 from harness.timing.model import CpuModel, MixRange, VcpuCounts, cpu_model_toml, dram_ms

@@ -251,25 +251,26 @@ def worker_environment(threads: int, interpreter: Interpreter) -> dict[str, str]
     }
 
 
-def qemu_command(
-    qemu: str,
-    cpu: str,
-    prefix: Path,
-    plugin: Path,
-    outfile: Path,
-    mode: str,
-    interpreter: Interpreter,
-) -> list[str]:
-    """The command line; it runs with worker_environment() plus LD_PRELOAD=<libvclock.so>."""
-    for path in (plugin, outfile):
+def plugin_option(plugin: Path, outfile: Path, **options: object) -> str:
+    """QEMU's `-plugin` value: the library, its outfile and the plugin's own options (a path in
+    it cannot hold a ',', which separates them)."""
+    paths = [plugin, outfile, *(v for v in options.values() if isinstance(v, Path))]
+    for path in paths:
         if "," in str(path):
             raise BackendUnavailable(f"{path}: QEMU's -plugin option cannot take a ',' in a path")
+    return ",".join([str(plugin), f"outfile={outfile}", *(f"{k}={v}" for k, v in options.items())])
+
+
+def qemu_command(
+    qemu: str, cpu: str, prefix: Path, plugin_argument: str, interpreter: Interpreter
+) -> list[str]:
+    """The command line; it runs with worker_environment() plus LD_PRELOAD=<libvclock.so>."""
     command = [
         "env", "-C", "/",  # the emulated process's working directory is the host's
         "setarch", platform.machine(), "-R",
         qemu, "-cpu", cpu, "-L", str(prefix),
         "-U", "LD_PRELOAD",  # the virtual clock is for QEMU, not for the emulated program
-        "-plugin", f"{plugin},outfile={outfile},mode={mode}",
+        "-plugin", plugin_argument,
     ]  # fmt: skip
     if interpreter.kind == "rootfs":
         assert interpreter.guest_python is not None
@@ -279,6 +280,67 @@ def qemu_command(
     else:
         command.append(str(interpreter.python))
     return [*command, "-s", "-m", WORKER_MODULE]
+
+
+@dataclass(frozen=True)
+class EmulatedWorker:
+    """A worker process started under qemu-user with a plugin (start_under_plugin)."""
+
+    channel: QemuChannel
+    path_map: dict[Path, str]  # host file -> its path in the guest
+    outfile: Path  # where the plugin writes
+    arch: str
+    cpu: str  # QEMU's CPU model
+    qemu_version: str
+    interpreter: Interpreter
+
+
+def start_under_plugin(
+    profile: DeviceProfile,
+    files: Sequence[Path],
+    threads: int,
+    *,
+    plugin: Path,
+    vclock: Path,
+    options: dict[str, object],
+    cpu: str | None = None,
+    prefer: str = "auto",
+    scratch: str = "harness-qemu-",
+    outname: str = "counts.txt",
+) -> EmulatedWorker:
+    """Start the worker for `profile`'s arch under dynamic qemu-user with `plugin` (counting's
+    insn_count or the timing model's), as both modes need it to count the same on every run
+    (module docstring): the -L prefix holding `files`, the fixed environment, setarch -R, the
+    virtual clock `vclock`. `options`: the plugin's own options. Its scratch folder
+    (named `scratch`..., a fixed length: the binary's path reaches the guest's stack) goes when
+    the channel closes."""
+    arch = profile.target_arch
+    qemu = qemu_binary(arch)
+    if shutil.which("setarch") is None:
+        raise BackendUnavailable("setarch (util-linux) is missing: it turns off ASLR")
+    if profile.cpuinfo is None and arch != HOST_ARCH:
+        raise BackendUnavailable(
+            f"{profile.name} is emulated ({arch}) but its profile ({profile.source}) names "
+            "no cpuinfo file; onnxruntime crashes under QEMU reading the host's "
+            '/proc/cpuinfo: add cpuinfo = "cpuinfo/<model>.txt"'
+        )
+    interpreter = find_interpreter(profile, prefer)
+    qemu_cpu = cpu or profile.cpu or DEFAULT_CPU
+    workdir = Path(tempfile.mkdtemp(prefix=scratch))
+    try:
+        prefix = workdir / "root"
+        path_map = build_prefix(prefix, interpreter, files, profile.cpuinfo)
+        outfile = workdir / outname
+        argument = plugin_option(plugin, outfile, **options)
+        command = qemu_command(qemu, qemu_cpu, prefix, argument, interpreter)
+        env = {**worker_environment(threads, interpreter), "LD_PRELOAD": str(vclock)}
+        channel = QemuChannel(command, env, workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return EmulatedWorker(
+        channel, path_map, outfile, arch, qemu_cpu, qemu_version(qemu), interpreter
+    )
 
 
 @dataclass(frozen=True)
@@ -351,57 +413,41 @@ class QemuBackend:
         self.prefer = prefer
 
     def start(self, profile: DeviceProfile, files: Sequence[Path], threads: int) -> CountingTarget:
-        arch = profile.target_arch
-        qemu = qemu_binary(arch)
-        if shutil.which("setarch") is None:
-            raise BackendUnavailable("setarch (util-linux) is missing: it turns off ASLR")
         try:
             installed_qemu()
             built = build_plugin()
         except PluginBuildError as exc:
             raise BackendUnavailable(f"the counting plugin cannot be built: {exc}") from exc
-        interpreter = find_interpreter(profile, self.prefer)
-        cpuinfo = profile.cpuinfo
-        if cpuinfo is None and arch != HOST_ARCH:
-            raise BackendUnavailable(
-                f"{profile.name} is emulated ({arch}) but its profile ({profile.source}) names "
-                "no cpuinfo file; onnxruntime crashes under QEMU reading the host's "
-                '/proc/cpuinfo: add cpuinfo = "cpuinfo/<model>.txt"'
-            )
-        cpu = profile.cpu or DEFAULT_CPU
-        workdir = Path(tempfile.mkdtemp(prefix="harness-qemu-"))
-        try:
-            prefix = workdir / "root"
-            path_map = build_prefix(prefix, interpreter, files, cpuinfo)
-            outfile = workdir / "counts.txt"
-            command = qemu_command(qemu, cpu, prefix, built.path, outfile, self.mode, interpreter)
-            env = {**worker_environment(threads, interpreter), "LD_PRELOAD": str(built.vclock)}
-            channel = QemuChannel(command, env, workdir)
-        except BaseException:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
-        version = qemu_version(qemu)
+        worker = start_under_plugin(
+            profile,
+            files,
+            threads,
+            plugin=built.path,
+            vclock=built.vclock,
+            options={"mode": self.mode},
+            prefer=self.prefer,
+        )
         limits = {
             "threads": threads,
-            "qemu": version,
-            "qemu_cpu": cpu,
-            "interpreter": interpreter.describe(),
+            "qemu": worker.qemu_version,
+            "qemu_cpu": worker.cpu,
+            "interpreter": worker.interpreter.describe(),
             "plugin": str(built.path),
             "clock": "virtual",
             "plugin_mode": self.mode,
             "cpus_device": profile.cpus or None,
         }
         return CountingTarget(
-            channel,
+            worker.channel,
             fidelity="emulated",  # the wall-clock samples from this worker; counts: "counted"
             limits=limits,
-            path_map=path_map,
-            counts_file=outfile,
-            qemu_version=version,
-            cpu=cpu,
-            arch=arch,
+            path_map=worker.path_map,
+            counts_file=worker.outfile,
+            qemu_version=worker.qemu_version,
+            cpu=worker.cpu,
+            arch=worker.arch,
             plugin_mode=self.mode,
-            interpreter=interpreter.describe(),
+            interpreter=worker.interpreter.describe(),
         )
 
 

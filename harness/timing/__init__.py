@@ -292,7 +292,9 @@ def _cached(
     (harness, plugin source, QEMU, the guest's Python and runtimes, arch, CPU, caches); counted
     and stored when absent. Returns (counts, came from the cache)."""
     import harness
-    from harness.timing._counting import find_interpreter, harness_cache, installed_qemu
+    from harness.backends.qemu import find_interpreter
+    from harness.counting.build import installed_qemu
+    from harness.images.common import harness_cache
     from harness.timing.build import source_hash
 
     key_parts = [

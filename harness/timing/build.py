@@ -13,17 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.timing._counting import (
+from harness.counting.build import (
     CFLAGS,
     MARKERS,
     PluginBuildError,
     build_plugin,
     fetch_header,
     glib_flags,
-    harness_cache,
-    locked,
-    run_logged,
 )
+from harness.images.common import harness_cache, locked, run_logged
 
 SOURCE = Path(__file__).with_name("timing_plugin.c")
 PLUGIN_NAME = "libtiming.so"

@@ -7,8 +7,6 @@ virtual clock), with timing_plugin.c instead of insn_count.c. One `bench(count=T
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,23 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.timing._counting import (
-    DEFAULT_CPU,
-    MODEL_ID,
-    BackendUnavailable,
-    PluginBuildError,
-    QemuChannel,
-    Target,
-    WorkerClient,
-    build_prefix,
-    find_interpreter,
-    greet,
-    load,
-    qemu_binary,
-    qemu_command,
-    qemu_version,
-    worker_environment,
-)
+from harness.backends.base import BackendUnavailable, Target, WorkerClient, greet, load
+from harness.backends.qemu import MODEL_ID, QemuChannel, start_under_plugin
+from harness.counting.build import PluginBuildError
 from harness.timing.build import build_timing_plugin
 from harness.timing.model import CacheGeometry, VcpuCounts
 
@@ -97,20 +81,6 @@ def parse_records(text: str) -> list[tuple[list[VcpuCounts], int]]:
     return loops
 
 
-def plugin_argument(
-    plugin: Path,
-    outfile: Path,
-    l1d: CacheGeometry,
-    l2: CacheGeometry | None,
-    classes_file: Path | None = None,
-) -> str:
-    for path in (plugin, outfile, classes_file):
-        if path is not None and "," in str(path):
-            raise BackendUnavailable(f"{path}: QEMU's -plugin option cannot take a ',' in a path")
-    argument = f"{plugin},outfile={outfile},l1d={l1d.spec},l2={l2.spec if l2 else '0'}"
-    return argument + (f",classes={classes_file}" if classes_file is not None else "")
-
-
 @dataclass
 class _CountedWorker:
     """A fresh worker under QEMU with the timing plugin, greeted, its model loaded."""
@@ -172,33 +142,27 @@ def _counted_worker(
     profile's) with the timing plugin, and load `model_path`; closed (and its folder removed)
     on leaving."""
     started = time.monotonic()
-    arch = profile.target_arch
-    qemu = qemu_binary(arch)
-    if shutil.which("setarch") is None:
-        raise BackendUnavailable("setarch (util-linux) is missing: it turns off ASLR")
     try:
         plugin = build_timing_plugin()
     except PluginBuildError as exc:
         raise BackendUnavailable(f"the timing plugin cannot be built: {exc}") from exc
-    interpreter = find_interpreter(profile)
-    qemu_cpu = cpu or profile.cpu or DEFAULT_CPU
     files: Sequence[Path] = [Path(model_path)] + ([Path(dataset)] if dataset else [])
-    workdir = Path(tempfile.mkdtemp(prefix="harness-timing-"))
-    try:
-        prefix = workdir / "root"
-        path_map = build_prefix(prefix, interpreter, files, profile.cpuinfo)
-        outfile = workdir / "timing.jsonl"
-        command = qemu_command(
-            qemu, qemu_cpu, prefix, plugin.path, outfile, "callback", interpreter
-        )
-        command[command.index("-plugin") + 1] = plugin_argument(
-            plugin.path, outfile, l1d, l2, classes_file
-        )
-        env = {**worker_environment(threads, interpreter), "LD_PRELOAD": str(plugin.vclock)}
-        channel = QemuChannel(command, env, workdir)
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
+    options: dict[str, object] = {"l1d": l1d.spec, "l2": l2.spec if l2 else "0"}
+    if classes_file is not None:
+        options["classes"] = classes_file
+
+    emulated = start_under_plugin(
+        profile,
+        files,
+        threads,
+        plugin=plugin.path,
+        vclock=plugin.vclock,
+        options=options,
+        cpu=cpu,
+        scratch="harness-timing-",
+        outname="timing.jsonl",
+    )
+    channel, path_map = emulated.channel, emulated.path_map
     target_paths = {p.resolve(): g for p, g in path_map.items()}
     client = WorkerClient(Target(channel, "emulated", path_map=target_paths), profile.name)
     try:  # the exchange every worker gets (harness.backends.base)
@@ -215,11 +179,11 @@ def _counted_worker(
         yield _CountedWorker(
             client,
             channel,
-            outfile,
-            arch,
-            qemu_cpu,
-            qemu_version(qemu),
-            interpreter.describe(),
+            emulated.outfile,
+            emulated.arch,
+            emulated.cpu,
+            emulated.qemu_version,
+            emulated.interpreter.describe(),
             started,
         )
     finally:
