@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.backends.base import BackendUnavailable, Target, WorkerClient, greet, load
+from harness.backends.base import (
+    BackendUnavailable,
+    Target,
+    WorkerClient,
+    WorkerError,
+    greet,
+    load,
+)
 from harness.backends.qemu import MODEL_ID, QemuChannel, start_under_plugin
 from harness.counting.build import PluginBuildError
 from harness.timing.build import build_timing_plugin
@@ -26,6 +33,12 @@ if TYPE_CHECKING:
 
 class TimingRunError(Exception):
     """The plugin wrote no record for the counted loop."""
+
+
+# What the counted worker is told the config is called: the same bytes in every counted worker
+# (harness.backends.qemu.count_instructions sends the same), since any difference in a request
+# moves the heap and with it the counts; the host puts the real name back into its errors.
+CONFIG_STAND_IN = "the harness config"
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,7 @@ def _counted_worker(
     threads: int,
     timeout: float,
     classes_file: Path | None = None,
+    config_file: str = CONFIG_STAND_IN,
     **load_arguments: Any,
 ) -> Iterator[_CountedWorker]:
     """Start the worker for `profile`'s arch under QEMU CPU model `cpu` (default: the
@@ -186,6 +200,8 @@ def _counted_worker(
             emulated.interpreter.describe(),
             started,
         )
+    except WorkerError as exc:
+        raise WorkerError(exc.kind, str(exc).replace(CONFIG_STAND_IN, config_file)) from exc
     finally:
         client.close()
 
@@ -203,7 +219,7 @@ def count_timing(
     input_shapes: dict[str, list[int]] | None = None,
     input_values: dict[str, Any] | None = None,
     output: str | None = None,
-    config_file: str = "the harness config",
+    config_file: str = CONFIG_STAND_IN,
     timeout: float = 1800.0,
     classes_file: Path | None = None,
     threads: int = 1,
@@ -226,7 +242,7 @@ def count_timing(
         output=output,
         input_shapes=input_shapes,
         input_values=input_values,  # a scalar (a sample rate) or a state the dataset lacks
-        config_file=config_file,
+        config_file=config_file,  # named in errors, never sent (CONFIG_STAND_IN)
         rows=[0] if dataset else None,  # bench runs the first sample: hold only that row
     ) as worker:
         worker.client.request(
