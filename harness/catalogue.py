@@ -154,6 +154,7 @@ FIGURES: Mapping[str, Figure] = _figures(
     Figure("other_perplexity", "token_parity", LOWER, digits=3, label="base perplexity"),
     Figure("prompt_prefix_agreement", "token_parity", HIGHER, label="prompt prefix agreement"),
     Figure("runs", "generation", UNJUDGED, digits=0),
+    Figure("prompt_tokens", "generation", UNJUDGED, digits=0, label="prompt tokens"),
     Figure("ttft_p50_ms", "generation", LOWER, "ms", 3, "time to first token p50"),
     Figure("ttft_mean_ms", "generation", LOWER, "ms", 3, "time to first token mean"),
     Figure("decode_p50_ms", "generation", LOWER, "ms", 3, "decode p50 per token"),

@@ -44,7 +44,7 @@ def language_model_records(night: int) -> list[dict[str, Any]]:
     slow = 10 / 7 if night == 2 else 1.0
     first = [int(v) for v in rng.normal(31e6, 4e5, 12)]
     steps = [int(v * slow) for v in rng.normal(20e6, 2e5, 240)]
-    generation = generation_figures(first, steps, 0.95)
+    generation = generation_figures(first, steps, 0.95, prompt_tokens=32)
     perplexity = {"perplexity": PERPLEXITY, "tokens_scored": 512, "window": 128, "stride": 64}
     counted = INSTRUCTIONS * (1.02 if night == 2 else 1.0)
     instructions = {"instructions_per_inference": counted, "n": 3}

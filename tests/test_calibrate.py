@@ -215,6 +215,7 @@ def test_calibrate_never_overwrites_the_users_profile(
     assert (tmp_path / "timing" / "host.toml").is_file()
 
 
+@pytest.mark.usefixtures("counting_plugin")  # QEMU: the "qemu" marker
 def test_a_board_calibrates_the_profile_it_emulates(
     counting: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -38,6 +38,7 @@ def test_the_prefill_and_the_decode_steps_are_two_regions(slm_models: Path) -> N
     assert runtime.generate(prompt, NEW, False).tokens == out.tokens  # marks change nothing
 
 
+@pytest.mark.usefixtures("counting_plugin")  # QEMU: the "qemu" marker
 def test_rpi4_counts_and_estimate(slm_models: Path, tmp_path: Path) -> None:
     if shutil.which("qemu-aarch64") is None:
         unavailable("qemu-user is not installed: run scripts/setup-counting.sh as root")
@@ -59,8 +60,10 @@ def test_rpi4_counts_and_estimate(slm_models: Path, tmp_path: Path) -> None:
     estimate = estimate_generation(rpi4, folder, text, PROMPT, NEW)
     assert estimate.decode_steps == NEW - 1
     assert estimate.ttft.ms > estimate.decode.ms > 0
-    band = estimate.decode.band_fraction
-    assert band is not None and "cortex-a72" in str(estimate.decode)
+    # Generation was never measured on a Pi (cpus/cortex-a72.toml has no [generation_band]):
+    # the estimate says so and has no bounds, so no gate can pass on it.
+    assert estimate.decode.band_fraction is None and not estimate.decode.validated
+    assert "not validated" in str(estimate.decode) and "cortex-a72" in str(estimate.decode)
     assert estimate.tokens_per_s_low < estimate.tokens_per_s < estimate.tokens_per_s_high
     assert estimate.tokens_per_s == pytest.approx(1000.0 / estimate.decode.ms)
     again = estimate_generation(rpi4, folder, text, PROMPT, NEW)

@@ -5,7 +5,9 @@ so that each path (budget spent, sample cap between looks, too few rounds) is hi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,11 +30,17 @@ class ScriptedPair:
         new: Iterator[int],
         base: Iterator[int] | None = None,
     ) -> None:
-        self.model = ModelSpec(name="m", path=Path("m.onnx"), gates=gates)
+        # Two model files that differ: a base identical to the model would be decided by
+        # identity (harness.suites.latency.identical_to_base), with no paired rounds.
+        folder = Path(tempfile.mkdtemp(prefix="scripted-pair-"))
+        (folder / "m.onnx").write_bytes(b"new")
+        (folder / "base.onnx").write_bytes(b"base")
+        self.model = ModelSpec(name="m", path=folder / "m.onnx", gates=gates)
         self.profile = load_profiles()["host"]
         self.config = HarnessConfig(source=Path("harness.toml"), latency=settings)
         self.target = SimpleNamespace(fidelity="measured")
-        self.baseline = BaselineContext(base=self.model if base is not None else None)
+        base_model = dataclasses.replace(self.model, path=folder / "base.onnx")
+        self.baseline = BaselineContext(base=base_model if base is not None else None)
         self.series = {False: new, True: base}
         self.requests = 0
 

@@ -115,6 +115,7 @@ def test_the_next_emulated_worker_starts_while_the_items_before_it_run(
         pool.close()
 
 
+@pytest.mark.usefixtures("counting_plugin")  # QEMU: the "qemu" marker
 def test_no_emulated_timed_runs_where_the_timing_model_decides(
     pytester: pytest.Pytester, docker_client: Any, arm64_binfmt: None
 ) -> None:

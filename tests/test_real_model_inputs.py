@@ -111,6 +111,7 @@ def test_a_targets_paths_become_the_users_in_worker_messages() -> None:
     assert target.local(text) == "add array X_sr to /home/me/data/test.npz, or give a constant"
 
 
+@pytest.mark.usefixtures("counting_plugin")  # QEMU: the "qemu" marker
 def test_the_counted_worker_gets_input_values_and_names_the_users_files(tmp_path: Path) -> None:
     """The board estimate of a model with a scalar input: counted under QEMU (x86-64 here, the
     host's Python where no image trees are built) with the config's input_values."""

@@ -206,6 +206,7 @@ def test_a_change_raising_perplexity_10_percent_fails_under_baseline(
     assert decode["ratio_high"] <= 1.25
 
 
+@pytest.mark.usefixtures("counting_plugin")  # QEMU: the "qemu" marker
 def test_the_example_on_an_emulated_raspberry_pi_follows_the_plan(
     pytester: pytest.Pytester,
     slm_models: Path,

@@ -44,7 +44,7 @@ def test_markers_come_from_the_counting_plugins_handler() -> None:
 
 
 @pytest.fixture(scope="module")
-def rpi4() -> DeviceProfile:
+def rpi4(counting_plugin: Path) -> DeviceProfile:  # QEMU (the "qemu" marker)
     if shutil.which("qemu-aarch64") is None:
         unavailable("qemu-user is not installed: run scripts/setup-counting.sh as root")
     return load_profiles()["rpi4"]
@@ -118,6 +118,7 @@ def test_estimate_latency_caches_and_carries_the_band(rpi4: DeviceProfile) -> No
     assert first.low_ms <= first.ms <= first.high_ms
 
 
+@pytest.mark.usefixtures("counting_plugin")  # QEMU: the "qemu" marker
 def test_x86_counts_run_the_avx2_kernels_native_avx512_would_replace() -> None:
     """Under qemu-x86_64 -cpu max (QEMU 7.2: AVX2 and FMA, no AVX-512) the runtime picks its
     256-bit kernels: the classes say which kernels ran, so the x86-64 validation knows what the
