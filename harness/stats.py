@@ -26,7 +26,6 @@ import numpy.typing as npt
 __all__ = [
     "Decision",
     "Interval",
-    "MannWhitney",
     "RatioEstimate",
     "RatioMethod",
     "Step",
@@ -38,7 +37,6 @@ __all__ = [
     "decide_ratio",
     "decide_threshold",
     "detect_steps",
-    "mann_whitney_u",
     "min_rounds_for_ratio",
     "min_samples_for_percentile",
     "paired_ratio",
@@ -118,19 +116,6 @@ class RatioEstimate:
     @property
     def interval(self) -> Interval:
         return Interval(self.low, self.high)
-
-
-@dataclass(frozen=True)
-class MannWhitney:
-    """Mann-Whitney U test of b against a.
-
-    u counts the pairs (a_i, b_j) with b_j > a_i, ties counting one half (scipy's statistic for
-    mannwhitneyu(b, a)); p_greater is the one-sided p-value for "b is stochastically larger".
-    """
-
-    u: float
-    p_two_sided: float
-    p_greater: float
 
 
 @dataclass(frozen=True)
@@ -573,53 +558,6 @@ def decide_threshold(interval: Interval, threshold: float) -> Decision:
     if interval.low > threshold:
         return "fail"
     return "undecided"
-
-
-# --------------------------------------------------------------------------------------------
-# Mann-Whitney U
-# --------------------------------------------------------------------------------------------
-
-
-def _average_ranks(x: FloatArray) -> tuple[FloatArray, npt.NDArray[np.int64]]:
-    """1-based ranks with ties averaged, and the size of every tie group."""
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    new_group = np.concatenate(([True], sorted_x[1:] != sorted_x[:-1]))
-    starts = np.flatnonzero(new_group)
-    counts = np.diff(np.append(starts, x.size))
-    group_rank = starts + (counts + 1) / 2.0
-    ranks = np.empty(x.size, dtype=np.float64)
-    ranks[order] = group_rank[np.cumsum(new_group) - 1]
-    return ranks, counts.astype(np.int64)
-
-
-def _normal_sf(z: float) -> float:
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
-def mann_whitney_u(a: Samples, b: Samples) -> MannWhitney:
-    """Mann-Whitney U test for b against a: normal approximation with tie and continuity
-    corrections (scipy.stats.mannwhitneyu(b, a, method="asymptotic")).
-
-    For unpaired comparisons (e.g. runs on different machines); prefer paired_ratio when base
-    and new were interleaved. With every value tied there is no evidence either way: p = 1.
-    """
-    x = _array(a, "a")
-    y = _array(b, "b")
-    n_a, n_b = int(x.size), int(y.size)
-    n = n_a + n_b
-    ranks, ties = _average_ranks(np.concatenate((x, y)))
-    u_b = float(ranks[n_a:].sum()) - n_b * (n_b + 1) / 2.0
-    u_a = n_a * n_b - u_b
-    mean = n_a * n_b / 2.0
-    tie_term = float((ties.astype(np.float64) ** 3 - ties).sum())
-    variance = n_a * n_b / 12.0 * ((n + 1) - tie_term / (n * (n - 1)))
-    if variance <= 0.0:
-        return MannWhitney(u=u_b, p_two_sided=1.0, p_greater=1.0)
-    sd = math.sqrt(variance)
-    p_greater = _normal_sf((u_b - mean - 0.5) / sd)
-    p_two_sided = min(1.0, 2.0 * _normal_sf((max(u_a, u_b) - mean - 0.5) / sd))
-    return MannWhitney(u=u_b, p_two_sided=p_two_sided, p_greater=p_greater)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from harness.catalogue import NOISE_FLOOR
 from harness.registry import BY_NAME
-from harness.report import html, markdown, wording
+from harness.report import html, markdown, plots, wording
 from harness.report.figures import shown
 
 if TYPE_CHECKING:
@@ -140,7 +140,9 @@ class Nightly:
         steps = wording.step_rows(self.trends, self.window)
         if steps:
             body += ["<h2>Level changes</h2>", html.html_table(wording.STEP_HEADER, steps)]
-        body.append(html.plot_section("Trends per device", html.trend_plots_by_device(self.trends)))
+        body.append(
+            html.plot_section("Trends per device", plots.trend_plots_by_device(self.trends))
+        )
         return html.page(title, status, body)
 
 
