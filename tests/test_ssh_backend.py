@@ -31,15 +31,17 @@ from harness.backends.base import (
     greet,
     load,
 )
-from harness.backends.ssh import (
-    Destination,
-    SshBackend,
+from harness.backends.ssh import SshBackend
+from harness.backends.ssh_board import (
     check_probe,
     data_names,
-    diagnose,
     glibc_needed,
     libc_problem,
     worker_command,
+)
+from harness.backends.ssh_connection import (
+    Destination,
+    diagnose,
 )
 from harness.devices import DeviceProfile, load_profile, load_profiles
 from harness.errors import ConfigError
@@ -346,7 +348,7 @@ def test_runtimes_no_session_used_for_a_month_are_removed_from_the_board(
 ) -> None:
     """Each harness version or Python pushes its own runtimes (hundreds of MB): a session marks
     its own used and removes those unused for KEEP_DAYS, and partial pushes a day old."""
-    from harness.backends.ssh import KEEP_DAYS
+    from harness.backends.ssh_board import KEEP_DAYS
 
     cache = "/home/board/.cache/harness-board"
     old, recent, marked_old, partial = "0old", "0recent", "0marked", "0key.partial"
@@ -490,7 +492,7 @@ def test_a_killed_pytest_leaves_no_ssh_connection_behind(
     script = (
         "import time\n"
         "from pathlib import Path\n"
-        "from harness.backends.ssh import Destination, connection\n"
+        "from harness.backends.ssh_connection import Destination, connection\n"
         "from harness.devices import load_profile\n"
         f"master = connection(Destination.of(load_profile(Path({str(profile)!r}))))._master\n"
         "print(master.pid, flush=True)\n"
