@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.counting",),  # the plugin build; counts and the estimate model
     ("harness.images",),
     ("harness.config",),
-    ("harness.stats", "harness.operator_tables", "harness.modelgen", "harness.textscore"),
+    ("harness.stats", "harness.modelgen", "harness.textscore"),
     ("harness.textconfig",),
     ("harness.devices",),
     # ground floor

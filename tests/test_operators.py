@@ -26,7 +26,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from harness.modelgen import onnx as gen_onnx  # noqa: E402
 from harness.modelgen import tflite as gen_tflite  # noqa: E402
-from harness.operator_tables import (  # noqa: E402
+from harness.operators.tables import (  # noqa: E402
     LITERT_MAX_VERSION,
     LITERT_RELEASES,
     ONNXRUNTIME_SUPPORT,
