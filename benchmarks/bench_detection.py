@@ -24,7 +24,7 @@ from pathlib import Path
 from harness.config import GateSpec, HarnessConfig, LatencySettings, ModelSpec
 from harness.devices import load_profiles
 from harness.modelgen import onnx as onnx_models
-from harness.runner import PairPool
+from harness.pairs import PairPool
 from harness.suites import latency
 
 STEPS = 200  # loop steps of the base model; a variant with 5% more work has 210

@@ -177,7 +177,7 @@ def determinism(rows: tuple[int, ...] = (0, 250, 499)) -> None:
     dataset rows in two fresh rpi4 workers (the profile's threads); are the bytes the same?"""
     from harness.config import parse_config
     from harness.devices import load_profiles
-    from harness.runner import Worker
+    from harness.pairs import WorkerHandle
 
     models = realscale_models()
     import tomllib
@@ -188,7 +188,7 @@ def determinism(rows: tuple[int, ...] = (0, 250, 499)) -> None:
     for model in config.models:
         answers = []
         for _ in range(2):
-            worker = Worker(model, rpi4, config)
+            worker = WorkerHandle(model, rpi4, config)
             started = time.perf_counter()
             try:
                 worker.request("hold", rows=[0, *rows])

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import stats, textscore
+from harness import language_scores, stats
 from harness.backends.base import WorkerClient
 from harness.backends.local import LocalBackend
 from harness.devices import load_profiles
@@ -65,7 +65,7 @@ def measure(folder: Path, text: str, runs: int) -> None:
             "nll"
         ]
         print(
-            f"{folder.name}: perplexity {textscore.perplexity(nll):.3f} "
+            f"{folder.name}: perplexity {language_scores.perplexity(nll):.3f} "
             f"({len(nll)} tokens); empty worker {empty:.1f} MB, "
             f"after load {loaded['peak_kb'] / 1024:.1f} MB"
         )
@@ -95,7 +95,7 @@ def measure(folder: Path, text: str, runs: int) -> None:
             print(
                 f"  prompt {prompt:>3}: ttft p50 {ttft.p50:.3f} p90 {ttft.p90:.3f} ms; decode "
                 f"p50 {steps.p50:.3f} p90 {steps.p90:.3f} ms "
-                f"({textscore.tokens_per_second(steps.p50):.0f} tokens/s)"
+                f"({language_scores.tokens_per_second(steps.p50):.0f} tokens/s)"
             )
     finally:
         client.close()

@@ -39,7 +39,7 @@ from harness import stats
 from harness.baseline import BaselineContext
 from harness.config import GateSpec, load_config
 from harness.devices import load_profiles
-from harness.runner import PairPool
+from harness.pairs import PairPool
 from harness.suites import latency
 
 ROOT = Path(__file__).resolve().parent.parent

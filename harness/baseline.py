@@ -29,8 +29,8 @@ from typing import Any
 from harness.config import HarnessConfig, ModelSpec, load_config, parse_config
 from harness.errors import ConfigError
 from harness.identity import content_sha256, model_sha256
+from harness.language_config import is_language_model
 from harness.results import Record
-from harness.textconfig import is_language_model
 
 
 def file_digest(path: Path) -> str | None:

@@ -24,10 +24,10 @@ from typing import Any
 
 from harness.baseline import Baseline, file_digest
 from harness.config import HarnessConfig, ModelSpec
+from harness.language_config import language_model_problem
 from harness.links import link_on_path
 from harness.policy import GateChange, config_changes, for_model, stricter
 from harness.registry import item_key, suites_for
-from harness.textconfig import language_model_problem
 
 POLICY_DEVICE = "any"  # a policy item judges the gates of every device
 

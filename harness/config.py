@@ -20,7 +20,7 @@ from typing import Any
 from harness import catalogue
 from harness.devices import DeviceProfile, load_profiles
 from harness.errors import ConfigError, check_keys, expect_type
-from harness.textconfig import (
+from harness.language_config import (
     GenerateSettings,
     Prompt,
     language_model_problem,
@@ -93,7 +93,7 @@ class RobustnessSettings:
 
 @dataclass(frozen=True)
 class PlanSettings:
-    """How much an expensive (emulated) device does per suite: see harness.plan."""
+    """How much an expensive (emulated) device does per suite: see harness.emulation_plan."""
 
     budget_s: float = 60.0  # inference time one suite may spend on such a device
     agreement_samples: int = 64  # at most: inputs the device answers to compare with the host

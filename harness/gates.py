@@ -125,7 +125,7 @@ RULES = (
         emulated_figure="estimated_tokens_per_s",
         interval=True,
     ),  # fmt: skip
-    # vs parity_with, on intervals that resample the text's windows (harness.textscore)
+    # vs parity_with, on intervals that resample the text's windows (harness.language_scores)
     _rule("perplexity_ratio_max", interval=True),
     _rule("token_agreement_min", interval=True),
     _rule("kld_mean_max", interval=True),

@@ -14,6 +14,7 @@ from harness.boundary import POLICY_DEVICE, Boundary
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
 from harness.gates import BaselineFacts, baseline_flags, judge
+from harness.pairs import Pair, PairFailure, PairPool
 from harness.progress import Progress
 from harness.registry import Suite, suites_for
 from harness.report.junit import junit_properties
@@ -29,7 +30,6 @@ from harness.results import (
     blocks,
     record,
 )
-from harness.runner import Pair, PairFailure, PairPool
 from harness.worker.feeds import DataError
 
 

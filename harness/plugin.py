@@ -35,7 +35,7 @@ class HarnessState:
 
     def pairs(self) -> Any:
         if self.pool is None:
-            from harness.runner import PairPool
+            from harness.pairs import PairPool
 
             self.pool = PairPool(self.config, self.baseline)
         return self.pool
@@ -423,7 +423,7 @@ def harness_model(
     state = _state(request.config)
     if state is None:
         raise pytest.UsageError("harness_model needs a harness config (harness.toml)")
-    from harness.model import ModelHandle
+    from harness.model_handle import ModelHandle
 
     def open_model(name: str) -> ModelHandle:
         try:

@@ -16,8 +16,8 @@ from harness.results import SKIPPED
 
 if TYPE_CHECKING:
     from harness.config import HarnessConfig, ModelSpec
+    from harness.pairs import Pair
     from harness.results import Measurement
-    from harness.runner import Pair
 
 
 Applies = Callable[["ModelSpec", "HarnessConfig"], bool]  # does the suite apply to the model

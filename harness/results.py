@@ -137,7 +137,9 @@ class Record(TypedDict):
     raw: dict[str, Any]
     worker: dict[str, Any]  # runtime, versions, machine and limits of the target
     error: str | None  # the measurement failed (no figures); the message says why
-    plan: NotRequired[dict[str, Any]]  # how much the suites did on this device (harness.plan)
+    plan: NotRequired[
+        dict[str, Any]
+    ]  # how much the suites did on this device (harness.emulation_plan)
     model_file: NotRequired[str]  # the model's path in the repository (build_document)
 
 

@@ -23,23 +23,23 @@ import grimp
 # Top to bottom. Modules in one layer may import each other; a module may import any layer below.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.cli", "harness.commands", "harness.plugin"),  # entry points
-    ("harness.items", "harness.model"),  # collection and fixtures
+    ("harness.items", "harness.model_handle"),  # collection and fixtures
     ("harness.suites",),  # what each suite measures
     ("harness.report",),  # rendering
     ("harness.verdict", "harness.boundary"),  # the one verdict; what a base requires
     ("harness.registry",),  # the suites declared once
-    ("harness.runner", "harness.baseline", "harness.timing"),  # workers, the base, timing
+    ("harness.pairs", "harness.baseline", "harness.timing"),  # workers, the base, timing
     # pure: how much, gate changes; the board answers kept across sessions
-    ("harness.plan", "harness.policy", "harness.progress", "harness.answers_cache"),
+    ("harness.emulation_plan", "harness.policy", "harness.progress", "harness.answers_cache"),
     ("harness.store",),  # the plugin's and the reports' door to the history
     ("harness.history",),  # the history's stores, its record format, trend judgement
-    ("harness.gates", "harness.github", "harness.operators", "harness.safety"),
+    ("harness.gates", "harness.github", "harness.operators", "harness.external_data"),
     ("harness.backends",),  # realising a device; the counted run (backends.qemu)
     ("harness.counting",),  # the plugin build; counts and the estimate model
     ("harness.images",),
     ("harness.config",),
-    ("harness.stats", "harness.modelgen", "harness.textscore"),
-    ("harness.textconfig",),
+    ("harness.stats", "harness.modelgen", "harness.language_scores"),
+    ("harness.language_config",),
     ("harness.devices",),
     # ground floor
     ("harness.results", "harness.identity", "harness.errors", "harness.catalogue", "harness.links"),

@@ -103,12 +103,12 @@ def test_rows_are_read_without_the_rest(tmp_path: Path, save: Any) -> None:
 
 
 def test_a_worker_holding_rows_answers_them_as_a_worker_holding_all(tmp_path: Path) -> None:
-    from harness.worker.server import RequestError, Worker
+    from harness.worker.server import RequestError, WorkerHandle
 
     model, dataset = str(DIGITS / "models" / "digits.onnx"), tmp_path / "big.npz"
     x = np.load(DIGITS / "data" / "digits_test.npz")["X"]
     np.savez(dataset, X=np.concatenate([x, x]))  # 900 samples; the board answers 3
-    whole, held = Worker(), Worker()
+    whole, held = WorkerHandle(), WorkerHandle()
     loaded_whole = whole.load("m", model, 1, str(dataset), output="probabilities")
     loaded = held.load("m", model, 1, str(dataset), output="probabilities", rows=[0])
     assert loaded["samples"] == loaded_whole["samples"] == 900 and loaded["held"] == 1
@@ -132,7 +132,7 @@ def test_board_answers_are_bit_identical_run_to_run(docker_client: Any, arm64_bi
     the digits models use: ONNX Runtime, TFLite float and int8."""
     from harness.config import load_config
     from harness.devices import load_profiles
-    from harness.runner import Worker
+    from harness.pairs import WorkerHandle
 
     config = load_config(DIGITS / "harness.toml")
     rpi4 = load_profiles()["rpi4"]
@@ -140,7 +140,7 @@ def test_board_answers_are_bit_identical_run_to_run(docker_client: Any, arm64_bi
     for model in config.models:
         answers = []
         for _ in range(2):
-            worker = Worker(model, rpi4, config)
+            worker = WorkerHandle(model, rpi4, config)
             try:
                 worker.request("hold", rows=rows)
                 answers.append(worker.request("evaluate", task="classification", indices=rows))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import textscore
+from harness import language_scores
 from harness.backends.base import WorkerClient, WorkerError
 from harness.backends.local import LocalBackend
 from harness.devices import load_profiles
@@ -46,7 +46,7 @@ def test_the_trained_model_is_far_better_than_random_weights(
             "perplexity", TIMEOUT, model_id=name, text=text, window=64, stride=32
         )
         assert len(result["nll"]) == result["tokens"] - 1  # every token but the first, once
-        figures[name] = textscore.perplexity(result["nll"])
+        figures[name] = language_scores.perplexity(result["nll"])
     # Random weights spread probability over the whole vocabulary (480 tokens): a perplexity of
     # hundreds. The generated world's facts leave little to guess once learnt.
     assert figures["slm-float"] * 20 < figures["slm-random"]
@@ -55,7 +55,7 @@ def test_the_trained_model_is_far_better_than_random_weights(
 def test_greedy_answers_are_deterministic_and_mostly_right(
     worker: WorkerClient, slm_models: Path
 ) -> None:
-    from harness.textconfig import load_prompts
+    from harness.language_config import load_prompts
 
     prompts = load_prompts(slm_models / "data" / "prompts.jsonl")
     texts = [p.prompt for p in prompts]
@@ -63,12 +63,12 @@ def test_greedy_answers_are_deterministic_and_mostly_right(
     again = worker.request("generate", TIMEOUT, model_id="slm-float", prompts=texts, new_tokens=8)
     assert first == again
     right = sum(
-        textscore.matches(textscore.answer_of(r["text"]), p.expected, p.match)
+        language_scores.matches(language_scores.answer_of(r["text"]), p.expected, p.match)
         for p, r in zip(prompts, first["results"], strict=True)
     )
     random = worker.request("generate", TIMEOUT, model_id="slm-random", prompts=texts, new_tokens=8)
     guessed = sum(
-        textscore.matches(textscore.answer_of(r["text"]), p.expected, p.match)
+        language_scores.matches(language_scores.answer_of(r["text"]), p.expected, p.match)
         for p, r in zip(prompts, random["results"], strict=True)
     )
     assert right > guessed and right >= len(prompts) // 2
@@ -78,7 +78,7 @@ def test_an_answer_stops_once_its_first_line_is_complete(
     worker: WorkerClient, slm_models: Path
 ) -> None:
     """The answers suite asks for the first line only: the same answers, fewer tokens."""
-    from harness.textconfig import load_prompts
+    from harness.language_config import load_prompts
 
     texts = [p.prompt for p in load_prompts(slm_models / "data" / "prompts.jsonl")][:12]
     whole = worker.request("generate", TIMEOUT, model_id="slm-float", prompts=texts,
@@ -86,7 +86,7 @@ def test_an_answer_stops_once_its_first_line_is_complete(
     line = worker.request("generate", TIMEOUT, model_id="slm-float", prompts=texts,
                           new_tokens=16, first_line=True)["results"]  # fmt: skip
     for a, b in zip(whole, line, strict=True):
-        assert textscore.answer_of(a["text"]) == textscore.answer_of(b["text"])
+        assert language_scores.answer_of(a["text"]) == language_scores.answer_of(b["text"])
         assert b["tokens"] == a["tokens"][: len(b["tokens"])]
     assert sum(len(b["tokens"]) for b in line) * 2 < sum(len(a["tokens"]) for a in whole)
     assert {b["finish"] for b in line} == {"stop"}

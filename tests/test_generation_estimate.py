@@ -128,9 +128,9 @@ def test_a_board_cpu_without_a_timing_model_is_named(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from harness.config import ModelSpec
+    from harness.language_config import GenerateSettings
     from harness.results import Measurement
     from harness.suites import generation
-    from harness.textconfig import GenerateSettings
 
     text = tmp_path / "valid.txt"
     text.write_text("a b c\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import textscore
+from harness import language_scores
 from harness.backends.base import BackendUnavailable, WorkerClient, WorkerError
 from harness.backends.local import LocalBackend
 from harness.devices import load_profiles
@@ -77,7 +77,7 @@ def test_a_gguf_and_an_onnx_export_of_the_same_weights_agree(
     compared = host_worker.request(
         "compare", TIMEOUT, model_id="gguf", reference_id="onnx", text=text, window=64, stride=32
     )
-    same = textscore.quantization_statistics(
+    same = language_scores.quantization_statistics(
         compared["kld"], compared["nll"], compared["reference_nll"], compared["greedy"],
         compared["reference_greedy"], compared["counts"],
     ).figures()  # fmt: skip

@@ -26,12 +26,6 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from harness.modelgen import onnx as gen_onnx  # noqa: E402
 from harness.modelgen import tflite as gen_tflite  # noqa: E402
-from harness.operators.tables import (  # noqa: E402
-    LITERT_MAX_VERSION,
-    LITERT_RELEASES,
-    ONNXRUNTIME_SUPPORT,
-    TFLITE_MIN_RUNTIME,
-)
 from harness.operators import (  # noqa: E402
     ModelOperators,
     OperatorProblem,
@@ -39,6 +33,12 @@ from harness.operators import (  # noqa: E402
     check,
     read_operators,
     summarise,
+)
+from harness.operators.tables import (  # noqa: E402
+    LITERT_MAX_VERSION,
+    LITERT_RELEASES,
+    ONNXRUNTIME_SUPPORT,
+    TFLITE_MIN_RUNTIME,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""harness.plan: how much each suite does, sized by one inference's cost; the agreement
+"""harness.emulation_plan: how much each suite does, sized by one inference's cost; the agreement
 interval that decides device_top1_min on a sample."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from scipy import stats as scipy_stats
 
 from harness import stats
 from harness.config import GateSpec, HarnessConfig, LatencySettings, PlanSettings
+from harness.emulation_plan import make_plan
 from harness.gates import FAIL, INCONCLUSIVE, PASS, decide
-from harness.plan import make_plan
 from harness.results import Flags
 
 CONFIG = HarnessConfig(source=Path("harness.toml"))
@@ -142,7 +142,7 @@ def test_the_agreement_sample_is_what_the_gate_needs_to_decide() -> None:
 
 
 def test_a_warm_run_extends_the_answers_it_has_instead_of_asking_them_again() -> None:
-    from harness.plan import cached_prefix, sample_indices, sample_order
+    from harness.emulation_plan import cached_prefix, sample_indices, sample_order
 
     cold = make_plan("rpi4", True, 3.5, 500, CONFIG)
     first = sample_indices(500, cold.agreement_samples, CONFIG.seed)

@@ -90,7 +90,7 @@ def test_the_next_emulated_worker_starts_while_the_items_before_it_run(
 
     from harness.config import load_config
     from harness.devices import load_profiles
-    from harness.runner import PairPool
+    from harness.pairs import PairPool
 
     config = load_config(Path(__file__).parent.parent / "examples" / "digits" / "harness.toml")
     profiles = load_profiles()

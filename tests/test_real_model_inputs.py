@@ -16,9 +16,9 @@ from test_runtimes import TIMEOUT, load, worker  # noqa: F401  (the worker fixtu
 
 from harness.backends.base import Target, WorkerClient, WorkerError
 from harness.config import GateSpec, HarnessConfig, ModelSpec
+from harness.emulation_plan import make_plan
 from harness.gates import decide
 from harness.modelgen import onnx as onnx_models
-from harness.plan import make_plan
 from harness.suites.parity import GENERATED_NAME, compare
 from harness.suites.robustness import batching
 
@@ -298,12 +298,12 @@ def test_a_planned_pair_has_the_latency_budget_its_plan_states(tmp_path: Path) -
     plans 12 runs, which latency.time_budget_s (10 s) alone would cut to 2."""
     from harness.baseline import BaselineContext
     from harness.devices import load_profiles
-    from harness.runner import Pair, Shared, Worker
+    from harness.pairs import Pair, Shared, WorkerHandle
 
     config = HarnessConfig(source=tmp_path / "harness.toml")
     model = ModelSpec(name="m", path=tmp_path / "m.onnx")
     profile = load_profiles()["rpi4"]
-    pair = Pair(model, profile, config, Worker(model, profile, config), BaselineContext(),
+    pair = Pair(model, profile, config, WorkerHandle(model, profile, config), BaselineContext(),
                 Shared(config))  # fmt: skip
     pair._plan = make_plan("rpi4", True, 5.0, 0, config)
     planned = pair.planned()

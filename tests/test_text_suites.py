@@ -75,8 +75,8 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
     from harness.config import GateSpec, ModelSpec
     from harness.devices import load_profiles
     from harness.gates import FAIL, decide
+    from harness.language_config import GenerateSettings
     from harness.suites import context_memory
-    from harness.textconfig import GenerateSettings
 
     profile = load_profiles()["rpi-zero-2w"]
 
@@ -135,8 +135,8 @@ def test_a_text_is_scored_in_requests_of_a_few_seconds_with_progress_between(
     import numpy as np
 
     from harness.config import ModelSpec
+    from harness.language_config import GenerateSettings
     from harness.suites import textwork
-    from harness.textconfig import GenerateSettings
 
     clock = [0.0]
     monkeypatch.setattr(textwork.time, "monotonic", lambda: clock[0])

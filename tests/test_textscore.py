@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness import textscore
+from harness import language_scores
 from harness.worker.generate import TextRequestError, log_softmax_rows, windows
 
 
@@ -30,25 +30,25 @@ from harness.worker.generate import TextRequestError, log_softmax_rows, windows
 def test_answers_are_the_first_line_matched_as_asked(
     generated: str, expected: str, match: str, ok: bool
 ) -> None:
-    assert textscore.matches(textscore.answer_of(generated), expected, match) is ok
+    assert language_scores.matches(language_scores.answer_of(generated), expected, match) is ok
 
 
 def test_an_unknown_match_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="exact, contains, regex"):
-        textscore.matches("a", "a", "fuzzy")
+        language_scores.matches("a", "a", "fuzzy")
 
 
 @given(st.integers(2, 5000))
 def test_a_uniform_model_has_the_vocabulary_size_as_perplexity(vocab: int) -> None:
     logits = np.zeros((3, vocab))
     nll = -log_softmax_rows(logits)[np.arange(3), [0, 1, 1]]
-    assert textscore.perplexity(nll) == pytest.approx(vocab, rel=1e-9)
+    assert language_scores.perplexity(nll) == pytest.approx(vocab, rel=1e-9)
 
 
 def test_perplexity_is_exp_of_the_mean_nll() -> None:
-    assert textscore.perplexity([0.5, 1.5]) == pytest.approx(math.e)
+    assert language_scores.perplexity([0.5, 1.5]) == pytest.approx(math.e)
     with pytest.raises(ValueError, match="no tokens"):
-        textscore.perplexity([])
+        language_scores.perplexity([])
 
 
 def test_log_softmax_rows_match_a_direct_computation() -> None:
@@ -58,17 +58,17 @@ def test_log_softmax_rows_match_a_direct_computation() -> None:
 
 
 def test_token_agreement_and_prefix_agreement() -> None:
-    assert textscore.token_agreement([1, 2, 3, 4], [1, 2, 0, 4]) == 0.75
+    assert language_scores.token_agreement([1, 2, 3, 4], [1, 2, 0, 4]) == 0.75
     with pytest.raises(ValueError, match="differ in length"):
-        textscore.token_agreement([1], [1, 2])
+        language_scores.token_agreement([1], [1, 2])
     # Prefix: 2 of 3 in common before the first difference, then 0 of 2 (differs at once).
-    assert textscore.prefix_agreement([[1, 2, 3], [5, 6]], [[1, 2, 9], [6, 6, 6]]) == 2 / 5
-    assert textscore.prefix_agreement([], []) == 1.0
+    assert language_scores.prefix_agreement([[1, 2, 3], [5, 6]], [[1, 2, 9], [6, 6, 6]]) == 2 / 5
+    assert language_scores.prefix_agreement([], []) == 1.0
 
 
 def test_tokens_per_second_from_the_step_time() -> None:
-    assert textscore.tokens_per_second(4.0) == 250.0
-    assert textscore.tokens_per_second(0.0) == math.inf
+    assert language_scores.tokens_per_second(4.0) == 250.0
+    assert language_scores.tokens_per_second(0.0) == math.inf
 
 
 @given(st.integers(2, 400), st.integers(2, 80), st.data())
@@ -98,20 +98,20 @@ def test_windows_refuse_impossible_settings() -> None:
 
 def test_window_mean_interval_resamples_whole_windows() -> None:
     values = [0.0, 0.0, 1.0, 1.0, 1.0, 0.5]  # windows of 2, 3 and 1 positions
-    mean, low, high = textscore.window_mean_interval(values, [2, 3, 1], 0.95, seed=1)
+    mean, low, high = language_scores.window_mean_interval(values, [2, 3, 1], 0.95, seed=1)
     assert mean == pytest.approx(3.5 / 6)
     # Each resample is a mean of whole windows: it can only range over the windows' own means.
     assert 0.0 <= low <= mean <= high <= 1.0
-    assert textscore.window_mean_interval([0.25, 0.75], [2]) == (0.5, 0.5, 0.5)
+    assert language_scores.window_mean_interval([0.25, 0.75], [2]) == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="do not split into windows"):
-        textscore.window_mean_interval(values, [2, 2])
+        language_scores.window_mean_interval(values, [2, 2])
 
 
 @given(st.lists(st.floats(0, 5), min_size=20, max_size=60), st.integers(0, 10))
 def test_a_window_mean_interval_holds_the_mean(values: list[float], seed: int) -> None:
     counts = [len(values) // 4] * 4
     counts[-1] += len(values) - sum(counts)
-    mean, low, high = textscore.window_mean_interval(values, counts, 0.9, seed)
+    mean, low, high = language_scores.window_mean_interval(values, counts, 0.9, seed)
     assert low - 1e-12 <= mean <= high + 1e-12
 
 
@@ -119,7 +119,7 @@ def test_a_model_against_itself_shows_no_divergence() -> None:
     rng = np.random.default_rng(0)
     nll = rng.uniform(0.1, 3.0, 40)
     greedy = rng.integers(0, 50, 40)
-    same = textscore.quantization_statistics(
+    same = language_scores.quantization_statistics(
         np.zeros(40), nll, nll, greedy, greedy, [10, 10, 10, 10]
     )
     figures = same.figures()
@@ -136,7 +136,7 @@ def test_the_perplexity_ratio_is_exp_of_the_mean_nll_difference() -> None:
     other = greedy.copy()
     other[:3] = -1  # three positions disagree
     kld = np.linspace(0, 0.2, 30)
-    stats_ = textscore.quantization_statistics(kld, nll, reference, greedy, other, [15, 15])
+    stats_ = language_scores.quantization_statistics(kld, nll, reference, greedy, other, [15, 15])
     assert stats_.ratio[0] == pytest.approx(math.exp(0.1))
     assert stats_.agreement[0] == pytest.approx(0.9)
     assert stats_.kld_mean[0] == pytest.approx(0.1)
@@ -159,8 +159,8 @@ def test_kl_divergence_rows_match_a_direct_computation() -> None:
 
 def test_a_tail_percentile_interval_resamples_windows() -> None:
     values = np.concatenate([np.zeros(30), np.linspace(0, 1, 10)])  # the tail in one window
-    point, low, high = textscore.window_percentile_interval(values, [10, 10, 10, 10], 99)
+    point, low, high = language_scores.window_percentile_interval(values, [10, 10, 10, 10], 99)
     assert point == pytest.approx(np.percentile(values, 99))
     assert low == 0.0 or low <= point  # drawing no tail window is possible: the tail is rough
     assert high >= point
-    assert textscore.window_percentile_interval([1.0, 2.0], [2], 50) == (1.5, 1.5, 1.5)
+    assert language_scores.window_percentile_interval([1.0, 2.0], [2], 50) == (1.5, 1.5, 1.5)

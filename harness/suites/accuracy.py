@@ -2,8 +2,8 @@
 
 The worker returns predictions only; labels stay on the host and scoring happens here.
 
-Where one inference is expensive (an emulated board; see harness.plan), accuracy over the whole
-dataset is computed natively on this host, and the device answers a seeded sample of it: the
+Where one inference is expensive (an emulated board; see harness.emulation_plan), accuracy over the
+whole dataset is computed natively on this host, and the device answers a seeded sample of it: the
 item reports the device's agreement with the host's answers with an exact confidence interval,
 which decides `device_top1_min` (PASS when the interval's low end meets it, FAIL when its high end
 misses it, INCONCLUSIVE between, saying how many samples would decide). The host's reference run
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from harness.answers_cache import board_answers
-from harness.plan import sample_indices
+from harness.emulation_plan import sample_indices
+from harness.pairs import Pair
 from harness.results import Measurement
-from harness.runner import Pair
 from harness.worker.feeds import DataError, load_npz
 
 SCORE_GATES = ("accuracy_min", "mae_max", "accuracy_max_drop")

@@ -1,7 +1,7 @@
 """Answers: the prompt set (`prompts`, JSON lines of prompt + expected + match) answered by
 greedy decoding of up to `generate.new_tokens` tokens; the answer is the first line of the
 continuation (generation stops once that line is complete), scored exact / contains / regex
-(harness.textscore). Figure: answer_accuracy.
+(harness.language_scores). Figure: answer_accuracy.
 Prompts are asked a few seconds' worth at a time, with progress lines between.
 
 On an expensive (emulated) device (harness.suites.textwork): the whole set is answered natively
@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from harness import stats, textscore
+from harness import language_scores, stats
+from harness.language_config import Prompt
+from harness.pairs import Pair
 from harness.results import Measurement
-from harness.runner import Pair
 from harness.suites import textwork
-from harness.textconfig import Prompt
 from harness.worker.feeds import DataError
 
 SHOWN = 20  # answers kept in the report
@@ -57,8 +57,8 @@ def _scored(prompts: list[Prompt], results: list[dict[str, Any]]) -> dict[str, A
             refused += 1
             answers.append({"prompt": prompt.prompt, "error": result["error"], "ok": False})
             continue
-        answer = textscore.answer_of(result["text"])
-        ok = textscore.matches(answer, prompt.expected, prompt.match)
+        answer = language_scores.answer_of(result["text"])
+        ok = language_scores.matches(answer, prompt.expected, prompt.match)
         correct += ok
         answers.append(
             {"prompt": prompt.prompt, "expected": prompt.expected, "answer": answer, "ok": ok}

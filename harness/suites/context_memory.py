@@ -22,8 +22,8 @@ from typing import Any
 
 from harness.backends.base import WorkerCrashed
 from harness.config import ModelSpec
+from harness.pairs import Pair, PairFailure, WorkerHandle
 from harness.results import Flags, Measurement
-from harness.runner import Pair, PairFailure, Worker
 from harness.runtimes import format_of
 
 KB_PER_MB = 1024.0
@@ -34,7 +34,7 @@ def _oom(pair: Pair, message: str) -> Measurement:
     return Measurement(figures, pair.profile.fidelity, flags=Flags(failure=message, oom=True))
 
 
-def _fill(pair: Pair, worker: Worker) -> dict[str, Any]:
+def _fill(pair: Pair, worker: WorkerHandle) -> dict[str, Any]:
     """`fill_context` of `worker`'s model with the pair's text and lengths."""
     settings = pair.model.generate
     assert settings is not None and pair.model.text is not None
@@ -69,7 +69,7 @@ def measure(pair: Pair) -> Measurement:
         worker.close()
 
 
-def _measure(pair: Pair, worker: Worker, base: ModelSpec | None) -> Measurement:
+def _measure(pair: Pair, worker: WorkerHandle, base: ModelSpec | None) -> Measurement:
     settings = pair.model.generate
     assert settings is not None
     try:

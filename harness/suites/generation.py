@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from harness import stats, textscore
+from harness import language_scores, stats
 from harness.gates import ABSOLUTE_TIME_FIDELITIES
+from harness.pairs import Pair
 from harness.results import Flags, Measurement
-from harness.runner import Pair
 
 CHUNK_SECONDS = 0.5  # timed runs per worker request
 
@@ -76,11 +76,11 @@ def _figures(
     if first.size:  # llama-bench's pp: prompt tokens processed per second
         figures["prefill_tokens_per_s"] = prompt_tokens / (figures["ttft_p50_ms"] / 1000.0)
     if steps.size:
-        figures["tokens_per_s"] = textscore.tokens_per_second(figures["decode_p50_ms"])
+        figures["tokens_per_s"] = language_scores.tokens_per_second(figures["decode_p50_ms"])
         if steps.size >= 2:
             median = stats.percentile_ci(steps, 50, confidence)
-            figures["tokens_per_s_low"] = textscore.tokens_per_second(median.high)
-            figures["tokens_per_s_high"] = textscore.tokens_per_second(median.low)
+            figures["tokens_per_s_low"] = language_scores.tokens_per_second(median.high)
+            figures["tokens_per_s_high"] = language_scores.tokens_per_second(median.low)
     return figures
 
 

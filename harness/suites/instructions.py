@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from harness.backends.base import BackendUnavailable
-from harness.plan import make_plan
+from harness.emulation_plan import make_plan
+from harness.pairs import Pair, PairFailure
 from harness.results import Measurement
-from harness.runner import Pair, PairFailure
 from harness.suites.latency import board_estimate
 from harness.worker.feeds import DataError
 

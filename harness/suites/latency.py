@@ -17,8 +17,8 @@ import numpy as np
 
 from harness import stats
 from harness.gates import ABSOLUTE_TIME_FIDELITIES
+from harness.pairs import Pair
 from harness.results import Flags, Measurement
-from harness.runner import Pair
 
 CHUNK_SECONDS = 0.5  # timed runs per worker request, in seconds (unpaired)
 ROUND_SECONDS = 0.05  # per model and round (paired): many short rounds track drift best

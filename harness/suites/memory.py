@@ -16,8 +16,8 @@ from dataclasses import replace
 from typing import Any
 
 from harness.config import ModelSpec
+from harness.pairs import Pair, PairFailure
 from harness.results import Flags, Measurement
-from harness.runner import Pair, PairFailure
 
 KB_PER_MB = 1024.0
 

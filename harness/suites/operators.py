@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.devices import DeviceProfile
+from harness.pairs import Pair
 from harness.results import Flags, Measurement
-from harness.runner import Pair
 from harness.worker.feeds import DataError
 
 RUNTIMES = {

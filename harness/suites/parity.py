@@ -22,9 +22,9 @@ import numpy as np
 
 from harness.answers_cache import board_answers
 from harness.backends.base import WorkerError
-from harness.plan import comparison_size, needed_to_decide, sample_indices
+from harness.emulation_plan import comparison_size, needed_to_decide, sample_indices
+from harness.pairs import Pair, PairFailure, WorkerHandle
 from harness.results import Flags, Measurement
-from harness.runner import Pair, PairFailure, Worker
 from harness.worker.feeds import DataError
 
 GENERATED_SAMPLES = 64
@@ -137,8 +137,8 @@ def _measure(pair: Pair) -> Measurement:
     model = replace(pair.model, dataset=dataset)
     # Without a dataset, the model runs again in a worker that can see the generated inputs.
     mine_worker = pair.worker if pair.model.dataset else pair.other(model)
-    helpers: list[Worker] = [] if mine_worker is pair.worker else [mine_worker]
-    other: Worker | None = None
+    helpers: list[WorkerHandle] = [] if mine_worker is pair.worker else [mine_worker]
+    other: WorkerHandle | None = None
     if pair.model.parity_with is not None:
         other_spec = pair.config.model(pair.model.parity_with)
         other = pair.other(replace(other_spec, dataset=dataset))
@@ -184,12 +184,12 @@ def _with_intervals(figures: dict[str, Any], n: int, confidence: float) -> None:
             )
 
 
-def _count(worker: Worker) -> int:
+def _count(worker: WorkerHandle) -> int:
     worker.start()
     return int(worker.loaded["samples"])
 
 
-def _compared(pair: Pair, mine: Worker, other: Worker | None) -> list[int]:
+def _compared(pair: Pair, mine: WorkerHandle, other: WorkerHandle | None) -> list[int]:
     """The inputs compared: all of them, unless on an expensive (emulated) device answering
     them all, with both variants, costs more than the plan's budget."""
     count = _count(mine)
@@ -199,8 +199,8 @@ def _compared(pair: Pair, mine: Worker, other: Worker | None) -> list[int]:
     if other is not None:
         other.start()
         cost += float(other.loaded.get("first_run_s", 0.0))
-    # What parity_top1_min needs to be decided on a sample (harness.plan), and the rows the
-    # board answered before with this model (the agreement's, in the same seeded order).
+    # What parity_top1_min needs to be decided on a sample (harness.emulation_plan), and the rows
+    # the board answered before with this model (the agreement's, in the same seeded order).
     gates = pair.model.gates_for(pair.profile.name)
     minimums = [m for m in (gates.parity_top1_min, gates.device_top1_min) if m is not None]
     needed = needed_to_decide(max(minimums, default=None), pair.config.plan.confidence, count)

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from harness import stats, textscore
+from harness import language_scores, stats
+from harness.pairs import Pair
 from harness.results import Measurement
-from harness.runner import Pair
 from harness.suites import textwork
 
 
@@ -43,7 +43,7 @@ def measure(pair: Pair) -> Measurement:
     result = score(pair)
     figures = _figures(pair, result)
     if pair.baseline.base is not None:
-        figures["baseline_perplexity"] = textscore.perplexity(score(pair, base=True)["nll"])
+        figures["baseline_perplexity"] = language_scores.perplexity(score(pair, base=True)["nll"])
     _against_base(pair, figures)
     return Measurement(figures, pair.target.fidelity)
 
@@ -51,7 +51,7 @@ def measure(pair: Pair) -> Measurement:
 def _figures(pair: Pair, result: dict[str, Any]) -> dict[str, Any]:
     assert pair.model.generate is not None
     return {
-        "perplexity": textscore.perplexity(result["nll"]),
+        "perplexity": language_scores.perplexity(result["nll"]),
         "tokens_scored": len(result["nll"]),
         "text_tokens": result["tokens"],
         "windows": result["windows"],
@@ -124,7 +124,7 @@ def _on_host_with_agreement(pair: Pair) -> Measurement:
     figures["board_window_s"] = cost
     figures["board_windows_from_cache"] = from_cache
     if pair.baseline.base is not None:
-        figures["baseline_perplexity"] = textscore.perplexity(based["nll"])
+        figures["baseline_perplexity"] = language_scores.perplexity(based["nll"])
     _against_base(pair, figures)
     return Measurement(figures, pair.target.fidelity, {"agreement_windows": chosen})
 
@@ -149,6 +149,8 @@ def _agreement(
         "agreement_windows": len(chosen),
         "agreement_confidence": confidence,
         "host_nll_max_abs_diff": float(difference.max()) if n else 0.0,
-        "board_perplexity_on_sample": textscore.perplexity(board["nll"]),
-        "host_perplexity_on_sample": textscore.perplexity(np.asarray(native["nll"])[positions]),
+        "board_perplexity_on_sample": language_scores.perplexity(board["nll"]),
+        "host_perplexity_on_sample": language_scores.perplexity(
+            np.asarray(native["nll"])[positions]
+        ),
     }

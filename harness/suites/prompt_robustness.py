@@ -19,8 +19,8 @@ from typing import Any
 
 from harness.backends.base import WorkerFailure
 from harness.links import refuse_links
+from harness.pairs import Pair
 from harness.results import Flags, Measurement
-from harness.runner import Pair
 
 
 class PropertyFailure(AssertionError):

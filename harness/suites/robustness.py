@@ -38,8 +38,8 @@ import numpy as np
 
 from harness.answers_cache import board_answers, inputs_sha256
 from harness.links import refuse_links
+from harness.pairs import Pair
 from harness.results import Flags, Measurement
-from harness.runner import Pair
 
 RTOL, ATOL = 1e-4, 1e-5
 

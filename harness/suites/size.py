@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.pairs import Pair
 from harness.results import Measurement
-from harness.runner import Pair
 
 
 def size_bytes(path: Path) -> int:

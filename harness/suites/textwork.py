@@ -29,8 +29,8 @@ import numpy as np
 
 from harness.answers_cache import cache_folder, key_text
 from harness.config import ModelSpec
-from harness.plan import sample_indices
-from harness.runner import Pair, Worker
+from harness.emulation_plan import sample_indices
+from harness.pairs import Pair, WorkerHandle
 from harness.worker.feeds import DataError
 
 REQUEST_S = 10.0  # worker time per request while scoring a text: progress lines between them
@@ -106,11 +106,11 @@ def board_sample(pair: Pair, count: int, cost_s: float) -> list[int]:
     return sample_indices(count, min(count, wanted), pair.config.seed)
 
 
-def on_host(model: ModelSpec, pair: Pair) -> Worker:
+def on_host(model: ModelSpec, pair: Pair) -> WorkerHandle:
     """A worker for `model` on this host, natively (the reference; the caller closes it)."""
     from harness.devices import load_profiles
 
-    return Worker(model, load_profiles()["host"], pair.config)
+    return WorkerHandle(model, load_profiles()["host"], pair.config)
 
 
 def in_background(work: Callable[[], dict[str, Any]]) -> Future[dict[str, Any]]:

@@ -8,7 +8,8 @@ a quantization, on the model's text:
   difference at one position does not propagate), with its interval (`token_agreement_min`);
 - perplexity ratio, this / the reference's, with its interval (`perplexity_ratio_max`).
 
-Intervals resample whole windows (harness.textscore.window_mean_interval) at `plan.confidence`.
+Intervals resample whole windows (harness.language_scores.window_mean_interval) at
+`plan.confidence`.
 Both models are loaded in one worker of their own and compared window by window there: full
 distributions (a 49k vocabulary at every position) never leave it. The prompt set's first
 PREFIX_PROMPTS prompts add, for the report, tokens in common before the free-running greedy
@@ -23,9 +24,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import textscore
+from harness import language_scores
+from harness.pairs import BASE_ID, Pair, WorkerHandle
 from harness.results import Measurement
-from harness.runner import BASE_ID, Pair, Worker
 from harness.suites import textwork
 
 PREFIX_PROMPTS = 16  # prompts whose free-running continuations are compared (reported only)
@@ -41,7 +42,7 @@ def measure(pair: Pair) -> Measurement:
     else:
         profile = pair.profile
     # This model and its reference in one worker (the reference under the base's id).
-    worker = Worker(pair.model, profile, pair.config, base=other)
+    worker = WorkerHandle(pair.model, profile, pair.config, base=other)
     try:
         worker.start()
         return _compared(pair, worker, other.name, on_host=profile is not pair.profile)
@@ -49,7 +50,7 @@ def measure(pair: Pair) -> Measurement:
         worker.close()
 
 
-def _compared(pair: Pair, worker: Worker, other_name: str, on_host: bool) -> Measurement:
+def _compared(pair: Pair, worker: WorkerHandle, other_name: str, on_host: bool) -> Measurement:
     assert pair.model.generate is not None
 
     def request(op: str, **arguments: Any) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def _compared(pair: Pair, worker: Worker, other_name: str, on_host: bool) -> Mea
 
     compared = textwork.scored(request, "compare", pair.model, None, pair.progress,
                                reference_id=BASE_ID)  # fmt: skip
-    statistics = textscore.quantization_statistics(
+    statistics = language_scores.quantization_statistics(
         compared["kld"],
         compared["nll"],
         compared["reference_nll"],
@@ -78,7 +79,7 @@ def _compared(pair: Pair, worker: Worker, other_name: str, on_host: bool) -> Mea
         new = pair.model.generate.new_tokens
         mine = worker.request("generate", prompts=prompts, new_tokens=new)["results"]
         theirs = worker.request("generate", base=True, prompts=prompts, new_tokens=new)["results"]
-        figures["prompt_prefix_agreement"] = textscore.prefix_agreement(
+        figures["prompt_prefix_agreement"] = language_scores.prefix_agreement(
             [r.get("tokens", []) for r in mine], [r.get("tokens", []) for r in theirs]
         )
     return Measurement(figures, pair.profile.fidelity)

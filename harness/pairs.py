@@ -2,9 +2,10 @@
 pair's suites.
 
 - `start_worker` and `load_model`: the one start-and-load exchange with a worker.
-- `Worker`: the lifecycle of one pair's worker. A worker that crashes or hangs is discarded; the
-  next request starts a fresh one, unless the failure came while starting or loading (it would
-  only repeat), which is remembered and raised again by every later suite of the pair. On an
+- `WorkerHandle`: the lifecycle of one pair's worker. A worker that crashes or hangs is
+  discarded; the next request starts a fresh one, unless the failure came while starting or
+  loading (it would only repeat), which is remembered and raised again by every later suite of
+  the pair. On an
   emulated board it holds only the dataset rows it is answering, and the rows it answered are
   kept across sessions (harness.answers_cache).
 - `Pair`: what a suite works with: the model, the device, the config, the pair's worker, the
@@ -46,8 +47,8 @@ from harness.backends.base import (
 from harness.baseline import Baseline, BaselineContext
 from harness.config import HarnessConfig, ModelSpec
 from harness.devices import DeviceProfile
+from harness.emulation_plan import Plan, make_plan
 from harness.identity import content_sha256, model_sha256
-from harness.plan import Plan, make_plan
 from harness.progress import silent
 
 START_TIMEOUT_S = 120.0  # emulated start-up (runtime import under QEMU) takes seconds
@@ -69,7 +70,7 @@ def start_worker(
 ) -> tuple[Target, WorkerClient, dict[str, Any]]:
     """A worker on `profile` that can see the files of `models`, greeted: (target, client,
     hello). Model files are checked before anything starts."""
-    from harness.safety import UnsafeModel, check_model_file
+    from harness.external_data import UnsafeModel, check_model_file
 
     files = [m.path for m in models] + [m.dataset for m in models if m.dataset]
     for model in models:
@@ -127,7 +128,7 @@ def load_model(
 
 
 @dataclass
-class Worker:
+class WorkerHandle:
     """One pair's worker: the model (and its base, when one is measured alongside) loaded."""
 
     model: ModelSpec
@@ -338,7 +339,7 @@ class Shared:
         if key not in self._host_reference:
             from harness.devices import load_profiles
 
-            host = Worker(model, load_profiles()["host"], self.config)
+            host = WorkerHandle(model, load_profiles()["host"], self.config)
             try:
                 self._host_reference[key] = host.request("evaluate", task=task)
             finally:
@@ -357,7 +358,7 @@ class Pair:
     model: ModelSpec
     profile: DeviceProfile
     config: HarnessConfig
-    worker: Worker
+    worker: WorkerHandle
     baseline: BaselineContext
     shared: Shared
     _plan: Plan | None = field(default=None, init=False)
@@ -413,7 +414,7 @@ class Pair:
     def _answered_before(self, samples: int) -> int:
         """Leading rows of the seeded sample order this board answered in earlier sessions
         (harness.answers_cache): a sample of that size costs nothing, a larger one extends it."""
-        from harness.plan import cached_prefix
+        from harness.emulation_plan import cached_prefix
 
         if self.model.dataset is None:
             return 0
@@ -457,9 +458,9 @@ class Pair:
         return Pair(model, self.profile, self.config, self.other(model), BaselineContext(),
                     self.shared)  # fmt: skip
 
-    def other(self, model: ModelSpec) -> Worker:
+    def other(self, model: ModelSpec) -> WorkerHandle:
         """A worker of its own for another model on this device (the caller closes it)."""
-        return Worker(model, self.profile, self.config)
+        return WorkerHandle(model, self.profile, self.config)
 
     def fresh_peak_kb(self, model: ModelSpec) -> tuple[int, int, int]:
         """(empty peak, peak after load and one run, RSS then) of `model` in a worker of its
@@ -517,7 +518,7 @@ class PairPool:
                 if self.baseline is not None
                 else BaselineContext()
             )
-            worker = Worker(model, profile, self.config, base=context.base)
+            worker = WorkerHandle(model, profile, self.config, base=context.base)
             self.pairs[key] = Pair(model, profile, self.config, worker, context, self.shared)
         return self.pairs[key]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.runner import Pair
+from harness.pairs import Pair
 
 
 class ModelHandle:
