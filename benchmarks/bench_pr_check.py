@@ -74,7 +74,7 @@ def realscale_models() -> Path:
             "no real-scale models: run `nice bash benchmarks/realscale/generate.sh --only "
             "mobilenet_v2` first"
         )
-    return roots[-1].parent
+    return Path(roots[-1]).parent
 
 
 def repository(root: Path, wheel: Path, realscale: bool) -> actlocal.Repository:

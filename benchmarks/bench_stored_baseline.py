@@ -53,8 +53,9 @@ def session(config: Any, model: Any) -> dict[str, Any]:
     pool = PairPool(config)
     pair = pool.get(model, load_profiles()["host"])
     try:
-        pair.start()
-        return latency._single(pair, spread=True).raw
+        # Under a regression gate and no baseline, the item keeps the session's spread (its
+        # chunks), as a later session's stored-baseline comparison reads it.
+        return latency.measure(pair).raw
     finally:
         pool.close()
 
@@ -75,7 +76,7 @@ def raw_bootstrap(base: dict[str, Any], new: dict[str, Any], seed: int) -> tuple
 def rate(fails: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
     """Fraction of ordered pairs i != j that failed, with a 95% interval from resampling the
     sessions themselves."""
-    count = fails.shape[0]
+    count = int(fails.shape[0])
     off = ~np.eye(count, dtype=bool)
     point = float(fails[off].mean())
     draws = []
@@ -128,7 +129,7 @@ def main() -> None:
         for _ in range(args.sessions):
             raws.append(session(config, model))
             time.sleep(args.gap)
-        chunks = [latency._chunks(raw) for raw in raws]
+        chunks = [latency.session_chunks(raw) for raw in raws]
         count = len(raws)
         sizes = sorted(len(c) for c in chunks)
         levels = np.log([np.median(c) for c in chunks])

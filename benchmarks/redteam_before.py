@@ -37,7 +37,7 @@ def replay(name: str, older: Path) -> tuple[int, int]:
     try:
         source = folder / "base"
         source.mkdir()
-        base = attempts._base(source)
+        base = attempts.make_base(source)
         root = folder / "pr"
         subprocess.run(["git", "clone", "-q", str(source), str(root)], check=True)
         attempt(root)

@@ -1,9 +1,11 @@
 """The house's floors: the import contracts in pyproject.toml hold (import-linter), the in-target
 worker imports only the modules counting mode copies into the emulated device, and the wheel
-carries the built-in device profiles from the top-level device-matrix/ folder."""
+carries the built-in device profiles from the top-level device-matrix/ folder; the benchmarks,
+whose figures the docs quote, use only the package's public names and pass mypy."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import zipfile
@@ -27,6 +29,50 @@ def test_import_contracts_hold() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 broken" in done.stdout
+
+
+def _private_uses(path: Path) -> list[str]:
+    """`from harness... import _name` and `module._name` on a harness module imported by name."""
+    tree = ast.parse(path.read_text(), str(path))
+    modules: set[str] = set()  # local names bound to harness modules
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("harness"):
+            for alias in node.names:
+                if alias.name.startswith("_"):
+                    found.append(f"{path.name}:{node.lineno} imports {alias.name}")
+                modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            modules.update(a.asname or a.name for a in node.names if a.name.startswith("harness"))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{path.name}:{node.lineno} uses {node.value.id}.{node.attr}")
+    return found
+
+
+def test_benchmarks_use_only_public_names() -> None:
+    """A refactor may rename anything private: a benchmark that reached into it would break
+    the figures the docs quote without a test noticing."""
+    found = [
+        use for path in sorted((ROOT / "benchmarks").rglob("*.py")) for use in _private_uses(path)
+    ]
+    assert not found, found
+
+
+def test_benchmarks_pass_mypy() -> None:
+    done = subprocess.run(
+        [str(BIN / "mypy"), "--explicit-package-bases", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_counting_worker_imports_only_what_is_copied_into_the_device() -> None:

@@ -7,7 +7,7 @@ device job, `harness merge` on the gate job). A pull request that changes nothin
 and one that improves the model, still pass.
 
 Each attempt is a function that edits the pull request's work tree after the worse model is in
-place; the module's repository holds the base commit (tests/test_trust_boundary.py::_base).
+place; the module's repository holds the base commit (tests/test_trust_boundary.py::make_base).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def commit(root: Path, message: str) -> str:
     ).stdout.strip()
 
 
-def _base(root: Path) -> str:
+def make_base(root: Path) -> str:
     """The base commit: three copies of the digits model (0.9733), the test set, the config."""
     git(root, "init", "-q")
     (root / "models").mkdir()
@@ -347,7 +347,7 @@ NOTICED = {
 def base_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("base") / "repo"
     root.mkdir()
-    return root, _base(root)
+    return root, make_base(root)
 
 
 @pytest.fixture
@@ -458,7 +458,7 @@ def test_an_improved_model_passes_without_touching_the_config(tmp_path: Path) ->
     """The base ships the worse model (its gates allow it); the change brings the better one."""
     root = tmp_path / "repo"
     root.mkdir()
-    _base(root)
+    make_base(root)
     ship_worse(root)
     base = commit(root, "the base ships the worse model")
     shutil.copy(DIGITS / "models" / "digits.onnx", root / "models" / "digits.onnx")

@@ -51,7 +51,8 @@ def speech_like(seconds: float, rng: np.random.Generator) -> np.ndarray:
         vowel = sum(_resonator(source, f, 80 + 40 * k) for k, f in enumerate(formants))
         out[t : t + length] = vowel * np.sin(np.linspace(0, np.pi, length)) ** 0.5
         t += length + int(rng.uniform(0.02, 0.08) * SAMPLE_RATE)
-    return 0.5 * out / max(np.abs(out).max(), 1e-9)
+    scaled: np.ndarray = 0.5 * out / max(float(np.abs(out).max()), 1e-9)
+    return scaled
 
 
 def speech_and_noise(rng: np.random.Generator, segments: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +131,8 @@ def _log_mel(audio: np.ndarray) -> np.ndarray:
         ),
     )
     energies = np.log(spectrum @ bank.T + 1e-6)
-    return np.clip((energies + 14.0) * 1.3, 0.0, 26.0).astype(np.float32)
+    features: np.ndarray = np.clip((energies + 14.0) * 1.3, 0.0, 26.0).astype(np.float32)
+    return features
 
 
 def make_okay_nabu(model_path: Path, out_path: Path, seed: int = 0) -> None:
@@ -159,7 +161,7 @@ def text_line(text: str, rng: np.random.Generator, size: int = 28) -> object:
     _, _, right, bottom = measure.textbbox((0, 0), text, font=font)
     background = tuple(int(v) for v in rng.integers(180, 256, 3))
     ink = tuple(int(v) for v in rng.integers(0, 80, 3))
-    image = Image.new("RGB", (right + 12, bottom + 12), background)
+    image = Image.new("RGB", (int(right) + 12, int(bottom) + 12), background)
     ImageDraw.Draw(image).text((6, 6), text, fill=ink, font=font)
     return image
 

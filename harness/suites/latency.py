@@ -223,7 +223,7 @@ def _paired(pair: Pair, decide: bool = True) -> Measurement:
     return Measurement(figures, pair.target.fidelity, raw, flags)
 
 
-def _chunks(raw: dict[str, Any]) -> np.ndarray:
+def session_chunks(raw: dict[str, Any]) -> np.ndarray:
     """Per-chunk medians (ns) of a session's raw figures. Records written before chunk sizes
     were kept are cut into up to MIN_CHUNKS consecutive blocks of at least MIN_PER_ROUND samples
     (samples are in time order)."""
@@ -246,7 +246,7 @@ def _stored(pair: Pair, measurement: Measurement) -> Measurement:
     if len(base) < 2 or len(measurement.raw["samples_ns"]) < 2:
         return measurement
     settings = pair.config.latency
-    base_chunks, new_chunks = _chunks(record["raw"]), _chunks(measurement.raw)
+    base_chunks, new_chunks = session_chunks(record["raw"]), session_chunks(measurement.raw)
     base_ms = np.asarray(base, dtype=np.float64) / 1e6
     figures = measurement.figures | _describe(base_ms, "baseline_")
     flags = Flags(**measurement.flags)
