@@ -437,6 +437,8 @@ def test_every_shipped_band_says_where_it_holds(name: str) -> None:
     model = load_cpu_model(name)
     if model.band_fraction is not None:
         assert model.mix is not None and model.mix.source.strip() and model.mix.models >= 2
+        # each model's shares too: the ranges alone let a new combination through
+        assert len(model.mix.points) == model.mix.models
     if model.generation_band_fraction is not None:
         assert model.generation_mix is not None and model.generation_mix.models >= 1
 
