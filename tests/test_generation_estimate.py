@@ -59,8 +59,10 @@ def test_rpi4_counts_and_estimate(slm_models: Path, tmp_path: Path) -> None:
     estimate = estimate_generation(rpi4, folder, text, PROMPT, NEW)
     assert estimate.decode_steps == NEW - 1
     assert estimate.ttft.ms > estimate.decode.ms > 0
-    band = estimate.decode.band_fraction
-    assert band is not None and "cortex-a72" in str(estimate.decode)
+    # cortex-a72 has no generation band (generation was never measured on a board): the estimate
+    # is not validated and its bounds are open.
+    assert estimate.decode.band_fraction is None and not estimate.decode.validated
+    assert "cortex-a72" in str(estimate.decode) and "not validated" in str(estimate.decode)
     assert estimate.tokens_per_s_low < estimate.tokens_per_s < estimate.tokens_per_s_high
     assert estimate.tokens_per_s == pytest.approx(1000.0 / estimate.decode.ms)
     again = estimate_generation(rpi4, folder, text, PROMPT, NEW)
