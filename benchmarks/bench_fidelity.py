@@ -9,8 +9,9 @@ average beside each round. The estimate is the linear model of harness.timing.ca
 
 - the calibration set (ROLES), each model's estimate from weights fitted on the others;
 - held-out architectures: estimated with the weights fitted on the calibration set, never seen
-  by it, each checked against the calibration set's instruction mix (per-group share ranges, and near
-  one of its models: model.MixRange); a model outside is flagged "not validated for this mix", as the harness's estimate says;
+  by it, each checked against the calibration set's instruction mix (per-group share ranges, and
+  near one of its models: model.MixRange): a model outside is flagged "not validated for this
+  mix", as the harness's estimate says;
 - held-out build recipes: for each recipe (with its twin, TWINS), every calibration model of it
   estimated with weights fitted on the other recipes' models, against their mix;
 - the issue's goals on the held-out set (each within +-30% or flagged, median <= 12%), and
@@ -57,7 +58,7 @@ from harness.timing import (
     timing_counts,
 )
 from harness.timing._counting import harness_cache
-from harness.timing.calibration import FEATURES, CalibrationPoint, fitted_cpu
+from harness.timing.calibration import FEATURES, CalibrationPoint, fitted_cpu, size_range
 from harness.timing.calibration import features as calibration_features
 from harness.timing.model import CpuModel, MixRange, VcpuCounts, cpu_model_toml, dram_ms
 from harness.timing.run import TimingCounts, TimingRunError
@@ -763,6 +764,7 @@ def write_cpu(name: str, rows: list[dict[str, Any]], weights: list[float], s: Er
             f"measured on (benchmarks/bench_fidelity.py, {date})",
         ),
         machine=host_machine(),
+        band_instructions=size_range([r["instructions"] for r in rows]),
         sources={**cpu.sources, "machine": f"/proc/cpuinfo where the models were measured, {date}"},
     )
     steps = [r for r in rows if "region" in r]  # language models' prefill and decode steps

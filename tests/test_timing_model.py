@@ -20,6 +20,7 @@ from harness.timing import (
     host_machine,
     load_cpu_model,
 )
+from harness.timing.calibration import size_range
 from harness.timing.model import (
     CLASSES,
     FEATURE_GROUPS,
@@ -439,6 +440,7 @@ def test_every_shipped_band_says_where_it_holds(name: str) -> None:
         assert model.mix is not None and model.mix.source.strip() and model.mix.models >= 2
         # each model's shares too: the ranges alone let a new combination through
         assert len(model.mix.points) == model.mix.models
+        assert model.band_instructions is not None  # and the size of the models it came from
     if model.generation_band_fraction is not None:
         assert model.generation_mix is not None and model.generation_mix.models >= 1
 
@@ -515,3 +517,23 @@ def test_no_estimate_out_of_its_mix_is_ever_validated(numbers: list[int]) -> Non
     assert estimate.validated == (inside and near)
     if not estimate.validated:
         assert (estimate.low_ms, estimate.high_ms) == (0.0, math.inf)
+
+
+def test_a_model_far_smaller_than_the_bands_gets_no_band() -> None:
+    """Real models (bench_fidelity --real): silero-vad, 0.96 M instructions per inference where
+    the x86 band's models count 9.4 M to 21 G, was estimated 35% under with the mix inside."""
+    model = cpu(band_fraction=0.2, band_source="x", mix=TWO_RECIPES,
+                band_instructions=(9.4e6, 2.1e10))  # fmt: skip
+    shape = {"int": 19, "load": 33, "simd256_fp": 48}  # FP32's mix, at two sizes
+    small = estimate_from_counts(taken(counts(**{c: n * 10**4 for c, n in shape.items()})),
+                                 model, "x86-64")  # fmt: skip
+    assert small.not_validated == (
+        "not validated: 1 M instructions per inference (its models: 9.4-2.1e+04 M)"
+    )
+    assert (small.low_ms, small.high_ms) == (0.0, math.inf)
+    large = estimate_from_counts(taken(counts(**{c: n * 10**6 for c, n in shape.items()})),
+                                 model, "x86-64")  # fmt: skip
+    assert large.validated
+    text = cpu_model_toml(replace(model, sources=load_cpu_model("cortex-a72").sources))
+    assert cpu_model_from_toml(text, "t").band_instructions == (9.4e6, 2.1e10)
+    assert size_range([9_412_345.0, 120_000_001.0]) == (9.4e6, 1.201e8)

@@ -281,6 +281,9 @@ class CpuModel:
     band_threads: int = 1
     machine: str | None = None
     generation_mix: MixRange | None = None  # the same for the generation band
+    # The instructions per inference (all vCPUs) of the band's models, lowest and highest: a
+    # model far smaller spends its time in per-call upkeep the fit never saw (None: not recorded).
+    band_instructions: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.cost) - set(CLASSES))
@@ -323,7 +326,15 @@ class CpuModel:
         source = self.generation_band_source
         if band != generation:  # the vision band is the wider one: keep it, and say so
             source = f"{self.band_source} (wider than generation's: {source})"
-        return replace(self, band_fraction=band, band_source=source, mix=self.generation_mix)
+        # The vision models' size range is not the generation band's condition (a decode step is
+        # far smaller); its mix is.
+        return replace(
+            self,
+            band_fraction=band,
+            band_source=source,
+            mix=self.generation_mix,
+            band_instructions=None,
+        )
 
 
 @dataclass(frozen=True)
@@ -395,10 +406,15 @@ def machine_matches(recorded: str, actual: str) -> bool:
 
 
 def band_conditions(
-    per_vcpu: Sequence[VcpuCounts], threads: int, cpu: CpuModel, machine: str | None = None
+    per_vcpu: Sequence[VcpuCounts],
+    threads: int,
+    cpu: CpuModel,
+    machine: str | None = None,
+    samples: int = 1,
 ) -> tuple[tuple[str, ...], dict[str, float]]:
-    """Where an estimate from these counts leaves the conditions `cpu`'s band was measured
-    under: the busiest vCPU's instruction mix against cpu.mix, the intra-op threads against
+    """Where an estimate from these counts (over `samples` inferences) leaves the conditions
+    `cpu`'s band was measured under: the busiest vCPU's instruction mix against cpu.mix, the
+    instructions per inference against cpu.band_instructions, the intra-op threads against
     cpu.band_threads, and `machine` (the machine the estimate is of, where it is this one;
     None: not checked) against the machine a fitted model was measured on. Returns (the reasons,
     empty when the band holds; the busiest vCPU's group shares)."""
@@ -416,6 +432,14 @@ def band_conditions(
         out = cpu.mix.outside(shares)
         if out:
             reasons.append("instruction mix outside the calibration set's: " + ", ".join(out))
+    size = sum(v.instructions for v in per_vcpu) / samples
+    if cpu.band_instructions is not None:
+        low, high = cpu.band_instructions
+        if not low <= size <= high:
+            reasons.append(
+                f"{size / 1e6:.3g} M instructions per inference (its models: "
+                f"{low / 1e6:.3g}-{high / 1e6:.3g} M)"
+            )
     if threads != cpu.band_threads:
         reasons.append(f"{threads} intra-op threads; the band was measured at {cpu.band_threads}")
     if (
@@ -486,6 +510,11 @@ def cpu_model_from_toml(text: str, name: str) -> CpuModel:
         dram_bandwidth_mb_s=number("dram_bandwidth") if "dram_bandwidth" in data else None,
         mix=_mix(data.get("mix"), f"cpu {name}: [mix]"),
         band_threads=int(band.get("threads", 1)) if band else 1,
+        band_instructions=(
+            (float(band["instructions"][0]), float(band["instructions"][1]))
+            if band and "instructions" in band
+            else None
+        ),
         machine=str(machine["name"]) if machine else None,
         generation_mix=_mix(data.get("generation_mix"), f"cpu {name}: [generation_mix]"),
     )
@@ -553,6 +582,9 @@ def cpu_model_toml(cpu: CpuModel, header: str = "") -> str:
         lines.append(f"source = {json.dumps(cpu.band_source)}")
         if cpu.band_threads != 1:
             lines.append(f"threads = {cpu.band_threads}")
+        if cpu.band_instructions is not None:  # per inference, the band's models' range
+            low, high = cpu.band_instructions
+            lines.append(f"instructions = [{low!r}, {high!r}]")
     if cpu.mix is not None:
         lines += _mix_toml("mix", cpu.mix)
     if cpu.machine is not None:
