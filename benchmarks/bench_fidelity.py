@@ -532,8 +532,27 @@ def predict(row: dict[str, Any], weights: list[float]) -> float:
     return sum(f * w for f, w in zip(row["features"], weights, strict=True))
 
 
+# Where an estimate fitted on some rows holds (as the harness's estimate checks it: model.
+# band_conditions): their instruction mix, and their instructions per inference.
+Where = tuple[MixRange, tuple[float, float]]
+
+
 def mix_of(rows: list[dict[str, Any]], what: str) -> MixRange:
     return MixRange.spanning([r["shares"] for r in rows], what)
+
+
+def where_of(rows: list[dict[str, Any]], what: str) -> Where:
+    return mix_of(rows, what), size_range([r["instructions"] for r in rows])
+
+
+def outside(row: dict[str, Any], where: Where) -> list[str]:
+    mix, (low, high) = where
+    size = row["instructions"]
+    return mix.outside(row["shares"]) + (
+        []
+        if low <= size <= high
+        else [f"{size / 1e6:.3g} M instructions (its models: {low / 1e6:.3g}-{high / 1e6:.3g} M)"]
+    )
 
 
 def describe(s: ErrorSummary) -> str:
@@ -545,20 +564,21 @@ def describe(s: ErrorSummary) -> str:
     )
 
 
-def table(rows: list[dict[str, Any]], key: str, mix: MixRange | None = None) -> None:
-    """Each row's estimate `row[key]` beside its measurement; with `mix`, whether it lies in it."""
+def table(rows: list[dict[str, Any]], key: str, where: Where | None = None) -> None:
+    """Each row's estimate `row[key]` beside its measurement; with `where`, whether it lies in
+    the mix and size range of the models it was fitted on."""
     print(
         f"\n{'model':<34} {'scalar':>6} {'estimate':>9} {'measured':>9} {'error':>7} "
         f"{'median':>8} {'load':>5}  mix"
     )
     for row in rows:
         m, e = row["measured_ms"], row[key]
-        outside = mix.outside(row["shares"]) if mix is not None else []
-        row[f"{key}_outside"] = outside
+        out = outside(row, where) if where is not None else []
+        row[f"{key}_outside"] = out
         print(
             f"{row['model']:<34} {row['shares']['scalar']:6.1%} {e:9.3f} {m:9.3f} "
             f"{e / m - 1:+7.1%} {row['median_ms']:8.3f} {row['load_at_fastest']:5.1f}  "
-            + ("outside: " + "; ".join(outside) if outside else "inside")
+            + ("outside: " + "; ".join(out) if out else "inside")
         )
 
 
@@ -610,7 +630,7 @@ def x86(
     band = s.max_abs
     print(f"  {describe(s)}: the fit's band ±{band:.0%}")
     weights = fit(calibration)
-    mix = mix_of(calibration, "the calibration set")
+    mix = where_of(calibration, "the calibration set")
     print(
         "  weights fitted on all of them (cycles per instruction): "
         + ", ".join(f"{n} {w:.4f}" for n, w in zip(FEATURES, weights, strict=True))
@@ -639,7 +659,7 @@ def x86(
     recipe_results = {}
     for recipe in sorted(set(groups)):
         members = [r for r, g in zip(calibration, groups, strict=True) if g == recipe]
-        others = mix_of(
+        others = where_of(
             [r for r, g in zip(calibration, groups, strict=True) if g != recipe],
             "the other recipes",
         )
@@ -705,7 +725,7 @@ def x86(
         write_cpu(write, every, weights_all, s_all)
     if real:
         print("\n-- real models with the model fitted on every model (its band and mix)")
-        shipped_mix = mix_of(every, "every model")
+        shipped_mix = where_of(every, "every model")
         for row in real:
             row["all_ms"] = predict(row, weights_all)
         table(real, "all_ms", shipped_mix)
