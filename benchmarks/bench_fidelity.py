@@ -9,10 +9,11 @@ average beside each round. The estimate is the linear model of harness.timing.ca
 
 - the calibration set (ROLES), each model's estimate from weights fitted on the others;
 - held-out architectures: estimated with the weights fitted on the calibration set, never seen
-  by it, each checked against the calibration set's instruction mix (per-group share ranges):
-  a model outside is flagged "not validated for this mix", as the harness's estimate says;
-- held-out build recipes: for each recipe, every calibration model of it estimated with weights
-  fitted on the other recipes' models, against their mix;
+  by it, each checked against the calibration set's instruction mix (per-group share ranges, and
+  near one of its models: model.MixRange): a model outside is flagged "not validated for this
+  mix", as the harness's estimate says;
+- held-out build recipes: for each recipe (with its twin, TWINS), every calibration model of it
+  estimated with weights fitted on the other recipes' models, against their mix;
 - the issue's goals on the held-out set (each within +-30% or flagged, median <= 12%), and
   whether the band printed with the calibration fit held on every held-out model inside the mix;
 - the shipped model: weights fitted on every model, each one's leave-one-out error, the band;
@@ -57,7 +58,7 @@ from harness.timing import (
     load_cpu_model,
     timing_counts,
 )
-from harness.timing.calibration import FEATURES, CalibrationPoint, fitted_cpu
+from harness.timing.calibration import FEATURES, CalibrationPoint, fitted_cpu, size_range
 from harness.timing.calibration import features as calibration_features
 from harness.timing.model import CpuModel, MixRange, VcpuCounts, cpu_model_toml, dram_ms
 from harness.timing.run import TimingCounts, TimingRunError
@@ -87,6 +88,10 @@ CALIBRATION_ARCHS = (
 # The folders of generated models: (cache prefix, generate.sh option).
 SETS = (("realscale", ""), ("holdout", "--holdout"), ("recipes", "--recipes"))
 PLAIN = {"fp32": "{arch}_fp32.tflite", "int8": "{arch}_int8.tflite", "onnx": "{arch}.onnx"}
+# Recipes that run the same kernels as another (XNNPACK turns fp16 weights into fp32 at load; float
+# I/O adds one QUANTIZE and one DEQUANTIZE around the int8 graph): their counts are their twin's
+# within 0.1%, so a recipe is held out together with its twin, or the twin would stand in for it.
+TWINS = {"fp16": "fp32", "int8_float_io": "int8"}
 
 # One model natively, in its own process: the runtime as the harness opens it, one thread.
 NATIVE = textwrap.dedent(
@@ -527,8 +532,27 @@ def predict(row: dict[str, Any], weights: list[float]) -> float:
     return sum(f * w for f, w in zip(row["features"], weights, strict=True))
 
 
+# Where an estimate fitted on some rows holds (as the harness's estimate checks it: model.
+# band_conditions): their instruction mix, and their instructions per inference.
+Where = tuple[MixRange, tuple[float, float]]
+
+
 def mix_of(rows: list[dict[str, Any]], what: str) -> MixRange:
     return MixRange.spanning([r["shares"] for r in rows], what)
+
+
+def where_of(rows: list[dict[str, Any]], what: str) -> Where:
+    return mix_of(rows, what), size_range([r["instructions"] for r in rows])
+
+
+def outside(row: dict[str, Any], where: Where) -> list[str]:
+    mix, (low, high) = where
+    size = row["instructions"]
+    return mix.outside(row["shares"]) + (
+        []
+        if low <= size <= high
+        else [f"{size / 1e6:.3g} M instructions (its models: {low / 1e6:.3g}-{high / 1e6:.3g} M)"]
+    )
 
 
 def describe(s: ErrorSummary) -> str:
@@ -540,20 +564,21 @@ def describe(s: ErrorSummary) -> str:
     )
 
 
-def table(rows: list[dict[str, Any]], key: str, mix: MixRange | None = None) -> None:
-    """Each row's estimate `row[key]` beside its measurement; with `mix`, whether it lies in it."""
+def table(rows: list[dict[str, Any]], key: str, where: Where | None = None) -> None:
+    """Each row's estimate `row[key]` beside its measurement; with `where`, whether it lies in
+    the mix and size range of the models it was fitted on."""
     print(
         f"\n{'model':<34} {'scalar':>6} {'estimate':>9} {'measured':>9} {'error':>7} "
         f"{'median':>8} {'load':>5}  mix"
     )
     for row in rows:
         m, e = row["measured_ms"], row[key]
-        outside = mix.outside(row["shares"]) if mix is not None else []
-        row[f"{key}_outside"] = outside
+        out = outside(row, where) if where is not None else []
+        row[f"{key}_outside"] = out
         print(
             f"{row['model']:<34} {row['shares']['scalar']:6.1%} {e:9.3f} {m:9.3f} "
             f"{e / m - 1:+7.1%} {row['median_ms']:8.3f} {row['load_at_fastest']:5.1f}  "
-            + ("outside: " + "; ".join(outside) if outside else "inside")
+            + ("outside: " + "; ".join(out) if out else "inside")
         )
 
 
@@ -605,7 +630,7 @@ def x86(
     band = s.max_abs
     print(f"  {describe(s)}: the fit's band ±{band:.0%}")
     weights = fit(calibration)
-    mix = mix_of(calibration, "the calibration set")
+    mix = where_of(calibration, "the calibration set")
     print(
         "  weights fitted on all of them (cycles per instruction): "
         + ", ".join(f"{n} {w:.4f}" for n, w in zip(FEATURES, weights, strict=True))
@@ -621,8 +646,11 @@ def x86(
     table(held_arch, "held_ms", mix)
     results["held_out_architectures"] = judged(held_arch, "held_ms", band)
 
-    print("\n-- held-out build recipes (each recipe estimated with weights and mix of the others)")
-    groups = [r["recipe"] for r in calibration]
+    print(
+        "\n-- held-out build recipes (each recipe, with its twin, estimated with weights and mix "
+        "of the other recipes)"
+    )
+    groups = [TWINS.get(r["recipe"], r["recipe"]) for r in calibration]
     by_recipe = leave_group_out_predictions(
         [r["features"] for r in calibration], [r["measured_ms"] for r in calibration], groups
     )
@@ -630,9 +658,12 @@ def x86(
         row["recipe_ms"] = e
     recipe_results = {}
     for recipe in sorted(set(groups)):
-        members = [r for r in calibration if r["recipe"] == recipe]
-        others = mix_of([r for r in calibration if r["recipe"] != recipe], "the other recipes")
-        print(f"\n recipe {recipe}:")
+        members = [r for r, g in zip(calibration, groups, strict=True) if g == recipe]
+        others = where_of(
+            [r for r, g in zip(calibration, groups, strict=True) if g != recipe],
+            "the other recipes",
+        )
+        print(f"\n recipe {'/'.join(sorted({r['recipe'] for r in members}))}:")
         table(members, "recipe_ms", others)
         recipe_results[recipe] = judged(members, "recipe_ms", band)
     results["held_out_recipes"] = recipe_results
@@ -694,7 +725,7 @@ def x86(
         write_cpu(write, every, weights_all, s_all)
     if real:
         print("\n-- real models with the model fitted on every model (its band and mix)")
-        shipped_mix = mix_of(every, "every model")
+        shipped_mix = where_of(every, "every model")
         for row in real:
             row["all_ms"] = predict(row, weights_all)
         table(real, "all_ms", shipped_mix)
@@ -753,6 +784,7 @@ def write_cpu(name: str, rows: list[dict[str, Any]], weights: list[float], s: Er
             f"measured on (benchmarks/bench_fidelity.py, {date})",
         ),
         machine=host_machine(),
+        band_instructions=size_range([r["instructions"] for r in rows]),
         sources={**cpu.sources, "machine": f"/proc/cpuinfo where the models were measured, {date}"},
     )
     steps = [r for r in rows if "region" in r]  # language models' prefill and decode steps

@@ -148,6 +148,11 @@ def test_the_fit_records_the_mix_it_holds_for_and_who_lies_outside_the_others() 
     assert all(fit.cpu.mix.outside(s) == [] for s in shares)  # every model lies inside
     assert fit.outside_others[0] and fit.outside_others[0][0].startswith("scalar 100.0%")
     assert fit.cpu.machine == "AuthenticAMD family 25"
+    # each model's shares and the models' size: a new combination or a far smaller model is out
+    assert len(fit.cpu.mix.points) == 11 and fit.cpu.band_instructions is not None
+    sizes = [p.counts.instructions / p.samples for p in points]
+    low, high = fit.cpu.band_instructions
+    assert low <= min(sizes) and max(sizes) <= high and high - low < max(sizes) - min(sizes) + 2e5
     assert fit.cpu.generation_band_fraction is None  # generation was not measured on b
     assert cpu_model_from_toml(cpu_model_toml(fit.cpu), "b") == fit.cpu
 

@@ -20,6 +20,7 @@ from harness.timing import (
     host_machine,
     load_cpu_model,
 )
+from harness.timing.calibration import size_range
 from harness.timing.model import (
     CLASSES,
     FEATURE_GROUPS,
@@ -437,6 +438,9 @@ def test_every_shipped_band_says_where_it_holds(name: str) -> None:
     model = load_cpu_model(name)
     if model.band_fraction is not None:
         assert model.mix is not None and model.mix.source.strip() and model.mix.models >= 2
+        # each model's shares too: the ranges alone let a new combination through
+        assert len(model.mix.points) == model.mix.models
+        assert model.band_instructions is not None  # and the size of the models it came from
     if model.generation_band_fraction is not None:
         assert model.generation_mix is not None and model.generation_mix.models >= 1
 
@@ -467,3 +471,69 @@ def test_leave_group_out_never_sees_the_group_it_predicts() -> None:
     assert predicted == pytest.approx([8.0, 8.0, 2.0, 2.0])
     with pytest.raises(ValueError, match="at least two groups"):
         leave_group_out_predictions(x, y, ["a"] * 4)
+
+
+# The x86 dynamic-range case (bench_fidelity, 2026-12-07): an fp32 model's memory share with an
+# int8 model's wide-int share, every group inside its range, estimated 41-58% off.
+FP32 = group_shares(counts(int=19, load=33, simd256_fp=48))
+INT8 = group_shares(counts(int=14, load=13, simd256_int=46, simd_int_mul=27))
+TWO_RECIPES = MixRange.spanning([FP32, INT8], "an fp32 and an int8 model")
+
+
+def test_a_mix_inside_every_range_but_near_no_model_gets_no_band() -> None:
+    model = cpu(band_fraction=0.2, band_source="validated on 2 models", mix=TWO_RECIPES)
+    dynamic = counts(int=15, load=29, simd256_fp=2, simd256_int=33, simd_int_mul=21)
+    shares = group_shares(dynamic)
+    assert all(TWO_RECIPES.low[g] <= shares[g] <= TWO_RECIPES.high[g] for g in FEATURE_GROUPS)
+    assert TWO_RECIPES.nearest(shares) == pytest.approx(0.38)
+    estimate = estimate_from_counts(taken(dynamic), model, "x86-64")
+    assert not estimate.validated
+    assert (estimate.low_ms, estimate.high_ms) == (0.0, math.inf)
+    assert estimate.not_validated == (
+        "not validated: instruction mix outside the calibration set's: group shares 0.38 from "
+        "the nearest of its 2 models (L1; within 0.1 holds)"
+    )
+    # 4% of the instructions moved from an fp32 model's mix: near it, and validated.
+    near = estimate_from_counts(taken(counts(int=18, load=32, simd256_fp=48, simd256_int=2)),
+                                model, "x86-64")  # fmt: skip
+    assert near.validated and near.high_ms < math.inf
+    # A mix recorded without points (a file from before they were) checks the ranges only.
+    ranges_only = replace(TWO_RECIPES, points=())
+    assert ranges_only.nearest(shares) is None and ranges_only.outside(shares) == []
+    with pytest.raises(ValueError, match="one share per group"):
+        replace(TWO_RECIPES, points=((0.5, 0.5),))
+
+
+@given(st.lists(st.integers(0, 100), min_size=len(CLASSES), max_size=len(CLASSES)))
+def test_no_estimate_out_of_its_mix_is_ever_validated(numbers: list[int]) -> None:
+    assume(sum(numbers) > 0)
+    per_class = dict(zip(CLASSES, numbers, strict=True))
+    model = cpu(band_fraction=0.2, band_source="x", mix=TWO_RECIPES)
+    taken_counts = counts(**per_class)
+    estimate = estimate_from_counts(taken(taken_counts), model, "x86-64")
+    shares = group_shares(taken_counts)
+    inside = all(TWO_RECIPES.low[g] <= shares[g] <= TWO_RECIPES.high[g] for g in FEATURE_GROUPS)
+    near = (TWO_RECIPES.nearest(shares) or 0.0) <= TWO_RECIPES.radius
+    assert estimate.validated == (inside and near)
+    if not estimate.validated:
+        assert (estimate.low_ms, estimate.high_ms) == (0.0, math.inf)
+
+
+def test_a_model_far_smaller_than_the_bands_gets_no_band() -> None:
+    """Real models (bench_fidelity --real): silero-vad, 0.96 M instructions per inference where
+    the x86 band's models count 9.4 M to 21 G, was estimated 35% under with the mix inside."""
+    model = cpu(band_fraction=0.2, band_source="x", mix=TWO_RECIPES,
+                band_instructions=(9.4e6, 2.1e10))  # fmt: skip
+    shape = {"int": 19, "load": 33, "simd256_fp": 48}  # FP32's mix, at two sizes
+    small = estimate_from_counts(taken(counts(**{c: n * 10**4 for c, n in shape.items()})),
+                                 model, "x86-64")  # fmt: skip
+    assert small.not_validated == (
+        "not validated: 1 M instructions per inference (its models: 9.4-2.1e+04 M)"
+    )
+    assert (small.low_ms, small.high_ms) == (0.0, math.inf)
+    large = estimate_from_counts(taken(counts(**{c: n * 10**6 for c, n in shape.items()})),
+                                 model, "x86-64")  # fmt: skip
+    assert large.validated
+    text = cpu_model_toml(replace(model, sources=load_cpu_model("cortex-a72").sources))
+    assert cpu_model_from_toml(text, "t").band_instructions == (9.4e6, 2.1e10)
+    assert size_range([9_412_345.0, 120_000_001.0]) == (9.4e6, 1.201e8)

@@ -330,7 +330,7 @@ def estimate_from_counts(
     """The estimate for counts already taken (pure). `machine`: the machine the estimate is of,
     where a fitted model names the one it was measured on (host_machine(); None: not checked)."""
     per_vcpu = tuple(estimate_cycles(v, cpu) for v in counts.per_vcpu)
-    outside, shares = band_conditions(counts.per_vcpu, counts.threads, cpu, machine)
+    outside, shares = band_conditions(counts.per_vcpu, counts.threads, cpu, machine, counts.samples)
     return TimingEstimate(
         ms=estimate_ms(counts.per_vcpu, cpu, counts.samples),
         band_fraction=cpu.band_fraction,

@@ -23,6 +23,7 @@ its leave-one-out fit, as a user's model outside the recorded mix would be.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ __all__ = [
     "fitted_cpu",
     "mix_of",
     "outside_others",
+    "size_range",
 ]
 
 # Instructions that share a fitted cost: one weight per group of model.FEATURE_GROUPS (SIMD split
@@ -144,6 +146,14 @@ def mix_of(points: Sequence[CalibrationPoint], source: str) -> MixRange:
     return MixRange.spanning([group_shares(p.counts) for p in points], source)
 
 
+def size_range(per_inference: Sequence[float]) -> tuple[float, float]:
+    """The instructions per inference a band's models span (rounded outwards to 0.1 M)."""
+    return (
+        math.floor(min(per_inference) / 1e5) * 1e5,
+        math.ceil(max(per_inference) / 1e5) * 1e5,
+    )
+
+
 def outside_others(points: Sequence[CalibrationPoint]) -> list[tuple[str, ...]]:
     """Per point, where its mix lies outside the other points' (empty: inside)."""
     return [
@@ -216,6 +226,7 @@ def calibrate(
         generation_band_fraction=None,  # measured on the base's machine, not on this device
         generation_band_source="",
         generation_mix=None,
+        band_instructions=size_range([p.counts.instructions / p.samples for p in points]),
     )
     after = [_estimate(p, cpu) for p in points]
     return Calibration(

@@ -39,6 +39,7 @@ __all__ = [
     "FEATURE_GROUPS",
     "CacheGeometry",
     "CpuModel",
+    "NEAR",
     "MixRange",
     "VcpuCounts",
     "VcpuCycles",
@@ -165,16 +166,29 @@ def group_shares(counts: VcpuCounts) -> dict[str, float]:
     }
 
 
+# How far (L1 distance between group-share vectors) a mix may lie from the nearest model a band
+# was measured on and still be inside: 0.1 = at most 5% of the instructions in other groups. The
+# per-group ranges alone let through mixes whose every share lies in its range but whose
+# combination no model had: x86 dynamic-range models (the memory share of fp32 models with the
+# wide-int share of int8 ones) were estimated 41-58% off while inside every range. 0.1 was chosen
+# after seeing those errors (0.05-0.2 all kept the band on them; docs/timing-model.md).
+NEAR = 0.1
+
+
 @dataclass(frozen=True)
 class MixRange:
     """The instruction mix a band was measured on: for each FEATURE_GROUPS group, the lowest and
-    highest share of the instructions (busiest vCPU) over the models the band's errors come from.
-    An estimate whose own shares leave any range was not validated: its band does not hold."""
+    highest share of the instructions (busiest vCPU) over the models the band's errors come from,
+    and, where recorded, each model's shares (`points`, in FEATURE_GROUPS order). An estimate
+    whose own shares leave any range, or lie farther than `radius` from every point, was not
+    validated: its band does not hold."""
 
     low: Mapping[str, float]
     high: Mapping[str, float]
     models: int  # how many models the ranges span
     source: str  # where the shares were counted
+    points: tuple[tuple[float, ...], ...] = ()  # per model; () where not recorded (ranges only)
+    radius: float = NEAR
 
     def __post_init__(self) -> None:
         missing = sorted(set(FEATURE_GROUPS) - set(self.low) | set(FEATURE_GROUPS) - set(self.high))
@@ -192,25 +206,46 @@ class MixRange:
         for group in FEATURE_GROUPS:
             if not 0.0 <= self.low[group] <= self.high[group] <= 1.0:
                 raise ValueError(f"mix {group}: need 0 <= low <= high <= 1")
+        if any(len(p) != len(FEATURE_GROUPS) for p in self.points):
+            raise ValueError(f"mix points: one share per group ({', '.join(FEATURE_GROUPS)})")
+        if self.radius < 0:
+            raise ValueError("mix radius must be >= 0")
 
     @classmethod
     def spanning(cls, shares: Sequence[Mapping[str, float]], source: str) -> MixRange:
-        """The ranges of `shares` (one mapping per model), rounded outwards to 0.1%."""
+        """The ranges of `shares` (one mapping per model), rounded outwards to 0.1%, and each
+        model's shares (rounded to 0.1%) as its points."""
         if not shares:
             raise ValueError("an instruction mix needs at least one model's shares")
         low = {g: math.floor(min(s[g] for s in shares) * 1000) / 1000 for g in FEATURE_GROUPS}
         high = {g: math.ceil(max(s[g] for s in shares) * 1000) / 1000 for g in FEATURE_GROUPS}
-        return cls(low, {g: min(v, 1.0) for g, v in high.items()}, len(shares), source)
+        points = tuple(tuple(round(s[g], 3) for g in FEATURE_GROUPS) for s in shares)
+        return cls(low, {g: min(v, 1.0) for g, v in high.items()}, len(shares), source, points)
+
+    def nearest(self, shares: Mapping[str, float]) -> float | None:
+        """The L1 distance from `shares` to the nearest recorded model (None: none recorded)."""
+        if not self.points:
+            return None
+        mine = [shares[g] for g in FEATURE_GROUPS]
+        return min(sum(abs(a - b) for a, b in zip(mine, p, strict=True)) for p in self.points)
 
     def outside(self, shares: Mapping[str, float]) -> list[str]:
         """Each group whose share lies outside its range, as `scalar 62% (the 35 calibration
-        models: 8.1-31.0%)`; empty when the mix lies inside every range."""
-        return [
+        models: 8.1-31.0%)`, and the distance to the nearest model where it exceeds the radius;
+        empty when the mix lies inside."""
+        reasons = [
             f"{group} {shares[group]:.1%} (its {self.models} models: "
             f"{self.low[group]:.1%}-{self.high[group]:.1%})"
             for group in FEATURE_GROUPS
             if not self.low[group] <= shares[group] <= self.high[group]
         ]
+        distance = self.nearest(shares)
+        if distance is not None and distance > self.radius:
+            reasons.append(
+                f"group shares {distance:.2f} from the nearest of its {self.models} models "
+                f"(L1; within {self.radius:g} holds)"
+            )
+        return reasons
 
 
 @dataclass(frozen=True)
@@ -246,6 +281,9 @@ class CpuModel:
     band_threads: int = 1
     machine: str | None = None
     generation_mix: MixRange | None = None  # the same for the generation band
+    # The instructions per inference (all vCPUs) of the band's models, lowest and highest: a
+    # model far smaller spends its time in per-call upkeep the fit never saw (None: not recorded).
+    band_instructions: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.cost) - set(CLASSES))
@@ -288,7 +326,15 @@ class CpuModel:
         source = self.generation_band_source
         if band != generation:  # the vision band is the wider one: keep it, and say so
             source = f"{self.band_source} (wider than generation's: {source})"
-        return replace(self, band_fraction=band, band_source=source, mix=self.generation_mix)
+        # The vision models' size range is not the generation band's condition (a decode step is
+        # far smaller); its mix is.
+        return replace(
+            self,
+            band_fraction=band,
+            band_source=source,
+            mix=self.generation_mix,
+            band_instructions=None,
+        )
 
 
 @dataclass(frozen=True)
@@ -360,10 +406,15 @@ def machine_matches(recorded: str, actual: str) -> bool:
 
 
 def band_conditions(
-    per_vcpu: Sequence[VcpuCounts], threads: int, cpu: CpuModel, machine: str | None = None
+    per_vcpu: Sequence[VcpuCounts],
+    threads: int,
+    cpu: CpuModel,
+    machine: str | None = None,
+    samples: int = 1,
 ) -> tuple[tuple[str, ...], dict[str, float]]:
-    """Where an estimate from these counts leaves the conditions `cpu`'s band was measured
-    under: the busiest vCPU's instruction mix against cpu.mix, the intra-op threads against
+    """Where an estimate from these counts (over `samples` inferences) leaves the conditions
+    `cpu`'s band was measured under: the busiest vCPU's instruction mix against cpu.mix, the
+    instructions per inference against cpu.band_instructions, the intra-op threads against
     cpu.band_threads, and `machine` (the machine the estimate is of, where it is this one;
     None: not checked) against the machine a fitted model was measured on. Returns (the reasons,
     empty when the band holds; the busiest vCPU's group shares)."""
@@ -381,6 +432,14 @@ def band_conditions(
         out = cpu.mix.outside(shares)
         if out:
             reasons.append("instruction mix outside the calibration set's: " + ", ".join(out))
+    size = sum(v.instructions for v in per_vcpu) / samples
+    if cpu.band_instructions is not None:
+        low, high = cpu.band_instructions
+        if not low <= size <= high:
+            reasons.append(
+                f"{size / 1e6:.3g} M instructions per inference (its models: "
+                f"{low / 1e6:.3g}-{high / 1e6:.3g} M)"
+            )
     if threads != cpu.band_threads:
         reasons.append(f"{threads} intra-op threads; the band was measured at {cpu.band_threads}")
     if (
@@ -451,6 +510,11 @@ def cpu_model_from_toml(text: str, name: str) -> CpuModel:
         dram_bandwidth_mb_s=number("dram_bandwidth") if "dram_bandwidth" in data else None,
         mix=_mix(data.get("mix"), f"cpu {name}: [mix]"),
         band_threads=int(band.get("threads", 1)) if band else 1,
+        band_instructions=(
+            (float(band["instructions"][0]), float(band["instructions"][1]))
+            if band and "instructions" in band
+            else None
+        ),
         machine=str(machine["name"]) if machine else None,
         generation_mix=_mix(data.get("generation_mix"), f"cpu {name}: [generation_mix]"),
     )
@@ -464,13 +528,15 @@ def _mix(data: Mapping[str, Any] | None, where: str) -> MixRange | None:
         raise ValueError(
             f'{where} needs models = N and source = "..." (where the shares come from)'
         )
-    ranges = {k: v for k, v in data.items() if k not in ("source", "models")}
+    ranges = {k: v for k, v in data.items() if k not in ("source", "models", "points", "radius")}
     try:
         return MixRange(
             low={g: float(v[0]) for g, v in ranges.items()},
             high={g: float(v[1]) for g, v in ranges.items()},
             models=int(data["models"]),
             source=str(data["source"]),
+            points=tuple(tuple(float(x) for x in p) for p in data.get("points", ())),
+            radius=float(data.get("radius", NEAR)),
         )
     except (TypeError, IndexError, ValueError) as exc:
         raise ValueError(f"{where}: {exc} (each group: [low, high] shares)") from None
@@ -478,7 +544,11 @@ def _mix(data: Mapping[str, Any] | None, where: str) -> MixRange | None:
 
 def _mix_toml(table: str, mix: MixRange) -> list[str]:
     lines = ["", f"[{table}]", f"models = {mix.models}", f"source = {json.dumps(mix.source)}"]
-    return lines + [f"{g} = [{mix.low[g]!r}, {mix.high[g]!r}]" for g in FEATURE_GROUPS]
+    lines += [f"{g} = [{mix.low[g]!r}, {mix.high[g]!r}]" for g in FEATURE_GROUPS]
+    if mix.points:  # each model's shares, in the groups' order above
+        lines += [f"radius = {mix.radius!r}", "points = ["]
+        lines += [f"    [{', '.join(repr(x) for x in p)}]," for p in mix.points] + ["]"]
+    return lines
 
 
 def cpu_model_toml(cpu: CpuModel, header: str = "") -> str:
@@ -512,6 +582,9 @@ def cpu_model_toml(cpu: CpuModel, header: str = "") -> str:
         lines.append(f"source = {json.dumps(cpu.band_source)}")
         if cpu.band_threads != 1:
             lines.append(f"threads = {cpu.band_threads}")
+        if cpu.band_instructions is not None:  # per inference, the band's models' range
+            low, high = cpu.band_instructions
+            lines.append(f"instructions = [{low!r}, {high!r}]")
     if cpu.mix is not None:
         lines += _mix_toml("mix", cpu.mix)
     if cpu.machine is not None:
