@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from harness.identity import content_sha256, model_sha256
 from harness.timing.model import (
+    OUTSIDE_MIX_BAND,
     CpuModel,
     VcpuCycles,
     band_conditions,
@@ -40,6 +41,7 @@ from harness.timing.model import (
     estimate_cycles,
     estimate_ms,
     machine_matches,
+    mix_conditions,
 )
 
 if TYPE_CHECKING:
@@ -331,10 +333,22 @@ def estimate_from_counts(
     where a fitted model names the one it was measured on (host_machine(); None: not checked)."""
     per_vcpu = tuple(estimate_cycles(v, cpu) for v in counts.per_vcpu)
     outside, shares = band_conditions(counts.per_vcpu, counts.threads, cpu, machine, counts.samples)
+    band, description = cpu.band_fraction, cpu.describe()
+    mix = mix_conditions(counts.per_vcpu, cpu, counts.samples)
+    if outside and band is not None and set(outside) <= set(mix):
+        # Only the mix or the size differs from the band's models: the band measured for
+        # estimates outside the mix (OUTSIDE_MIX_BAND), said in the description.
+        band = max(band, OUTSIDE_MIX_BAND)
+        carried = "" if cpu.machine is not None else " (measured on x86, carried over)"
+        description += (
+            f"; {'; '.join(outside)}: band widened to ±{band:.0%}, the largest error of "
+            f"estimates outside the mix in the held-out validation{carried}"
+        )
+        outside = ()
     return TimingEstimate(
         ms=estimate_ms(counts.per_vcpu, cpu, counts.samples),
-        band_fraction=cpu.band_fraction,
-        model_description=cpu.describe(),
+        band_fraction=band,
+        model_description=description,
         per_vcpu=per_vcpu,
         instructions_per_inference=counts.total_instructions / counts.samples,
         cached=cached,
