@@ -4,8 +4,11 @@ them. Heavy imports wait inside the fixtures: pytest also loads this file for ru
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +19,13 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # pytester gives each run its own HOME; the device images' cache (debootstrap trees, wheels,
 # the counting plugin) is the real one.
 os.environ.setdefault("HARNESS_CACHE", str(Path.home() / ".cache" / "harness"))
+# The board answers a session starts with are none, as on a fresh machine: a test that counts
+# what the board was asked must not depend on what earlier sessions here left in the cache
+# (tests of the cache itself give it a folder of their own). Shared within the session.
+if "HARNESS_ANSWERS_CACHE" not in os.environ:
+    _answers = tempfile.mkdtemp(prefix="harness-test-answers-")
+    os.environ["HARNESS_ANSWERS_CACHE"] = _answers
+    atexit.register(shutil.rmtree, _answers, True)
 
 
 # What a test needs beyond Python, from the fixtures it uses (directly or through others): the
