@@ -57,12 +57,14 @@ def test_digits_on_host_x86_and_emulated_rpi4(
         if r["suite"] == "latency" and r["device"] == "rpi4" and r["model"] == "digits-onnx"
     )
     (check,) = [c for c in latency["verdict"]["checks"] if c["gate"] == "latency_p90_ms_max"]
-    # The board's latency: the timing model's estimate, never the emulated clock; undecided,
-    # as the MLP's instruction mix lies outside the one its band was checked on.
-    assert check["passed"] is None and check["figure"] == "estimated_ms"
-    assert latency["verdict"]["status"] == "INCONCLUSIVE"
+    # The board's latency: the timing model's estimate, never the emulated clock; the MLP's
+    # instruction mix lies outside the one the Pi band was checked on, so it carries the wider
+    # band measured for estimates outside the mix (~0.1 ms against 5 ms: decided).
+    assert check["passed"] is True and check["figure"] == "estimated_ms"
+    assert latency["verdict"]["status"] == "PASS"
     assert "(rpi4, estimated: cortex-a72 timing model" in check["message"]
-    assert "not validated: instruction mix outside" in check["message"]
+    assert "instruction mix outside" in check["message"]
+    assert "band widened to ±67%" in check["message"]
     memory = next(
         r
         for r in document["results"]
