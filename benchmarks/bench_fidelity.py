@@ -409,7 +409,7 @@ def real_rows(runs: int) -> list[dict[str, Any]]:
             )
             print(
                 f"  {rows[-1]['model']:<34} {estimate.instructions_per_inference / 1e6:8.2f} M "
-                f"instructions, scalar {estimate.shares['scalar']:5.1%}, natively "
+                f"instructions, scalar {(estimate.shares or {}).get('scalar', 0.0):5.1%}, natively "
                 f"{min(times):.3f} ms ({'cached' if cached else 'counted'})",
                 flush=True,
             )
@@ -529,7 +529,7 @@ def fit(rows: list[dict[str, Any]]) -> list[float]:
 
 
 def predict(row: dict[str, Any], weights: list[float]) -> float:
-    return sum(f * w for f, w in zip(row["features"], weights, strict=True))
+    return float(sum(f * w for f, w in zip(row["features"], weights, strict=True)))
 
 
 # Where an estimate fitted on some rows holds (as the harness's estimate checks it: model.

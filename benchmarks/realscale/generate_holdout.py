@@ -33,7 +33,8 @@ HOLDOUT = {
 def cache_dir() -> Path:
     scripts = b"".join(Path(m).read_bytes() for m in (__file__, generate.__file__))
     key = generate.cache_dir().name.removeprefix("realscale-").rsplit("-", 1)[0]
-    return generate.cache_dir().parent / f"holdout-{key}-{hashlib.sha256(scripts).hexdigest()[:10]}"
+    digest = hashlib.sha256(scripts).hexdigest()[:10]
+    return Path(generate.cache_dir()).parent / f"holdout-{key}-{digest}"
 
 
 def main(argv: list[str] | None = None) -> int:
