@@ -277,3 +277,50 @@ def test_an_emulated_decode_regression_is_decided_on_the_estimates_not_the_clock
     assert said in check.message
     if status == PASS:
         assert "note: emulated wall clock +60.0% [+20.0%, +100.0%], not a gate" in check.message
+
+
+def test_a_board_makes_no_emulated_runs_where_the_estimate_decides(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On an emulated board with an absolute gate and no baseline, the generation item asks the
+    board for no timed run (a 135M decoder's run costs minutes under QEMU): the estimate is all
+    the gates read, as in the latency suite. The pair is a stub that fails any request."""
+    from types import SimpleNamespace
+
+    import harness.timing
+    from harness.baseline import BaselineContext
+    from harness.config import ModelSpec
+    from harness.suites import generation
+    from harness.textconfig import GenerateSettings
+    from harness.timing import GenerationEstimate, TimingEstimate
+
+    def one(ms: float) -> TimingEstimate:
+        return TimingEstimate(ms, 0.72, "cortex-a72 timing model at 1500 MHz", (), 1e6, True,
+                              "rpi4", "cortex-a72", "cortex-a72")  # fmt: skip
+
+    estimate = GenerationEstimate(ttft=one(60.0), decode=one(4.0), prompt_tokens=32,
+                                  decode_steps=15)  # fmt: skip
+    monkeypatch.setattr(harness.timing, "estimate_generation", lambda *a, **k: estimate)
+    text = tmp_path / "valid.txt"
+    text.write_text("a b c\n")
+    model = ModelSpec("lm", tmp_path / "lm", task="generate", text=text,
+                      generate=GenerateSettings(),
+                      gates=GateSpec(tokens_per_s_min=20))  # fmt: skip
+
+    def no_request(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a timed run on the board")
+
+    pair = SimpleNamespace(
+        model=model,
+        profile=load_profiles()["rpi4"],
+        config=SimpleNamespace(timeout_s=10.0),
+        baseline=BaselineContext(),
+        target=SimpleNamespace(fidelity="emulated"),
+        start=lambda: None,
+        request=no_request,
+    )
+    measured = generation.measure(pair)  # type: ignore[arg-type]
+    assert measured.figures["emulated_runs"] == 0
+    assert measured.figures["estimated_decode_ms"] == 4.0
+    verdict = decide("generation", measured.figures, model.gates, "rpi4", "emulated")
+    assert verdict.status == PASS, verdict.reasons  # 250 tokens/s [70, 430] >= 20

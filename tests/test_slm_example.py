@@ -239,7 +239,8 @@ def test_the_example_on_an_emulated_raspberry_pi_follows_the_plan(
         assert checks[gate]["passed"] is True, checks[gate]["message"]
         assert checks[gate]["figure"].startswith("estimated_")
         assert "(rpi4, estimated: cortex-a72" in checks[gate]["message"]
-    assert figures["estimated_decode_ms"] < figures["decode_p50_ms"]  # QEMU is slower
+    # The gates read the estimate: no emulated timed runs (minutes each at real scale).
+    assert figures["emulated_runs"] == 0 and "decode_p50_ms" not in figures
     for model in ("slm-int4", "slm-q4_k_m"):
         # The plan: perplexity natively on the host; the board scores a sample of windows
         # within the budget, and its greedy tokens agree with the host's (other kernels: near
