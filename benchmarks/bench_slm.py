@@ -9,7 +9,13 @@ Random weights: time, memory and the runtimes are real; perplexity and agreement
 quality (a random model's perplexity is about its vocabulary's size), and the table says so.
 
     python benchmarks/bench_slm.py [--shapes smollm2-135m] [--variants onnx-int4 q4_k_m.gguf]
-                                   [--device host --device rpi4]
+                                   [--device host --device rpi4] [--cache DIR --passes 2]
+                                   [--log DIR]
+
+--cache DIR: what boards answered and what the timing plugin counted are kept in DIR (empty at
+first: a cold run), everything else (device images, llama.cpp sets, counting plugins, models)
+linked from the real cache; --passes 2 runs the table again on it (warm). Each row gives the
+load average when it ended: the suites' wall time on a shared machine depends on it.
 
 --example: the example's trained 3.2 M models natively on this machine instead: perplexity, time
 to first token by prompt length, decode step time, and peak memory by context length, each
@@ -24,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +194,31 @@ def runtime_of(variant: str) -> str:
     return "gguf" if variant.endswith(".gguf") else "onnx"
 
 
+def own_cache(folder: Path) -> dict[str, str]:
+    """The environment of a cache folder of its own for the board's answers and the timing
+    counts (HARNESS_CACHE=`folder`, empty of them at first), with every other entry of the real
+    cache linked into it: nothing is rebuilt, only what a cold run would compute again."""
+    real = Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
+    for source, target in ((real, folder), (real / "timing", folder / "timing")):
+        target.mkdir(parents=True, exist_ok=True)
+        for entry in source.iterdir() if source.is_dir() else ():
+            if entry.name not in ("answers", "timing", "counts"):
+                link = target / entry.name
+                if not link.exists() and not link.is_symlink():
+                    link.symlink_to(entry)
+    env = {k: v for k, v in os.environ.items() if k != "HARNESS_ANSWERS_CACHE"}
+    return env | {"HARNESS_CACHE": str(folder)}
+
+
 def scale_run(
-    folder: Path, shape: str, variant: str, device: str, root: Path, parity: bool = True
+    folder: Path,
+    shape: str,
+    variant: str,
+    device: str,
+    root: Path,
+    parity: bool = True,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
 ) -> tuple[float, dict[str, Any], dict[str, float]]:
     """pytest on one model and device: (wall seconds, results by suite, seconds by suite)."""
     name = f"{shape}-{variant.removesuffix('.gguf')}"
@@ -197,9 +228,11 @@ def scale_run(
         models.append((base, ""))
         models[0] = (variant, f'parity_with = "{shape}-{base.removesuffix(".gguf")}"\n')
     config = SCALE_CONFIG
-    for entry, parity in models:
+    for entry, parity_line in models:
         entry_name = f"{shape}-{entry.removesuffix('.gguf')}"
-        config += SCALE_MODEL.format(name=entry_name, path=folder / shape / entry, parity=parity)
+        config += SCALE_MODEL.format(
+            name=entry_name, path=folder / shape / entry, parity=parity_line
+        )
     (root / "harness.toml").write_text(config)
     out, junit = root / f"{name}@{device}.json", root / f"{name}@{device}.xml"
     started = time.monotonic()
@@ -207,9 +240,12 @@ def scale_run(
         [sys.executable, "-m", "pytest", f"--device={device}", "-k", f"{name} and {device}",
          f"--harness-json={out}", f"--junitxml={junit}", "-p", "no:cacheprovider", "-q",
          "--rootdir", str(root)],
-        cwd=root, capture_output=True, text=True,
+        cwd=root, capture_output=True, text=True, env=env,
     )  # fmt: skip
     wall = time.monotonic() - started
+    if log is not None:  # pytest's own output: progress lines, the gates table
+        log.mkdir(parents=True, exist_ok=True)
+        (log / f"{name}@{device}-{int(time.time())}.log").write_text(done.stdout + done.stderr)
     if not out.is_file():
         sys.exit(f"pytest wrote no results for {name} on {device}:\n{done.stdout[-3000:]}")
     found = {r["suite"]: r for r in json.loads(out.read_text())["results"] if r["model"] == name}
@@ -226,56 +262,64 @@ def _figure(found: dict[str, Any], suite: str, name: str, digits: int = 1) -> st
 
 
 def scale_table(
-    shapes: list[str], variants: list[str], devices: list[str], parity: bool = True
+    shapes: list[str],
+    variants: list[str],
+    devices: list[str],
+    parity: bool = True,
+    cache: Path | None = None,
+    passes: int = 1,
+    log: Path | None = None,
 ) -> None:
     needed = [v for v in SCALE_VARIANTS if v in variants or (parity and v in BASES.values())]
     folder = scale_models(shapes, needed)
-    header = ("model", "runtime", "device", "suites s", "verdicts", "ppl*", "KLD*", "agree*")
-    header += ("ttft p50 ms", "prefill t/s", "decode t/s", "peak MB", "fidelity", "slowest")
+    header: tuple[str, ...] = ("model", "runtime", "device", "suites s", "verdicts", "ppl*")
+    header += ("KLD*", "agree*", "ttft p50 ms", "prefill t/s", "decode t/s", "peak MB")
+    header += ("fidelity", "slowest", "load", "pass")
+    env = own_cache(cache) if cache is not None else None
     print("\t".join(header), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-slm-") as scratch:
         root = Path(scratch)
         shutil.copytree(folder / shapes[0] / "data", root / "data")
         lines = (root / "data" / "valid.txt").read_text().splitlines(keepends=True)
         (root / "data" / "bench.txt").write_text("".join(lines[:BENCH_LINES]))
-        for shape in shapes:
-            for variant in variants:
-                for device in devices:
-                    wall, found, seconds = scale_run(folder, shape, variant, device, root, parity)
-                    verdicts: dict[str, int] = {}
-                    for record in found.values():
-                        status = record["verdict"]["status"]
-                        verdicts[status] = verdicts.get(status, 0) + 1
-                    generation = found.get("generation", {})
-                    figures = generation.get("figures", {})
-                    decode = figures.get("estimated_tokens_per_s", figures.get("tokens_per_s"))
-                    fidelity = generation.get("fidelity", "-")
-                    if "estimated_tokens_per_s" in figures:
-                        fidelity += " (decode: estimated)"
-                    memory = found.get("memory", {}).get("figures", {})
-                    peak = memory.get("board_peak_mb", memory.get("peak_mb"))
-                    slowest = max(seconds.items(), key=lambda kv: kv[1], default=("-", 0.0))
-                    row = (
-                        f"{shape}-{variant.removesuffix('.gguf')}",
-                        "llama.cpp" if runtime_of(variant) == "gguf" else "onnxruntime-genai",
-                        device,
-                        f"{wall:.0f}",
-                        " ".join(f"{k} {v}" for k, v in sorted(verdicts.items())),
-                        _figure(found, "perplexity", "perplexity", 0),
-                        _figure(found, "token_parity", "kld_mean", 3),
-                        _figure(found, "token_parity", "token_agreement", 2),
-                        _figure(found, "generation", "ttft_p50_ms", 1),
-                        _figure(found, "generation", "prefill_tokens_per_s", 0),
-                        "-" if decode is None else f"{decode:.1f}",
-                        "-" if peak is None else f"{peak:.0f}",
-                        fidelity,
-                        f"{slowest[0]} {slowest[1]:.0f} s",
-                    )
-                    print("\t".join(row), flush=True)
-                    for suite, record in found.items():  # why an item did not pass
-                        if record["verdict"]["status"] in ("FAIL", "INCONCLUSIVE", "ERROR"):
-                            reasons = record["verdict"].get("reasons") or [record.get("error")]
-                            print(f"    {suite}: {'; '.join(map(str, reasons))[:300]}")
+        for run, shape, variant, device in product(range(1, passes + 1), shapes, variants, devices):
+            wall, found, seconds = scale_run(folder, shape, variant, device, root, parity, env, log)
+            verdicts: dict[str, int] = {}
+            for record in found.values():
+                status = record["verdict"]["status"]
+                verdicts[status] = verdicts.get(status, 0) + 1
+            generation = found.get("generation", {})
+            figures = generation.get("figures", {})
+            decode = figures.get("estimated_tokens_per_s", figures.get("tokens_per_s"))
+            fidelity = generation.get("fidelity", "-")
+            if "estimated_tokens_per_s" in figures:
+                fidelity += " (decode: estimated)"
+            memory = found.get("memory", {}).get("figures", {})
+            peak = memory.get("board_peak_mb", memory.get("peak_mb"))
+            slowest = max(seconds.items(), key=lambda kv: kv[1], default=("-", 0.0))
+            row = (
+                f"{shape}-{variant.removesuffix('.gguf')}",
+                "llama.cpp" if runtime_of(variant) == "gguf" else "onnxruntime-genai",
+                device,
+                f"{wall:.0f}",
+                " ".join(f"{k} {v}" for k, v in sorted(verdicts.items())),
+                _figure(found, "perplexity", "perplexity", 0),
+                _figure(found, "token_parity", "kld_mean", 3),
+                _figure(found, "token_parity", "token_agreement", 2),
+                _figure(found, "generation", "ttft_p50_ms", 1),
+                _figure(found, "generation", "prefill_tokens_per_s", 0),
+                "-" if decode is None else f"{decode:.1f}",
+                "-" if peak is None else f"{peak:.0f}",
+                fidelity,
+                f"{slowest[0]} {slowest[1]:.0f} s",
+                " ".join(f"{x:.1f}" for x in os.getloadavg()),
+                f"{run} ({'cold' if run == 1 and cache is not None else 'again'})",
+            )
+            print("\t".join(row), flush=True)
+            for suite, record in found.items():  # why an item did not pass
+                if record["verdict"]["status"] in ("FAIL", "INCONCLUSIVE", "ERROR"):
+                    reasons = record["verdict"].get("reasons") or [record.get("error")]
+                    print(f"    {suite}: {'; '.join(map(str, reasons))[:300]}")
     print(
         "* random weights: perplexity (about the vocabulary's size), KL divergence and top-1 "
         "agreement against the fp32/F16 variant are not quality; they show the suites ran."
@@ -298,9 +342,15 @@ def main() -> None:
     parser.add_argument(
         "--no-parity", action="store_true", help="no token_parity (no fp32/F16 base to build)"
     )
+    parser.add_argument(
+        "--cache", type=Path, help="the boards' answers and timing counts here (empty: cold)"
+    )
+    parser.add_argument("--passes", type=int, default=1, help="the table this many times")
+    parser.add_argument("--log", type=Path, help="each pytest run's output into this folder")
     args = parser.parse_args()
     if not args.example:
-        scale_table(args.shapes, args.variants, args.device or ["host"], not args.no_parity)
+        scale_table(args.shapes, args.variants, args.device or ["host"], not args.no_parity,
+                    args.cache, args.passes, args.log)  # fmt: skip
         return
     models = cached_models()
     text = (models / "data" / "valid.txt").read_text()

@@ -498,9 +498,10 @@ def _estimated_ratio(
         )
         return Check(gate, "ratio", ratio, threshold, None, message)
     failed = ratio - 1 > threshold
+    key = "estimated_ms" if what == "latency" else f"estimated_{what}_ms"  # generation: decode
     shown = (
         f"{what} {ratio - 1:+.1%} {'>' if failed else '≤'} {threshold:.0%} "
-        f"({figures['baseline_estimated_ms']:.4g} → {figures['estimated_ms']:.4g} ms) "
+        f"({figures['baseline_' + key]:.4g} → {figures[key]:.4g} ms) "
         f"({device}, estimated: timing model on counted instructions, the same every run)"
     )
     if figures.get("emulated_ratio") is not None:

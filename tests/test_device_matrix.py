@@ -89,6 +89,62 @@ def test_rpi_zero_2w_oom_kill_fails_the_memory_gate(
     )
 
 
+@pytest.fixture(scope="module")
+def smollm2_fp32() -> Path:
+    """A SmolLM2-135M-shaped decoder in fp32 (random weights, 516 MB: the GenAI builder's
+    export by benchmarks/make_slm_models.py, about 1.5 min once, then cached)."""
+    import subprocess
+    import sys
+
+    from conftest import unavailable
+
+    script = ROOT / "benchmarks" / "make_slm_models.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--shapes", "smollm2-135m", "--variants", "onnx-fp32"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        unavailable(f"cannot build the SmolLM2-135M shape: {done.stderr[-3000:]}")
+    return Path(done.stdout.strip().splitlines()[-1]) / "smollm2-135m"
+
+
+def test_a_language_model_larger_than_the_zero_2w_fails_its_memory_gate(
+    pytester: pytest.Pytester, docker_client: Any, arm64_binfmt: None, smollm2_fp32: Path
+) -> None:
+    """SmolLM2-135M in fp32 (516 MB of weights) on a Zero 2 W (512 MB): the worker is killed for
+    memory while loading, and that is a failing memory gate naming the limit, in seconds, not a
+    hang (measured: killed after 20 s of loading under QEMU, 30 s for the item)."""
+    shutil.copytree(smollm2_fp32 / "data", pytester.path / "data")
+    (pytester.path / "harness.toml").write_text(
+        f"""\
+devices = ["rpi-zero-2w"]
+timeout_s = 300
+
+[[models]]
+name = "smollm2-fp32"
+task = "generate"
+path = "{smollm2_fp32 / "onnx-fp32"}"
+text = "data/valid.txt"
+[models.generate]
+context_tokens = 256
+[models.gates]
+memory_peak_mb_max = 400
+"""
+    )
+    out = pytester.path / "results.json"
+    result = pytester.runpytest("--device=rpi-zero-2w", "-k", "memory", f"--harness-json={out}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*memory[[]smollm2-fp32@rpi-zero-2w[]]: loading the model: worker on rpi-zero-2w "
+            "OOM-killed at 512 MB (rpi-zero-2w) during 'load'*",
+        ]
+    )
+    (memory,) = json.loads(out.read_text())["results"]
+    assert memory["verdict"]["status"] == "FAIL" and memory["figures"]["limit_mb"] == 512
+
+
 def test_a_profile_names_its_real_counterpart_and_calibrated_timing_model(tmp_path: Path) -> None:
     from harness.devices import load_profile
     from harness.errors import ConfigError

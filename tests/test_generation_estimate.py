@@ -212,3 +212,118 @@ def test_the_latency_suite_passes_on_why_an_estimate_is_not_validated(
     assert (figures["estimated_ms_low"], figures["estimated_ms_high"]) == (2.0 / 1.25, 2.0 / 0.75)
     verdict = decide("latency", figures, GateSpec(latency_p90_ms_max=1000.0), "rpi4", "emulated")
     assert verdict.status == PASS
+
+
+@pytest.mark.parametrize(
+    ("base_path", "outside", "status", "said"),
+    [
+        ("base", (), PASS, "decode +2.6% ≤ 25% (3.9 → 4 ms) (rpi4, estimated"),
+        ("base", ("instruction mix outside",), INCONCLUSIVE, "the base's decode not validated"),
+        ("base.gguf", (), NO_GATE, "not applied: the base: the timing model does not count"),
+    ],
+)
+def test_an_emulated_decode_regression_is_decided_on_the_estimates_not_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    base_path: str,
+    outside: tuple[str, ...],
+    status: str,
+    said: str,
+) -> None:
+    """decode_max_regression on an emulated board, as the latency suite's regression there: the
+    ratio of the timing model's decode-step estimates of new and base (counted, the same every
+    run) decides; the emulated rounds' ratio (+60% [+20%, +100%] here, which would fail) stays a
+    note; an unvalidated base estimate leaves it undecided, a base with no estimate (a GGUF file)
+    leaves it not applied. The pair is a stub; the estimates are faked, the decision is real."""
+    from types import SimpleNamespace
+
+    import harness.timing
+    from harness.baseline import BaselineContext
+    from harness.config import ModelSpec
+    from harness.language_config import GenerateSettings
+    from harness.results import Flags, Measurement
+    from harness.suites import generation
+    from harness.timing import GenerationEstimate, TimingEstimate
+
+    def fake(ms: float) -> GenerationEstimate:
+        def one(ms: float) -> TimingEstimate:
+            return TimingEstimate(ms, 0.72, "cortex-a72 timing model at 1500 MHz", (), 1e6, True,
+                                  "rpi4", "cortex-a72", "cortex-a72", outside=outside)  # fmt: skip
+
+        return GenerationEstimate(ttft=one(10 * ms), decode=one(ms), prompt_tokens=32,
+                                  decode_steps=15)  # fmt: skip
+
+    monkeypatch.setattr(harness.timing, "estimate_generation", lambda *a, **k: fake(3.9))
+    text = tmp_path / "valid.txt"
+    text.write_text("a b c\n")
+    settings = GenerateSettings()
+    model = ModelSpec("lm", tmp_path / "new", task="generate", text=text, generate=settings)
+    base = ModelSpec("lm", tmp_path / base_path, task="generate", text=text, generate=settings)
+    pair = SimpleNamespace(
+        model=model,
+        profile=load_profiles()["rpi4"],
+        config=SimpleNamespace(timeout_s=10.0),
+        baseline=BaselineContext(label="HEAD", base=base),
+    )
+    emulated = {"ratio": 1.6, "ratio_low": 1.2, "ratio_high": 2.0, "paired": True, "rounds": 8}
+    measured = Measurement(
+        estimated(40.0, 4.0) | emulated,
+        "emulated",
+        flags=Flags(baseline="HEAD", inconclusive="decode latency straddles the 25% gate"),
+    )
+    measured = generation._board_ratio(pair, measured)  # type: ignore[arg-type]
+    assert measured.figures["emulated_ratio"] == 1.6
+    verdict = decide("generation", measured.figures, GateSpec(decode_max_regression=0.25),
+                     "rpi4", "emulated", measured.flags)  # fmt: skip
+    assert verdict.status == status, verdict.reasons
+    (check,) = verdict.checks
+    assert said in check.message
+    if status == PASS:
+        assert "note: emulated wall clock +60.0% [+20.0%, +100.0%], not a gate" in check.message
+
+
+def test_a_board_makes_no_emulated_runs_where_the_estimate_decides(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On an emulated board with an absolute gate and no baseline, the generation item asks the
+    board for no timed run (a 135M decoder's run costs minutes under QEMU): the estimate is all
+    the gates read, as in the latency suite. The pair is a stub that fails any request."""
+    from types import SimpleNamespace
+
+    import harness.timing
+    from harness.baseline import BaselineContext
+    from harness.config import ModelSpec
+    from harness.language_config import GenerateSettings
+    from harness.suites import generation
+    from harness.timing import GenerationEstimate, TimingEstimate
+
+    def one(ms: float) -> TimingEstimate:
+        return TimingEstimate(ms, 0.72, "cortex-a72 timing model at 1500 MHz", (), 1e6, True,
+                              "rpi4", "cortex-a72", "cortex-a72")  # fmt: skip
+
+    estimate = GenerationEstimate(ttft=one(60.0), decode=one(4.0), prompt_tokens=32,
+                                  decode_steps=15)  # fmt: skip
+    monkeypatch.setattr(harness.timing, "estimate_generation", lambda *a, **k: estimate)
+    text = tmp_path / "valid.txt"
+    text.write_text("a b c\n")
+    model = ModelSpec("lm", tmp_path / "lm", task="generate", text=text,
+                      generate=GenerateSettings(),
+                      gates=GateSpec(tokens_per_s_min=20))  # fmt: skip
+
+    def no_request(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a timed run on the board")
+
+    pair = SimpleNamespace(
+        model=model,
+        profile=load_profiles()["rpi4"],
+        config=SimpleNamespace(timeout_s=10.0),
+        baseline=BaselineContext(),
+        target=SimpleNamespace(fidelity="emulated"),
+        start=lambda: None,
+        request=no_request,
+    )
+    measured = generation.measure(pair)  # type: ignore[arg-type]
+    assert measured.figures["emulated_runs"] == 0
+    assert measured.figures["estimated_decode_ms"] == 4.0
+    verdict = decide("generation", measured.figures, model.gates, "rpi4", "emulated")
+    assert verdict.status == PASS, verdict.reasons  # 250 tokens/s [70, 430] >= 20

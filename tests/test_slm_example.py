@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import git, unavailable
-from harness import language_scores
+from harness import textscore
 from harness.worker.generate import TextModels
 from harness.worker.server import proc_status_kb
 
@@ -157,7 +157,7 @@ def scale_logits(folder: Path, factor: float) -> None:
 
 def perplexity(folder: Path, text: str, models: TextModels) -> float:
     models.load(str(folder), str(folder), 1, "none")
-    return language_scores.perplexity(models.perplexity(str(folder), text, 64, 32)["nll"])
+    return textscore.perplexity(models.perplexity(str(folder), text, 64, 32)["nll"])
 
 
 def test_a_change_raising_perplexity_10_percent_fails_under_baseline(
@@ -206,7 +206,6 @@ def test_a_change_raising_perplexity_10_percent_fails_under_baseline(
     assert decode["ratio_high"] <= 1.25
 
 
-@pytest.mark.usefixtures("counting_plugin")  # QEMU: the "qemu" marker
 def test_the_example_on_an_emulated_raspberry_pi_follows_the_plan(
     pytester: pytest.Pytester,
     slm_models: Path,
@@ -240,7 +239,8 @@ def test_the_example_on_an_emulated_raspberry_pi_follows_the_plan(
         assert checks[gate]["passed"] is True, checks[gate]["message"]
         assert checks[gate]["figure"].startswith("estimated_")
         assert "(rpi4, estimated: cortex-a72" in checks[gate]["message"]
-    assert figures["estimated_decode_ms"] < figures["decode_p50_ms"]  # QEMU is slower
+    # The gates read the estimate: no emulated timed runs (minutes each at real scale).
+    assert figures["emulated_runs"] == 0 and "decode_p50_ms" not in figures
     for model in ("slm-int4", "slm-q4_k_m"):
         # The plan: perplexity natively on the host; the board scores a sample of windows
         # within the budget, and its greedy tokens agree with the host's (other kernels: near
@@ -269,11 +269,12 @@ def test_the_example_on_an_emulated_raspberry_pi_follows_the_plan(
     )
 
 
-def test_decode_regression_on_an_emulated_board_pairs_emulated_runs(
+def test_decode_regression_on_an_emulated_board_is_decided_on_the_estimates(
     pytester: pytest.Pytester, slm_models: Path, docker_client: object, arm64_binfmt: None
 ) -> None:
-    """Under --baseline on rpi4 the decode ratio comes from paired emulated runs (labelled
-    emulated), never a missing figure: the same folder as base and new is not a regression."""
+    """Under --baseline on rpi4 the decode ratio is the ratio of the timing model's estimates of
+    base and new (counted: the same folder gives exactly 1.0), as the latency suite decides its
+    regression there; the paired emulated rounds' ratio is kept beside it as a note."""
     root = pytester.path
     example(root, slm_models)
     git(root, "init", "-q")
@@ -286,13 +287,19 @@ def test_decode_regression_on_an_emulated_board_pairs_emulated_runs(
     )  # fmt: skip
     record = results(out)["generation", "slm-int4", "rpi4"]
     figures, checks = record["figures"], {c["gate"]: c for c in record["verdict"]["checks"]}
-    # The path, not the statistics (tests/test_stats.py): 3 rounds of emulated timings give a
-    # non-nominal interval, which need not hold 1.0 (seen: +0.7% to +37.1% for one folder).
+    if "estimate_unavailable" in figures:
+        unavailable(f"counting on rpi4: {figures['estimate_unavailable']}")
+    assert figures["ratio_basis"] == "estimated" and figures["ratio"] == 1.0
+    assert figures["baseline_estimated_decode_ms"] == figures["estimated_decode_ms"]
+    # The emulated rounds: a note, whatever their interval (seen: +0.7% to +37.1% for one folder).
     assert figures["paired"] is True
-    assert figures["ratio_low"] <= figures["ratio"] <= figures["ratio_high"]
+    assert (
+        figures["emulated_ratio_low"] <= figures["emulated_ratio"] <= figures["emulated_ratio_high"]
+    )
     decode = checks["decode_max_regression"]
-    assert "(rpi4, emulated, paired n=" in decode["message"]
-    assert decode["passed"] in (True, None), decode["message"]  # None: rounds ran out of budget
+    assert "(rpi4, estimated" in decode["message"] or "undecided" in decode["message"]
+    validated = not figures.get("estimate_not_validated")
+    assert decode["passed"] is (True if validated else None), decode["message"]
     assert record["verdict"]["status"] in ("PASS", "INCONCLUSIVE"), result.stdout.str()[-2000:]
     assert checks["decode_p90_ms_max"]["figure"] == "estimated_decode_ms"
 

@@ -70,6 +70,7 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
     (the pair around the worker is a stub; the decision is the real one)."""
     from dataclasses import replace
     from pathlib import Path
+    from types import SimpleNamespace
 
     from harness.baseline import BaselineContext
     from harness.config import GateSpec, ModelSpec
@@ -84,8 +85,10 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
         model = ModelSpec(
             "lm", Path("lm"), task="generate", text=Path(__file__), generate=GenerateSettings()
         )
-        target = object()
+        target = SimpleNamespace(fidelity="measured")
         baseline = BaselineContext()
+        hello = {"empty_peak_kb": 60 * 1024}
+        loaded = {"peak_kb": 300 * 1024}  # loaded, within the board's RAM
 
         def __init__(self) -> None:
             self.profile = profile
@@ -111,6 +114,76 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
         "memory", measured.figures, gates, profile.name, measured.fidelity, measured.flags
     )
     assert verdict.status == FAIL and "OOM-killed at 512 MB" in verdict.reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("load_mb", "filled_mb", "reason"),
+    [
+        (1000, None, "peak 980 MB after loading the model exceeds the 512 MB of rpi-zero-2w"),
+        (300, 1060, "peak 1040 MB at a context of 128 tokens exceeds the 512 MB of rpi-zero-2w"),
+        (300, 400, None),  # the board estimate, 380 MB, fits
+    ],
+)
+def test_a_peak_above_the_boards_ram_fails_the_memory_gate_with_the_figure(
+    load_mb: int, filled_mb: int | None, reason: str | None
+) -> None:
+    """A worker that lives on above the board's RAM (a mmapped GGUF file in the host's page
+    cache is not charged to the container) fails the memory gate with its figure, whatever the
+    gate's threshold: the model does not fit on the board. Above it after loading, the context
+    is not filled (minutes under QEMU, and it only adds). The pair is a stub; emulated figures
+    are QEMU's (an empty worker 60 MB there, 40 MB natively: the board estimate is 20 MB less)."""
+    from dataclasses import replace
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from harness.baseline import BaselineContext
+    from harness.config import GateSpec, ModelSpec
+    from harness.devices import load_profiles
+    from harness.gates import FAIL, PASS, decide
+    from harness.language_config import GenerateSettings
+    from harness.suites import context_memory
+
+    profile = load_profiles()["rpi-zero-2w"]
+    mb = 1024
+    filled: list[int] = []
+
+    class FitPair:
+        model = ModelSpec(
+            "lm", Path("lm.gguf"), task="generate", text=Path(__file__), generate=GenerateSettings()
+        )
+        target = SimpleNamespace(fidelity="emulated")
+        baseline = BaselineContext()
+        shared = SimpleNamespace(native_empty_peak_kb=lambda formats, files: 40 * mb)
+        hello = {"empty_peak_kb": 60 * mb}
+        loaded = {"peak_kb": load_mb * mb, "context_length": 512}
+        profile = load_profiles()["rpi-zero-2w"]
+
+        def other(self, model: ModelSpec) -> FitPair:
+            return self  # the fresh worker the memory suite fills
+
+        def start(self) -> None:
+            return None
+
+        def close(self) -> None:
+            return None
+
+        def request(self, op: str, **arguments: Any) -> dict[str, Any]:
+            assert filled_mb is not None, "filled the context above the board's RAM"
+            filled.append(filled_mb)
+            return {"peak_kb": filled_mb * mb, "context_tokens": 128}
+
+    gates = replace(GateSpec(), memory_peak_mb_max=3500.0)  # a threshold far above the board
+    measured = context_memory.measure(FitPair())  # type: ignore[arg-type]
+    assert measured.figures["board_peak_mb"] == (filled_mb or load_mb) - 20
+    verdict = decide(
+        "memory", measured.figures, gates, profile.name, measured.fidelity, measured.flags
+    )
+    if reason is None:
+        assert verdict.status == PASS and not measured.flags
+    else:
+        assert verdict.status == FAIL
+        assert verdict.reasons[0] == f"{reason}: the model does not fit"
+    assert filled == ([] if filled_mb is None else [filled_mb])
 
 
 def test_a_genai_folder_is_checked_through_its_decoder_graph(slm_models: Path) -> None:

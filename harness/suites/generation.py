@@ -15,19 +15,24 @@ suite), and at least `latency.min_samples` times to first token and decode steps
 With --baseline, base and new runs alternate in ABBA rounds in one worker and the per-round median
 decode step gives a paired ratio with its interval (decode_max_regression).
 
-On emulated boards only `generate.emulated_runs` runs are made (a few decode steps, seconds under
-QEMU) and their figures are labelled emulated. Where an absolute gate is set, the gates read the
-timing model's estimate of the board instead (harness.timing.estimate_generation: one greedy run
-counted under QEMU with the board CPU's timing plugin, prefill and decode steps as two marked
-regions), decided on the CPU model's error band: PASS when the whole band meets the gate, FAIL
-when none of it does, INCONCLUSIVE between. Under --baseline the paired rounds run there too,
-within `generate.time_budget_s`, and their ratio is labelled emulated (as the latency suite's).
+On emulated boards only `generate.emulated_runs` runs are made (a few decode steps; minutes under
+QEMU at 135M parameters) and their figures are labelled emulated. Where an absolute gate is set,
+the gates read the timing model's estimate of the board instead
+(harness.timing.estimate_generation: one greedy run counted under QEMU with the board CPU's
+timing plugin, prefill and decode steps as two marked regions), decided on the CPU model's error
+band: PASS when the whole band meets the gate, FAIL when none of it does, INCONCLUSIVE between;
+then, without --baseline, no emulated run is made (as in the latency suite: nothing would read
+them). Under --baseline the paired rounds run there too, within `generate.time_budget_s`,
+labelled emulated; decode_max_regression is decided there, as the latency suite's regression, by
+the ratio of the two models' estimated decode steps, and the emulated rounds' ratio is a note
+(_board_ratio).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,7 +41,11 @@ from harness.gates import ABSOLUTE_TIME_FIDELITIES
 from harness.pairs import Pair
 from harness.results import Flags, Measurement
 
+if TYPE_CHECKING:
+    from harness.timing import GenerationEstimate
+
 CHUNK_SECONDS = 0.5  # timed runs per worker request
+EMULATED_NOTE = ("ratio", "ratio_low", "ratio_high")  # kept as emulated_* beside the estimate
 
 
 def _bench(
@@ -221,45 +230,52 @@ def _paired(pair: Pair, measurement: Measurement) -> Measurement:
     return Measurement(figures, measurement.fidelity, raw, flags)
 
 
-def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
-    """The board's time to first token and decode step from the timing model, with its band
-    (figures `estimated_*`, which the gates read under emulation); the emulated wall clock stays
-    beside them, labelled emulated."""
+def _estimate(pair: Pair, path: Path) -> GenerationEstimate | str:
+    """The timing model's estimate of the model at `path` (the pair's model or its base) on the
+    board, for the pair's text and lengths; or why there is none."""
     from harness.backends.base import BackendUnavailable
     from harness.timing import estimate_generation, not_set_up
     from harness.timing.run import TimingRunError
 
     settings = pair.model.generate
     assert settings is not None and pair.model.text is not None
-
-    def unavailable(why: str) -> Measurement:
-        figures = measurement.figures | {"estimate_unavailable": why}
-        return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
-
-    if pair.model.path.suffix.lower() == ".gguf":
-        return unavailable(
+    if path.suffix.lower() == ".gguf":
+        return (
             "the timing model does not count llama.cpp runs yet (a GGUF worker re-executes "
             "under the llama.cpp runtime set's loader, outside the counting emulator); the "
             "emulated runs are reported, labelled emulated"
         )
     if settings.new_tokens < 2:
-        return unavailable(
+        return (
             f"new_tokens = {settings.new_tokens}: no decode step to count; set "
             "[models.generate] new_tokens >= 2"
         )
     try:
-        estimate = estimate_generation(
+        return estimate_generation(
             pair.profile,
-            pair.model.path,
+            path,
             pair.model.text.read_text(encoding="utf-8"),
             settings.prompt_tokens,
             settings.new_tokens,
             timeout=pair.config.timeout_s,
         )
     except (BackendUnavailable, TimingRunError) as exc:
-        return unavailable(not_set_up(exc, pair.profile.name))
+        return not_set_up(exc, pair.profile.name)
     except ValueError as exc:  # the board's CPU has no timing model (harness/timing/cpus)
-        return unavailable(f"no timing model for {pair.profile.name}: {exc}")
+        return f"no timing model for {pair.profile.name}: {exc}"
+
+
+def _estimated(
+    pair: Pair, measurement: Measurement, estimate: GenerationEstimate | str | None = None
+) -> Measurement:
+    """The board's time to first token and decode step from the timing model, with its band
+    (figures `estimated_*`, which the gates read under emulation); the emulated wall clock, where
+    it was measured, stays beside them, labelled emulated."""
+    if estimate is None:
+        estimate = _estimate(pair, pair.model.path)
+    if isinstance(estimate, str):
+        figures = measurement.figures | {"estimate_unavailable": estimate}
+        return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
     figures = dict(measurement.figures)
     ttft, decode = estimate.ttft, estimate.decode
     figures |= {
@@ -290,6 +306,38 @@ def _estimated(pair: Pair, measurement: Measurement) -> Measurement:
     return Measurement(figures, measurement.fidelity, measurement.raw, measurement.flags)
 
 
+def _board_ratio(pair: Pair, measurement: Measurement) -> Measurement:
+    """On an emulated board decode_max_regression is decided from what is deterministic there,
+    as the latency suite's is: the timing model's estimates of the base's and the new model's
+    decode step (counted under QEMU, the same every run, so no interval). QEMU's wall clock
+    measures the runner's load as much as the model: the paired rounds' ratio stays in the
+    record as `emulated_ratio`, a note. Without an estimate of both the gate is not applied and
+    says why; where either estimate is not validated the ratio is undecided."""
+    assert pair.baseline.base is not None
+    figures = {k: v for k, v in measurement.figures.items() if k not in EMULATED_NOTE}
+    figures |= {f"emulated_{k}": measurement.figures[k] for k in EMULATED_NOTE}
+    flags = Flags(**measurement.flags)
+    flags.pop("inconclusive", None)  # the emulated rounds' straddle decides nothing here
+    if "estimate_unavailable" not in figures:
+        base = _estimate(pair, pair.baseline.base.path)
+        if isinstance(base, str):
+            figures["estimate_unavailable"] = f"the base: {base}"
+        else:
+            if base.decode.not_validated:  # the ratio holds only where both estimates do
+                why = f"the base's decode {base.decode.not_validated}"
+                mine = figures.get("estimate_not_validated")
+                figures["estimate_not_validated"] = f"{mine}; {why}" if mine else why
+            ratio = figures["estimated_decode_ms"] / base.decode.ms
+            figures |= {
+                "ratio": ratio,
+                "ratio_low": ratio,
+                "ratio_high": ratio,
+                "ratio_basis": "estimated",
+                "baseline_estimated_decode_ms": base.decode.ms,
+            }
+    return Measurement(figures, measurement.fidelity, measurement.raw, flags)
+
+
 def _absolute_gates(pair: Pair) -> bool:
     gates = pair.model.gates_for(pair.profile.name)
     return any(
@@ -302,9 +350,23 @@ def measure(pair: Pair) -> Measurement:
     pair.start()
     assert pair.target is not None
     emulated = pair.target.fidelity not in ABSOLUTE_TIME_FIDELITIES
+    board = emulated and pair.profile.emulated
+    regression = (
+        pair.baseline.base is not None
+        and pair.model.gates_for(pair.profile.name).decode_max_regression is not None
+    )
+    estimate = None
+    if board and (_absolute_gates(pair) or regression):
+        estimate = _estimate(pair, pair.model.path)
+        if not isinstance(estimate, str) and pair.baseline.base is None:
+            # The gates read the estimate and nothing compares this session's emulated clock:
+            # no emulated timed runs (minutes at 135M under QEMU), as in the latency suite.
+            nothing = Measurement({"emulated_runs": 0}, pair.target.fidelity)
+            return _estimated(pair, nothing, estimate)
     measured = _single(pair, emulated)
-    if emulated and pair.profile.emulated and _absolute_gates(pair):
-        measured = _estimated(pair, measured)
-    if pair.baseline.base is not None:  # under emulation too: a ratio of emulated runs, as the
-        return _paired(pair, measured)  # latency suite's, labelled emulated
-    return measured
+    if estimate is not None:
+        measured = _estimated(pair, measured, estimate)
+    if pair.baseline.base is None:
+        return measured
+    measured = _paired(pair, measured)  # on a board: emulated rounds, labelled emulated
+    return _board_ratio(pair, measured) if board and regression else measured

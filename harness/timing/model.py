@@ -421,10 +421,16 @@ def mix_conditions(
     per_vcpu: Sequence[VcpuCounts], cpu: CpuModel, samples: int = 1
 ) -> tuple[str, ...]:
     """Where these counts' instruction mix (busiest vCPU) or instructions per inference leave
-    those of the models `cpu`'s band was measured on: what OUTSIDE_MIX_BAND covers."""
+    those of the models `cpu`'s band was measured on, or no mix was recorded to say: what
+    OUTSIDE_MIX_BAND covers."""
     busiest = max(per_vcpu, key=lambda v: estimate_cycles(v, cpu).cycles)
     reasons = []
-    if cpu.mix is not None:
+    if cpu.mix is None:  # nothing says the mix is inside: take it as outside
+        reasons.append(
+            f"{cpu.name} records no instruction mix for its band (a file from before mixes were "
+            "recorded: `harness calibrate` writes one with it)"
+        )
+    else:
         out = cpu.mix.outside(group_shares(busiest))
         if out:
             reasons.append("instruction mix outside the calibration set's: " + ", ".join(out))
@@ -457,12 +463,6 @@ def band_conditions(
     busiest = max(per_vcpu, key=lambda v: estimate_cycles(v, cpu).cycles)
     shares = group_shares(busiest)
     reasons = list(mix_conditions(per_vcpu, cpu, samples))
-    if cpu.mix is None:
-        reasons.insert(
-            0,
-            f"{cpu.name} records no instruction mix for its band (a file from before mixes were "
-            "recorded: `harness calibrate` writes one with it)",
-        )
     if threads != cpu.band_threads:
         reasons.append(f"{threads} intra-op threads; the band was measured at {cpu.band_threads}")
     if (
