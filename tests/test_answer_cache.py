@@ -103,12 +103,12 @@ def test_rows_are_read_without_the_rest(tmp_path: Path, save: Any) -> None:
 
 
 def test_a_worker_holding_rows_answers_them_as_a_worker_holding_all(tmp_path: Path) -> None:
-    from harness.worker.server import RequestError, WorkerHandle
+    from harness.worker.server import RequestError, Worker
 
     model, dataset = str(DIGITS / "models" / "digits.onnx"), tmp_path / "big.npz"
     x = np.load(DIGITS / "data" / "digits_test.npz")["X"]
     np.savez(dataset, X=np.concatenate([x, x]))  # 900 samples; the board answers 3
-    whole, held = WorkerHandle(), WorkerHandle()
+    whole, held = Worker(), Worker()
     loaded_whole = whole.load("m", model, 1, str(dataset), output="probabilities")
     loaded = held.load("m", model, 1, str(dataset), output="probabilities", rows=[0])
     assert loaded["samples"] == loaded_whole["samples"] == 900 and loaded["held"] == 1
