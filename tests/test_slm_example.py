@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import git, unavailable
-from harness import textscore
+from harness import language_scores
 from harness.worker.generate import TextModels
 from harness.worker.server import proc_status_kb
 
@@ -157,7 +157,7 @@ def scale_logits(folder: Path, factor: float) -> None:
 
 def perplexity(folder: Path, text: str, models: TextModels) -> float:
     models.load(str(folder), str(folder), 1, "none")
-    return textscore.perplexity(models.perplexity(str(folder), text, 64, 32)["nll"])
+    return language_scores.perplexity(models.perplexity(str(folder), text, 64, 32)["nll"])
 
 
 def test_a_change_raising_perplexity_10_percent_fails_under_baseline(
