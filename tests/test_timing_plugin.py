@@ -20,7 +20,7 @@ from harness.backends.qemu import count_instructions
 from harness.counting.build import MARKERS
 from harness.devices import DeviceProfile, load_profiles
 from harness.timing import estimate_latency, load_cpu_model
-from harness.timing.model import CLASSES, CacheGeometry
+from harness.timing.model import CLASSES, OUTSIDE_MIX_BAND, CacheGeometry
 from harness.timing.run import TimingCounts, count_timing
 from harness.worker import markers
 
@@ -113,7 +113,9 @@ def test_estimate_latency_caches_and_carries_the_band(rpi4: DeviceProfile) -> No
     again = estimate_latency(rpi4, MODEL, DATA, samples=SAMPLES, warmup=WARMUP)
     assert again.cached and again.ms == first.ms > 0
     assert first.cpu == "cortex-a72" and first.qemu_cpu == "cortex-a72"
-    assert first.band_fraction == cpu.band_fraction
+    # The digits MLP lies outside the mix of the MobileNets the Pi band was checked on: it
+    # carries the out-of-mix band (harness.timing.model.OUTSIDE_MIX_BAND), never the Pi band.
+    assert first.band_fraction == max(cpu.band_fraction or 0.0, OUTSIDE_MIX_BAND)
     assert str(first).startswith("estimated ") and f"({first.model_description})" in str(first)
     assert first.low_ms <= first.ms <= first.high_ms
 
