@@ -524,6 +524,14 @@ def reuse(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if "measured_ms" not in r]
 
 
+def fitted(what: str, summary: Any, weights: list[float]) -> dict[str, Any]:
+    """Print a fit's weights; its summary and weights as the results file keeps them."""
+    named = dict(zip(FEATURES, weights, strict=True))
+    shown = ", ".join(f"{n} {w:.4f}" for n, w in named.items())
+    print(f"  {what} (cycles per instruction): {shown}")
+    return {"summary": vars(summary), "weights": named}
+
+
 def fit(rows: list[dict[str, Any]]) -> list[float]:
     return fit_nonnegative([r["features"] for r in rows], [r["measured_ms"] for r in rows])
 
@@ -631,14 +639,7 @@ def x86(
     print(f"  {describe(s)}: the fit's band ±{band:.0%}")
     weights = fit(calibration)
     mix = where_of(calibration, "the calibration set")
-    print(
-        "  weights fitted on all of them (cycles per instruction): "
-        + ", ".join(f"{n} {w:.4f}" for n, w in zip(FEATURES, weights, strict=True))
-    )
-    results["calibration"] = {
-        "summary": vars(s),
-        "weights": dict(zip(FEATURES, weights, strict=True)),
-    }
+    results["calibration"] = fitted("weights fitted on all of them", s, weights)
 
     print("\n-- held-out architectures (weights and mix of the calibration set)")
     for row in held_arch:
@@ -713,14 +714,7 @@ def x86(
     s_all = summarize(loo_all, [r["measured_ms"] for r in every])
     weights_all = fit(every)
     print(f"  {len(every)} models: {describe(s_all)}")
-    print(
-        "  fitted on all (cycles per instruction): "
-        + ", ".join(f"{n} {w:.4f}" for n, w in zip(FEATURES, weights_all, strict=True))
-    )
-    results["all"] = {
-        "summary": vars(s_all),
-        "weights": dict(zip(FEATURES, weights_all, strict=True)),
-    }
+    results["all"] = fitted("fitted on all", s_all, weights_all)
     if write:
         write_cpu(write, every, weights_all, s_all)
     if real:

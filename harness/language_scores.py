@@ -87,6 +87,19 @@ def tokens_per_second(step_ms: float) -> float:
     return 1000.0 / step_ms if step_ms > 0 else math.inf
 
 
+def _windows(
+    values: npt.ArrayLike, counts: Sequence[int], confidence: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Per-position values and the window sizes they split into, checked."""
+    array = np.asarray(values, dtype=np.float64)
+    sizes = np.asarray(counts, dtype=np.int64)
+    if array.size == 0 or sizes.sum() != array.size or np.any(sizes < 1):
+        raise ValueError(f"{array.size} values do not split into windows of {list(counts)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    return array, sizes
+
+
 def window_mean_interval(
     values: npt.ArrayLike,
     counts: Sequence[int],
@@ -97,12 +110,7 @@ def window_mean_interval(
     """(mean, low, high): the mean of per-position `values` laid out window by window
     (`counts[i]` positions in window i), with a percentile-bootstrap interval that resamples whole
     windows. With a single window the interval is the mean itself (nothing to resample)."""
-    array = np.asarray(values, dtype=np.float64)
-    sizes = np.asarray(counts, dtype=np.int64)
-    if array.size == 0 or sizes.sum() != array.size or np.any(sizes < 1):
-        raise ValueError(f"{array.size} values do not split into windows of {list(counts)}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    array, sizes = _windows(values, counts, confidence)
     sums = np.add.reduceat(array, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
     mean = float(sums.sum() / sizes.sum())
     if sums.size < 2:
@@ -127,12 +135,7 @@ def window_percentile_interval(
     window, with a percentile-bootstrap interval that resamples whole windows (the positions of
     the drawn windows, pooled). A tail percentile from few windows is rough: the interval says
     how rough."""
-    array = np.asarray(values, dtype=np.float64)
-    sizes = np.asarray(counts, dtype=np.int64)
-    if array.size == 0 or sizes.sum() != array.size or np.any(sizes < 1):
-        raise ValueError(f"{array.size} values do not split into windows of {list(counts)}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    array, sizes = _windows(values, counts, confidence)
     point = float(np.percentile(array, q))
     if sizes.size < 2:
         return point, point, point
