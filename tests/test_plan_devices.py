@@ -17,8 +17,14 @@ pytest_plugins = ["pytester"]
 
 
 def test_an_expensive_dataset_is_scored_on_the_host_and_sampled_on_the_board(
-    pytester: pytest.Pytester, docker_client: Any, arm64_binfmt: None
+    pytester: pytest.Pytester,
+    docker_client: Any,
+    arm64_binfmt: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # What the board is asked depends on what it answered before: none here, whatever other
+    # tests of the session answered.
+    monkeypatch.setenv("HARNESS_ANSWERS_CACHE", str(pytester.path / "answers"))
     copy_example("digits", pytester.path)
     config = pytester.path / "harness.toml"
     config.write_text(config.read_text().replace(
