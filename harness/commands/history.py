@@ -186,6 +186,20 @@ class contextlib_closing:  # noqa: N801 - reads as the stdlib's closing()
         self.store.close()
 
 
+def _records_at(location: str, args: argparse.Namespace) -> list[RunRecord]:
+    """Every record of an existing history location, opened read-only."""
+    with contextlib_closing(
+        open_store(
+            location,
+            readonly=True,
+            create=False,
+            repository=args.repository,
+            cache=args.history_cache,
+        )
+    ) as store:
+        return list(store.records())
+
+
 def _read_source(source: str, args: argparse.Namespace) -> list[RunRecord]:
     """Records from an export file (JSON lines), a folder of record files (a checkout of a
     history branch: its runs/), or another history location."""
@@ -205,32 +219,14 @@ def _read_source(source: str, args: argparse.Namespace) -> list[RunRecord]:
     if path.suffix in (".sqlite", ".db") and not path.is_file():
         raise ConfigError(f"no history at {source}")
     kind_of(source)  # an unknown scheme says which ones there are
-    with contextlib_closing(
-        open_store(
-            source,
-            readonly=True,
-            create=False,
-            repository=args.repository,
-            cache=args.history_cache,
-        )
-    ) as store:
-        return list(store.records())
+    return _records_at(source, args)
 
 
 def _export(args: argparse.Namespace) -> int:
     from harness.history import describe
 
     location = _location(args)
-    with contextlib_closing(
-        open_store(
-            location,
-            readonly=True,
-            create=False,
-            repository=args.repository,
-            cache=args.history_cache,
-        )
-    ) as store:
-        records = list(store.records())
+    records = _records_at(location, args)
     text = "".join(record.line() + "\n" for record in records)
     if args.out in (None, "-"):
         sys.stdout.write(text)
