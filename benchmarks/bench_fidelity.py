@@ -310,16 +310,8 @@ def lm_rows(models: list[dict[str, Any]], runs: int) -> list[dict[str, Any]]:
                     "recipe": f"lm-{model['recipe']}",
                     "path": str(model["path"]),
                     "text": str(model["text"]),
-                    "counts": taken.per_vcpu[0].as_json(),
-                    "samples": taken.samples,
-                    "instructions": estimate.instructions_per_inference,
-                    "shares": estimate.shares,
-                    "features": calibration_features(point, cpu),
-                    "measured_ms": min(times),
-                    "median_ms": statistics.median(times),
-                    "runs": len(times),
-                    "load_at_fastest": load,
                 }
+                | measured(taken, estimate, point, cpu, times, load)
             )
         how = "cached" if cached else f"counted in {time.monotonic() - started:.0f} s"
         print(
@@ -396,16 +388,8 @@ def real_rows(runs: int) -> list[dict[str, Any]]:
                     "recipe": "real",
                     "role": "real model",
                     "path": str(model.path),
-                    "counts": counts.per_vcpu[0].as_json(),
-                    "samples": counts.samples,
-                    "instructions": estimate.instructions_per_inference,
-                    "shares": estimate.shares,
-                    "features": calibration_features(point, cpu),
-                    "measured_ms": min(times),
-                    "median_ms": statistics.median(times),
-                    "runs": len(times),
-                    "load_at_fastest": load_avg,
                 }
+                | measured(counts, estimate, point, cpu, times, load_avg)
             )
             print(
                 f"  {rows[-1]['model']:<34} {estimate.instructions_per_inference / 1e6:8.2f} M "
@@ -522,6 +506,28 @@ def reuse(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         f"measured on {json.loads(last.read_text()).get('date') if last.exists() else '-'}"
     )
     return [r for r in rows if "measured_ms" not in r]
+
+
+def measured(
+    taken: TimingCounts,
+    estimate: Any,
+    point: CalibrationPoint,
+    cpu: CpuModel,
+    times: list[float],
+    load: float,
+) -> dict[str, Any]:
+    """What a row keeps of a model's counts, estimate and native times (fastest decides)."""
+    return {
+        "counts": taken.per_vcpu[0].as_json(),
+        "samples": taken.samples,
+        "instructions": estimate.instructions_per_inference,
+        "shares": estimate.shares,
+        "features": calibration_features(point, cpu),
+        "measured_ms": min(times),
+        "median_ms": statistics.median(times),
+        "runs": len(times),
+        "load_at_fastest": load,
+    }
 
 
 def fitted(what: str, summary: Any, weights: list[float]) -> dict[str, Any]:
@@ -670,9 +676,7 @@ def x86(
     results["held_out_recipes"] = recipe_results
 
     if real:
-        print(
-            "\n-- real models (docs/real-models.md), with the calibration set's weights and mix"
-        )
+        print("\n-- real models (docs/real-models.md), with the calibration set's weights and mix")
         for row in real:
             row["held_ms"] = predict(row, weights)
         table(real, "held_ms", mix)
