@@ -210,8 +210,13 @@ def gone(pid: int, seconds: float = 10.0) -> bool:
 
 def test_the_tether_relays_the_protocol_and_the_exit_status(tmp_path: Path) -> None:
     process = tethered(tmp_path, sys.executable, "-m", "harness.worker")
-    out, _ = process.communicate(encode({"id": 1, "op": "hello", "formats": []}), timeout=60)
-    assert decode(out.splitlines()[0])["result"]["machine"]
+    assert process.stdin is not None and process.stdout is not None
+    # As the host does: the reply is read before the session ends (closing stdin first gives a
+    # worker still starting only the tether's grace period, which a loaded machine can exceed).
+    process.stdin.write(encode({"id": 1, "op": "hello", "formats": []}))
+    process.stdin.flush()
+    assert decode(process.stdout.readline())["result"]["machine"]
+    process.communicate(timeout=60)
     assert process.returncode == 0
     process = tethered(tmp_path, sys.executable, "-c", "import os; os.kill(os.getpid(), 9)")
     process.communicate(timeout=30)
