@@ -6,7 +6,8 @@ bit-identical outputs (tests/test_answer_cache.py runs a board twice and compare
 the dataset rows a board answered (accuracy's agreement sample, parity's sample) are kept per row
 under a key of all of those plus the harness's worker sources, and a later session asks the board
 only the rows it has not answered yet. A change to any part of the key (a new model in a pull
-request) misses. Measured latency and memory are never kept: they belong to their session.
+request) misses. Measured latency and memory are never kept: they belong to their session (on
+an emulated board a language model's filled context is, harness.suites.context_memory).
 
 An entry is one .npz per key: the key's text, the rows, and per row its top-1 class, its scores
 and whether they were finite. Generated inputs (robustness) are kept one .npz per input and

@@ -257,16 +257,20 @@ def test_the_example_on_an_emulated_raspberry_pi_follows_the_plan(
     gguf = found["generation", "slm-q4_k_m", "rpi4"]["figures"]
     assert "llama.cpp" in gguf["estimate_unavailable"] and gguf["tokens_per_s"] > 0
     # Warm: what the board answered is kept; the next session draws the same sample and asks
-    # the board nothing more.
-    again = pytester.runpytest("--device=rpi4", "-k", "perplexity and slm-int4",
+    # the board nothing more, and reads the filled context's memory instead of filling it again.
+    again = pytester.runpytest("--device=rpi4", "-k", "(perplexity or memory) and slm-int4",
                                f"--harness-json={out}", "-p", "no:cacheprovider")  # fmt: skip
-    again.assert_outcomes(passed=1)
+    again.assert_outcomes(passed=2)
     warm = results(out)["perplexity", "slm-int4", "rpi4"]["figures"]
     assert warm["board_windows_from_cache"] == warm["agreement_windows"]
     assert (
         warm["host_agreement"]
         == found["perplexity", "slm-int4", "rpi4"]["figures"]["host_agreement"]
     )
+    cold_memory = found["memory", "slm-int4", "rpi4"]["figures"]
+    warm_memory = results(out)["memory", "slm-int4", "rpi4"]["figures"]
+    assert "in an earlier session" in warm_memory["measured_in"]
+    assert warm_memory["emulated_peak_mb"] == cold_memory["emulated_peak_mb"]
 
 
 def test_decode_regression_on_an_emulated_board_is_decided_on_the_estimates(

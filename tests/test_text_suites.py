@@ -5,6 +5,7 @@ checking around it."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,9 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
             self.profile = profile
             self.worker = self  # the pair's worker: this stub answers for both
 
+        def answer_key(self, base: bool) -> dict[str, Any]:
+            return {"stub": id(self)}  # nothing kept from another test
+
         def other(self, model: ModelSpec) -> OomPair:
             return self  # the fresh worker the memory suite fills: this stub too
 
@@ -157,6 +161,13 @@ def test_a_peak_above_the_boards_ram_fails_the_memory_gate_with_the_figure(
         hello = {"empty_peak_kb": 60 * mb}
         loaded = {"peak_kb": load_mb * mb, "context_length": 512}
         profile = load_profiles()["rpi-zero-2w"]
+
+        @property
+        def worker(self) -> FitPair:
+            return self  # the pair's worker: this stub answers for both
+
+        def answer_key(self, base: bool) -> dict[str, Any]:
+            return {"stub": [load_mb, filled_mb, time.time_ns()]}  # nothing kept from another test
 
         def other(self, model: ModelSpec) -> FitPair:
             return self  # the fresh worker the memory suite fills
@@ -230,3 +241,84 @@ def test_a_text_is_scored_in_requests_of_a_few_seconds_with_progress_between(
     assert result["chosen"] == list(range(12)) and result["counts"] == [3] * 12
     assert list(result["nll"]) == [float(w) for w in range(12) for _ in range(3)]
     assert seen[-1] == ("windows", 12, 12) and len(seen) == len(asked) - 1
+
+
+def test_the_board_sample_holds_the_window_that_priced_it() -> None:
+    """The first window (or prompt) prices the others and is answered before the sample is
+    drawn: it is one of the sample, so the board answers `wanted` parts, not one more."""
+    from types import SimpleNamespace
+
+    from harness.suites.textwork import MIN_WINDOWS, board_sample
+
+    def pair(budget_s: float, seed: int = 0) -> Any:
+        config = SimpleNamespace(plan=SimpleNamespace(budget_s=budget_s), seed=seed)
+        return SimpleNamespace(config=config)
+
+    assert board_sample(pair(60), 5, 10.0) == [0, 1, 2, 3, 4]  # all fit
+    for seed in range(20):
+        chosen = board_sample(pair(30, seed), 40, 10.0)  # three fit
+        assert chosen[0] == 0 and len(chosen) == len(set(chosen)) == 3
+        assert all(0 < w < 40 for w in chosen[1:]) and chosen == sorted(chosen)
+    assert board_sample(pair(60), 40, 457.0)[0] == 0  # none fit: the least that says anything
+    assert len(board_sample(pair(60), 40, 457.0)) == MIN_WINDOWS
+    assert {tuple(board_sample(pair(30, s), 40, 10.0)) for s in range(20)} != {(0, 1, 2)}
+
+
+def test_an_emulated_boards_filled_context_is_kept_for_the_next_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Filling a field-scale context under QEMU costs minutes: the second session on the same
+    emulated board (same key) reads the figures and starts no worker; another key fills again."""
+    from types import SimpleNamespace
+
+    from harness.baseline import BaselineContext
+    from harness.config import ModelSpec
+    from harness.devices import load_profiles
+    from harness.language_config import GenerateSettings
+    from harness.suites import context_memory
+
+    monkeypatch.setenv("HARNESS_ANSWERS_CACHE", str(tmp_path))
+    mb = 1024
+    starts: list[str] = []
+
+    class Board:
+        model = ModelSpec(
+            "lm", Path("lm.onnx"), task="generate", text=Path(__file__), generate=GenerateSettings()
+        )
+        target = SimpleNamespace(fidelity="emulated")
+        baseline = BaselineContext()
+        shared = SimpleNamespace(native_empty_peak_kb=lambda formats, files: 40 * mb)
+        hello = {"empty_peak_kb": 60 * mb}
+        loaded = {"peak_kb": 200 * mb, "context_length": 512}
+        profile = load_profiles()["rpi4"]
+
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        @property
+        def worker(self) -> Board:
+            return self
+
+        def answer_key(self, base: bool) -> dict[str, Any]:
+            return {"board": self.key}
+
+        def other(self, model: ModelSpec) -> Board:
+            return self
+
+        def start(self) -> None:
+            starts.append(self.key)
+
+        def close(self) -> None:
+            return None
+
+        def request(self, op: str, **arguments: Any) -> dict[str, Any]:
+            return {"peak_kb": 300 * mb, "context_tokens": 128, "fill_s": 600.0}
+
+    cold = context_memory.measure(Board("a"))  # type: ignore[arg-type]
+    warm = context_memory.measure(Board("a"))  # type: ignore[arg-type]
+    other = context_memory.measure(Board("b"))  # type: ignore[arg-type]
+    assert starts == ["a", "b"]  # the warm session started no fresh worker
+    assert warm.figures["board_peak_mb"] == cold.figures["board_peak_mb"] == 280.0
+    assert warm.figures["load_peak_mb"] == 200.0 and warm.fidelity == "emulated"
+    assert "in an earlier session (600 s; from cache" in warm.figures["measured_in"]
+    assert "earlier session" not in cold.figures["measured_in"] + other.figures["measured_in"]

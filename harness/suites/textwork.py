@@ -4,8 +4,9 @@ seconds, progress between them), the host's native reference, and the board's bu
 The emulation plan for language models (docs/language-models.md): quality is the same everywhere
 but for the last digits of the kernels, so on an expensive (emulated) device it is computed
 natively on this host, over the whole text or prompt set, and the board answers a seeded sample
-of windows or prompts that fits `plan.budget_s`, priced by the first window it scored; the board's
-agreement with the host on that sample, with its exact interval, decides `device_top1_min`.
+of windows or prompts that fits `plan.budget_s`, priced by the first window it scored (which is
+one of the sample: at field scale one window costs minutes under QEMU); the board's agreement with
+the host on that sample, with its exact interval, decides `device_top1_min`.
 
 What a board answered is kept across sessions (`BoardAnswers`, beside harness.answers_cache's
 entries and under the same kind of key: model bytes, image, emulator, CPU, runtime, threads,
@@ -99,11 +100,14 @@ def first_window(request: Requester, like: ModelSpec) -> tuple[float, dict[str, 
 
 def board_sample(pair: Pair, count: int, cost_s: float) -> list[int]:
     """Which of `count` windows (or prompts) the board answers: all that fit the plan's budget
-    at `cost_s` each, else a seeded sample of at least MIN_WINDOWS."""
+    at `cost_s` each, else the first (it priced the others, so the board has answered it
+    already) and a seeded sample of the rest, at least MIN_WINDOWS in all."""
     budget = pair.config.plan.budget_s
     affordable = int(budget / max(cost_s, 1e-9))
     wanted = count if affordable >= count else max(MIN_WINDOWS, affordable)
-    return sample_indices(count, min(count, wanted), pair.config.seed)
+    if wanted >= count:
+        return list(range(count))
+    return [0] + [1 + i for i in sample_indices(count - 1, wanted - 1, pair.config.seed)]
 
 
 def on_host(model: ModelSpec, pair: Pair) -> WorkerHandle:
@@ -125,9 +129,9 @@ class BoardAnswers:
     """A board's answers to a text suite's parts (windows or prompts), kept across sessions as
     JSON: {part index: answer}, and the price of one part ("cost_s"). Emulated devices only."""
 
-    def __init__(self, pair: Pair, op: str, **identity: Any) -> None:
+    def __init__(self, pair: Pair, op: str, base: bool = False, **identity: Any) -> None:
         self.active = pair.profile.emulated
-        fields = (pair.worker.answer_key(False) if self.active else {}) | {"op": op} | identity
+        fields = (pair.worker.answer_key(base) if self.active else {}) | {"op": op} | identity
         self.key = key_text(fields)
         name = hashlib.sha256(self.key.encode()).hexdigest()[:40]
         self.path = cache_folder() / f"text-{name}.json"
