@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.baseline import Baseline, file_digest
-from harness.config import HarnessConfig, ModelSpec
+from harness.config import GATE_KEYS, GateSpec, HarnessConfig, ModelSpec
 from harness.language_config import language_model_problem
 from harness.links import link_on_path
 from harness.policy import GateChange, config_changes, for_model, stricter
@@ -114,13 +114,11 @@ def _stricter_per_device(base: ModelSpec, proposed: ModelSpec) -> dict[str, Any]
     for device in sorted({*base.device_gates, *proposed.device_gates}):
         there = stricter(base.gates_for(device), proposed.gates_for(device))
         if there != overall:
-            overrides[device] = replace(
-                there,
+            overrides[device] = GateSpec(
                 **{
-                    name: None
-                    for name, value in vars(there).items()
-                    if value == getattr(overall, name)
-                },
+                    name: None if value == getattr(overall, name) else value
+                    for name, value in ((n, getattr(there, n)) for n in GATE_KEYS)
+                }
             )
     return overrides
 

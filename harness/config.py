@@ -13,9 +13,9 @@ import os
 import re
 import tomllib
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import catalogue
 from harness.devices import DeviceProfile, load_profiles
@@ -34,48 +34,39 @@ TASKS = ("classification", "regression", "generate")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
-@dataclass(frozen=True)
-class GateSpec:
-    """Thresholds; None means the gate is not set."""
-
-    accuracy_min: float | None = None  # fraction correct (top-1)
-    accuracy_max_drop: float | None = None  # vs baseline, absolute fraction
-    mae_max: float | None = None  # regression outputs: mean absolute error
-    # samples whose outputs hold NaN or infinity: set by default, a model that outputs NaN fails
-    nonfinite_max: float | None = 0.0
-    latency_p90_ms_max: float | None = None  # measured/estimated figures only
-    latency_max_regression: float | None = None  # vs baseline, fraction (0.05 = +5%)
-    memory_peak_mb_max: float | None = None
-    memory_max_growth: float | None = None  # vs baseline, fraction
-    instructions_max_regression: float | None = None  # vs baseline, counted: no statistics
-    size_kb_max: float | None = None
-    # parity with the model named by parity_with (same inputs, both on this device)
-    parity_top1_min: float | None = None  # fraction of samples with the same top-1 class
-    parity_max_abs_error: float | None = None  # largest absolute difference of any score
-    parity_cosine_min: float | None = None  # smallest per-sample cosine similarity
-    # device parity: this device's outputs against the same model run natively on the host
-    device_top1_min: float | None = None
-    device_max_abs_error: float | None = None
-    device_cosine_min: float | None = None
-    # language models (task = "generate"); see docs/language-models.md
-    perplexity_max: float | None = None  # token-level perplexity of the text file
-    perplexity_max_growth: float | None = None  # vs baseline, fraction (0.10 = +10%)
-    answer_accuracy_min: float | None = None  # fraction of prompts answered as expected
-    ttft_p90_ms_max: float | None = None  # time to first token, measured/estimated only
-    decode_p90_ms_max: float | None = None  # per generated token, measured/estimated only
-    tokens_per_s_min: float | None = None  # generated tokens per second (1 / median step)
-    decode_max_regression: float | None = None  # vs baseline: paired ratio of decode steps
-    perplexity_ratio_max: float | None = None  # vs parity_with: this perplexity / the other's
-    token_agreement_min: float | None = None  # vs parity_with: same greedy next token
-    kld_mean_max: float | None = None  # vs parity_with: mean KL divergence (nats) per token
-    kld_p99_max: float | None = None  # vs parity_with: its 99th percentile
-
-    def overridden_by(self, other: GateSpec) -> GateSpec:
-        changes = {f.name: getattr(other, f.name) for f in fields(other)}
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+def _overridden_by(self: GateSpec, other: GateSpec) -> GateSpec:
+    """These thresholds with every one `other` sets in their place (a device's override)."""
+    changes = {name: getattr(other, name) for name in GATE_KEYS}
+    return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[type-var]
 
 
-GATE_KEYS = tuple(f.name for f in fields(GateSpec))
+GATE_KEYS = tuple(catalogue.GATES)
+if TYPE_CHECKING:
+
+    class GateSpec:
+        """Thresholds, one attribute per gate of the catalogue; None: the gate is not set."""
+
+        def __init__(self, **thresholds: float | None) -> None: ...
+        def __getattr__(self, gate: str) -> float | None: ...
+        def overridden_by(self, other: GateSpec) -> GateSpec: ...
+
+else:
+    # One field per catalogue gate (its default, its meaning as the field's doc): a new gate is
+    # a catalogue entry and the code that measures its figure, not a field written here too.
+    GateSpec = make_dataclass(
+        "GateSpec",
+        [
+            (g.name, float | None, field(default=g.default, metadata={"meaning": g.meaning}))
+            for g in catalogue.GATES.values()
+        ],
+        frozen=True,
+        namespace={
+            "overridden_by": _overridden_by,
+            "__doc__": "Thresholds, one field per gate of the catalogue; None: not set.",
+            "__module__": __name__,  # make_dataclass's `module` argument is Python 3.12's
+        },
+    )
+
 RELATIVE_GATES = catalogue.gates_of(relative=True)  # they need a baseline
 FRACTION_GATES = catalogue.gates_of(fraction=True)  # thresholds in [0, 1]
 PARITY_GATES = tuple(g for g in catalogue.GATES if g.startswith("parity_"))
@@ -273,7 +264,7 @@ def _gates(table: Any, where: str, override: bool = False) -> GateSpec:
                 f"{where}: {key} = {value} is a fraction between 0 and 1 (0.95 means 95%)"
             )
         values[key] = float(value)
-    unset = {f.name: None for f in fields(GateSpec)} if override else {}
+    unset = dict.fromkeys(GATE_KEYS) if override else {}
     return GateSpec(**(unset | values))
 
 

@@ -92,8 +92,8 @@ def _compare(scope: str, key: str, before: float | None, after: float | None) ->
 
 def _gate_changes(scope: str, before: GateSpec, after: GateSpec) -> list[GateChange]:
     found = (
-        _compare(scope, f.name, getattr(before, f.name), getattr(after, f.name))
-        for f in fields(GateSpec)
+        _compare(scope, name, getattr(before, name), getattr(after, name))
+        for name in catalogue.GATES
     )
     return [change for change in found if change is not None]
 
@@ -109,7 +109,7 @@ def model_changes(before: ModelSpec, after: ModelSpec) -> list[GateChange]:
             k
             for spec in (before.device_gates.get(device), after.device_gates.get(device))
             if spec is not None
-            for k in (f.name for f in fields(GateSpec))
+            for k in catalogue.GATES
             if getattr(spec, k) is not None
         }
         changes += [c for c in effective if c.key in overridden]
@@ -119,12 +119,12 @@ def model_changes(before: ModelSpec, after: ModelSpec) -> list[GateChange]:
 def stricter(before: GateSpec, after: GateSpec) -> GateSpec:
     """Each gate at the stricter of the two thresholds (a gate set in either is set)."""
     values: dict[str, float | None] = {}
-    for f in fields(GateSpec):
-        old, new = getattr(before, f.name), getattr(after, f.name)
+    for name in catalogue.GATES:
+        old, new = getattr(before, name), getattr(after, name)
         if old is None or new is None:
-            values[f.name] = new if old is None else old
+            values[name] = new if old is None else old
         else:
-            values[f.name] = new if catalogue.gate(f.name).tightened(old, new) else old
+            values[name] = new if catalogue.gate(name).tightened(old, new) else old
     return GateSpec(**values)
 
 

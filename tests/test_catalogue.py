@@ -60,3 +60,28 @@ def test_a_min_gate_is_stricter_higher_and_a_max_gate_lower() -> None:
     assert not catalogue.gate("accuracy_min").tightened(0.95, 0.9)
     assert catalogue.gate("latency_p90_ms_max").tightened(10, 8)
     assert not catalogue.gate("tokens_per_s_min").tightened(20, 10)
+
+
+def test_a_new_gate_is_one_catalogue_entry(pytester: pytest.Pytester) -> None:
+    """A gate on a figure a suite already reports (latency p50) needs its catalogue entry and
+    nothing else: the config accepts the key, the rule decides it, the policy knows which way is
+    stricter. Tried in a pytest process whose catalogue has one entry more."""
+    import sys
+
+    from harness.modelgen.onnx import mlp
+
+    mlp(pytester.path / "m.onnx")
+    (pytester.path / "harness.toml").write_text(
+        '[[models]]\nname = "m"\npath = "m.onnx"\n[models.gates]\nlatency_p50_ms_max = 0.001\n'
+    )
+    (pytester.path / "run.py").write_text(
+        "import sys\n"
+        "from harness import catalogue\n"
+        "entry = catalogue.Gate('latency_p50_ms_max', 'latency', 'p50_ms', 'max', meaning='p50')\n"
+        "catalogue.GATES = {**catalogue.GATES, entry.name: entry}\n"
+        "import pytest\n"
+        "sys.exit(pytest.main(['-p', 'no:cacheprovider', '-k', 'latency']))\n"
+    )
+    result = pytester.run(sys.executable, "run.py")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*latency p50 * ms > 0.001 ms (host, measured*"])
