@@ -547,7 +547,7 @@ def predict(row: dict[str, Any], weights: list[float]) -> float:
 
 
 # Where an estimate fitted on some rows holds (as the harness's estimate checks it: model.
-# band_conditions): their instruction mix, and their instructions per inference.
+# mix_conditions): their instruction mix, and their instructions per inference.
 Where = tuple[MixRange, tuple[float, float]]
 
 

@@ -29,7 +29,7 @@ from harness.timing.model import (
     CpuModel,
     MixRange,
     VcpuCounts,
-    band_conditions,
+    busiest_vcpu,
     cpu_model_from_toml,
     cpu_model_toml,
     dram_ms,
@@ -37,6 +37,7 @@ from harness.timing.model import (
     estimate_ms,
     group_shares,
     machine_matches,
+    mix_conditions,
 )
 from harness.timing.run import TimingCounts, parse_records
 from harness.timing.validation import (
@@ -367,8 +368,9 @@ def test_shares_are_of_the_busiest_vcpus_instructions() -> None:
     assert shares["memory"] == pytest.approx(0.1) and shares["simd_wide_int"] == 0.0
     model = cpu(band_fraction=0.2, mix=SCALAR_MIX)
     # vCPU 1 is the busiest (more cycles): its mix decides, not vCPU 0's.
-    outside, busiest = band_conditions([counts(0, int=10), counts(1, simd128_fp=10**6)], 1, model)
-    assert busiest["simd_fp"] == 1.0 and outside
+    per_vcpu = [counts(0, int=10), counts(1, simd128_fp=10**6)]
+    assert group_shares(busiest_vcpu(per_vcpu, model))["simd_fp"] == 1.0
+    assert mix_conditions(per_vcpu, model)
 
 
 def test_a_mix_outside_the_calibration_sets_gets_the_out_of_mix_band_never_its_own() -> None:

@@ -36,12 +36,14 @@ from harness.timing.model import (
     OUTSIDE_MIX_BAND,
     CpuModel,
     VcpuCycles,
-    band_conditions,
+    busiest_vcpu,
     cpu_model_from_toml,
     estimate_cycles,
     estimate_ms,
+    group_shares,
     machine_matches,
     mix_conditions,
+    setting_conditions,
 )
 
 if TYPE_CHECKING:
@@ -83,9 +85,9 @@ class TimingEstimate:
     cpu: str  # timing-model CPU name
     qemu_cpu: str
     fidelity: str = FIDELITY
-    # Why the band does not hold for this estimate (harness.timing.model.band_conditions: the
-    # instruction mix, the threads or the machine differ from those it was measured under);
-    # empty: validated.
+    # Why the band does not hold for this estimate (harness.timing.model's mix_conditions and
+    # setting_conditions: the instruction mix, the threads or the machine differ from those it
+    # was measured under, and no widened band covers it); empty: validated.
     outside: tuple[str, ...] = ()
     shares: dict[str, float] | None = None  # the busiest vCPU's instruction-group shares
 
@@ -332,19 +334,21 @@ def estimate_from_counts(
     """The estimate for counts already taken (pure). `machine`: the machine the estimate is of,
     where a fitted model names the one it was measured on (host_machine(); None: not checked)."""
     per_vcpu = tuple(estimate_cycles(v, cpu) for v in counts.per_vcpu)
-    outside, shares = band_conditions(counts.per_vcpu, counts.threads, cpu, machine, counts.samples)
-    band, description = cpu.band_fraction, cpu.describe()
+    shares = group_shares(busiest_vcpu(counts.per_vcpu, cpu))
     mix = mix_conditions(counts.per_vcpu, cpu, counts.samples)
-    if outside and band is not None and set(outside) <= set(mix):
+    outside = setting_conditions(counts.threads, cpu, machine)  # no band covers these
+    band, description = cpu.band_fraction, cpu.describe()
+    if mix and not outside and band is not None:
         # Only the mix or the size differs from the band's models: the band measured for
         # estimates outside the mix (OUTSIDE_MIX_BAND), said in the description.
         band = max(band, OUTSIDE_MIX_BAND)
         carried = "" if cpu.machine is not None else " (measured on x86, carried over)"
         description += (
-            f"; {'; '.join(outside)}: band widened to ±{band:.0%}, the largest error of "
+            f"; {'; '.join(mix)}: band widened to ±{band:.0%}, the largest error of "
             f"estimates outside the mix in the held-out validation{carried}"
         )
-        outside = ()
+    else:
+        outside = mix + outside
     return TimingEstimate(
         ms=estimate_ms(counts.per_vcpu, cpu, counts.samples),
         band_fraction=band,

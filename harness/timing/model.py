@@ -48,8 +48,9 @@ __all__ = [
     "dram_ms",
     "estimate_cycles",
     "OUTSIDE_MIX_BAND",
-    "band_conditions",
+    "busiest_vcpu",
     "mix_conditions",
+    "setting_conditions",
     "estimate_ms",
     "group_shares",
     "machine_matches",
@@ -417,13 +418,19 @@ def machine_matches(recorded: str, actual: str) -> bool:
 OUTSIDE_MIX_BAND = 0.67
 
 
+def busiest_vcpu(per_vcpu: Sequence[VcpuCounts], cpu: CpuModel) -> VcpuCounts:
+    """The vCPU with the most estimated cycles: it decides the estimate, and its mix the band."""
+    if not per_vcpu:
+        raise ValueError("no vCPU ran between the markers: nothing to estimate")
+    return max(per_vcpu, key=lambda v: estimate_cycles(v, cpu).cycles)
+
+
 def mix_conditions(
     per_vcpu: Sequence[VcpuCounts], cpu: CpuModel, samples: int = 1
 ) -> tuple[str, ...]:
     """Where these counts' instruction mix (busiest vCPU) or instructions per inference leave
     those of the models `cpu`'s band was measured on, or no mix was recorded to say: what
     OUTSIDE_MIX_BAND covers."""
-    busiest = max(per_vcpu, key=lambda v: estimate_cycles(v, cpu).cycles)
     reasons = []
     if cpu.mix is None:  # nothing says the mix is inside: take it as outside
         reasons.append(
@@ -431,7 +438,7 @@ def mix_conditions(
             "recorded: `harness calibrate` writes one with it)"
         )
     else:
-        out = cpu.mix.outside(group_shares(busiest))
+        out = cpu.mix.outside(group_shares(busiest_vcpu(per_vcpu, cpu)))
         if out:
             reasons.append("instruction mix outside the calibration set's: " + ", ".join(out))
     size = sum(v.instructions for v in per_vcpu) / samples
@@ -445,24 +452,11 @@ def mix_conditions(
     return tuple(reasons)
 
 
-def band_conditions(
-    per_vcpu: Sequence[VcpuCounts],
-    threads: int,
-    cpu: CpuModel,
-    machine: str | None = None,
-    samples: int = 1,
-) -> tuple[tuple[str, ...], dict[str, float]]:
-    """Where an estimate from these counts (over `samples` inferences) leaves the conditions
-    `cpu`'s band was measured under: the busiest vCPU's instruction mix against cpu.mix, the
-    instructions per inference against cpu.band_instructions, the intra-op threads against
-    cpu.band_threads, and `machine` (the machine the estimate is of, where it is this one;
-    None: not checked) against the machine a fitted model was measured on. Returns (the reasons,
-    empty when the band holds; the busiest vCPU's group shares)."""
-    if not per_vcpu:
-        raise ValueError("no vCPU ran between the markers: nothing to estimate")
-    busiest = max(per_vcpu, key=lambda v: estimate_cycles(v, cpu).cycles)
-    shares = group_shares(busiest)
-    reasons = list(mix_conditions(per_vcpu, cpu, samples))
+def setting_conditions(threads: int, cpu: CpuModel, machine: str | None = None) -> tuple[str, ...]:
+    """Where the estimate's setting leaves the band's, which no band covers: other intra-op
+    threads than cpu.band_threads, and `machine` (the machine the estimate is of, where it is
+    this one; None: not checked) other than the one a fitted model was measured on."""
+    reasons = []
     if threads != cpu.band_threads:
         reasons.append(f"{threads} intra-op threads; the band was measured at {cpu.band_threads}")
     if (
@@ -471,7 +465,7 @@ def band_conditions(
         and not machine_matches(cpu.machine, machine)
     ):
         reasons.append(f"fitted on {cpu.machine}, and this machine is {machine}")
-    return tuple(reasons), shares
+    return tuple(reasons)
 
 
 def _cache(data: Mapping[str, Any] | None, where: str) -> CacheGeometry | None:
