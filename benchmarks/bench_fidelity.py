@@ -51,6 +51,7 @@ from typing import Any
 from harness.backends.base import WorkerError
 from harness.devices import load_profiles
 from harness.images.common import harness_cache
+from harness.runtimes import format_of
 from harness.timing import (
     CPU_FOLDER,
     estimate_from_counts,
@@ -216,6 +217,7 @@ def model_files() -> list[dict[str, Any]]:
 # Language models: the example's 3.2 M decoder (examples/slm/build_model.py, the harness's own
 # example: calibration) and a SmolLM2-135M-shaped one (issue 26's benchmarks/make_slm_models.py,
 # cached under slm-scale/: held out), each in three precisions, as ONNX Runtime GenAI folders.
+GGUF = ("f16", "q8_0", "q4_k_m")  # the llama.cpp variants of each decoder
 LM_PROMPT, LM_NEW = 32, 8  # the prefill of 32 tokens, then 7 decode steps (counted and timed)
 
 
@@ -233,12 +235,13 @@ def lm_files() -> list[dict[str, Any]]:
     )
     if done.returncode == 0:
         small = Path(done.stdout.strip().splitlines()[-1])
-        for name in ("slm-float", "slm-int8", "slm-int4"):
+        for name in ("slm-float", "slm-int8", "slm-int4", *(f"slm-{q}.gguf" for q in GGUF)):
             found.append(
                 {
                     "arch": "decoder_3m",
-                    "recipe": name.removeprefix("slm-"),
-                    "role": "calibration",
+                    "recipe": name.removeprefix("slm-").removesuffix(".gguf"),
+                    # llama.cpp's kernels: held out of the fit (a runtime it never saw)
+                    "role": "held-out runtime" if name.endswith(".gguf") else "calibration",
                     "path": small / "models" / name,
                     "text": small / "data" / "valid.txt",
                 }
@@ -246,11 +249,13 @@ def lm_files() -> list[dict[str, Any]]:
     else:
         print("  the 3.2 M decoder is not built: `python examples/slm/build_model.py --venv`")
     large = sorted(harness_cache("slm-scale").glob("*/smollm2-135m"))
-    for variant in ("onnx-fp32", "onnx-int8", "onnx-int4") if large else ():
+    for variant in ("onnx-fp32", "onnx-int8", "onnx-int4", *(f"{q}.gguf" for q in GGUF)):
+        if not large or not (large[-1] / variant).exists():
+            continue
         found.append(
             {
                 "arch": "decoder_135m",
-                "recipe": variant.removeprefix("onnx-"),
+                "recipe": variant.removeprefix("onnx-").removesuffix(".gguf"),
                 "role": "held-out architecture",
                 "path": large[-1] / variant,
                 "text": large[-1] / "data" / "valid.txt",
@@ -278,9 +283,10 @@ def lm_rows(models: list[dict[str, Any]], runs: int) -> list[dict[str, Any]]:
         counts, cached = generation_counts(
             profiles["host"], model["path"], text, LM_PROMPT, LM_NEW, cpu
         )
-        client = WorkerClient(LocalBackend().start(profiles["host"], [], 1), "host")
+        files = [model["path"]]  # a GGUF model's worker runs under the llama.cpp set's loader
+        client = WorkerClient(LocalBackend().start(profiles["host"], files, 1), "host")
         try:
-            client.request("hello", 300, formats=["genai"])
+            client.request("hello", 300, formats=[format_of(model["path"])])
             client.request("load", 300, model_id="m", path=str(model["path"]), threads=1)
             load = os.getloadavg()[0]
             bench = client.request(

@@ -19,6 +19,11 @@ plus what the container would have mounted:
     /data/<i>/file<.ext>     the files the worker reads (symlinks; the names do not depend on the
                              host's names, so the worker's requests are the same bytes for any
                              model with that suffix)
+    /opt/llama.cpp           for a GGUF model, the llama.cpp runtime set (harness.images.llamacpp;
+                             symlink). Its libraries need a newer glibc than the image's, so QEMU
+                             runs the set's loader with the interpreter as its program, as the
+                             worker re-executes itself in a container: a re-exec under QEMU would
+                             leave the plugin behind.
 
 Determinism (the same instruction count on every run; each item below was seen to change counts):
 
@@ -64,6 +69,7 @@ from harness.backends.local import ProcessChannel
 from harness.counting import CountingError, CountResult
 from harness.counting.build import PluginBuildError, build_plugin, installed_qemu, qemu_banner
 from harness.devices import HOST_ARCH, UNAME_MACHINE, DeviceProfile
+from harness.runtimes import llamacpp_set
 
 HARNESS_DIR = Path(harness.__file__).resolve().parent
 # Where the profile names no `cpu`: QEMU's "max" (every feature its TCG emulates; x86_64's
@@ -191,11 +197,25 @@ def copy_worker_sources(destination: Path) -> None:
             shutil.copyfile(source, destination / entry)
 
 
+def llama_cpp_set(profile: DeviceProfile, files: Sequence[Path]) -> Path | None:
+    """The llama.cpp runtime set of `profile`'s arch where `files` hold a GGUF model (None
+    otherwise); BackendUnavailable, saying how to fetch it, where it is missing."""
+    from harness.images import llamacpp
+
+    if not llamacpp.needed_by(files):
+        return None
+    folder = llamacpp.installed(profile.target_arch)
+    if folder is None:
+        raise BackendUnavailable(llamacpp.missing_message(profile.target_arch, profile.name))
+    return folder
+
+
 def build_prefix(
     root: Path,
     interpreter: Interpreter,
     files: Sequence[Path],
     cpuinfo: Path | None,
+    llama_cpp: Path | None = None,
 ) -> dict[Path, str]:
     """Fill `root` as the -L prefix (module docstring); returns host file -> path in the guest."""
     root.mkdir(parents=True)
@@ -210,6 +230,8 @@ def build_prefix(
     opt.mkdir()
     if interpreter.site is not None:
         (opt / "site").symlink_to(interpreter.site)
+    if llama_cpp is not None:
+        (root / llamacpp_set.CONTAINER_PATH.lstrip("/")).symlink_to(llama_cpp)
     copy_worker_sources(root / HARNESS_GUEST.lstrip("/") / "harness")
     (root / HOME_GUEST.lstrip("/")).mkdir(parents=True)
     path_map: dict[Path, str] = {}
@@ -224,10 +246,15 @@ def build_prefix(
     return path_map
 
 
-def worker_environment(threads: int, interpreter: Interpreter) -> dict[str, str]:
-    """The worker's whole environment: fixed, so that nothing about the host's changes counts."""
+def worker_environment(
+    threads: int, interpreter: Interpreter, llama_cpp: bool = False
+) -> dict[str, str]:
+    """The worker's whole environment: fixed, so that nothing about the host's changes counts.
+    `llama_cpp`: the worker runs under the llama.cpp set's loader already (no re-exec)."""
     pythonpath = [HARNESS_GUEST] + ([SITE_GUEST] if interpreter.site is not None else [])
     extra: dict[str, str] = {}
+    if llama_cpp:
+        extra[llamacpp_set.ENV] = extra[llamacpp_set.UNDER_LOADER] = llamacpp_set.CONTAINER_PATH
     if interpreter.kind == "host":
         # The host's bytecode caches come and go (any host process may write one), and whether a
         # module was compiled or loaded from its .pyc changes the counts: always compile. (The
@@ -262,9 +289,15 @@ def plugin_option(plugin: Path, outfile: Path, **options: object) -> str:
 
 
 def qemu_command(
-    qemu: str, cpu: str, prefix: Path, plugin_argument: str, interpreter: Interpreter
+    qemu: str,
+    cpu: str,
+    prefix: Path,
+    plugin_argument: str,
+    interpreter: Interpreter,
+    loader: Sequence[str] = (),
 ) -> list[str]:
-    """The command line; it runs with worker_environment() plus LD_PRELOAD=<libvclock.so>."""
+    """The command line; it runs with worker_environment() plus LD_PRELOAD=<libvclock.so>.
+    `loader`: a dynamic loader and its options (guest paths) that run the interpreter."""
     command = [
         "env", "-C", "/",  # the emulated process's working directory is the host's
         "setarch", platform.machine(), "-R",
@@ -272,11 +305,18 @@ def qemu_command(
         "-U", "LD_PRELOAD",  # the virtual clock is for QEMU, not for the emulated program
         "-plugin", plugin_argument,
     ]  # fmt: skip
+    if loader:
+        # QEMU runs the loader (through the prefix, as the interpreter below), and the loader
+        # opens the interpreter by its guest path, which QEMU looks up under -L.
+        command += ["-0", loader[0], f"{prefix}{loader[0]}", *loader[1:]]
     if interpreter.kind == "rootfs":
         assert interpreter.guest_python is not None
         # Run it through the prefix's symlinks with the guest's argv[0]: Python then finds its
         # prefix at /usr (looked up under -L) and no host path reaches the worker.
-        command += ["-0", interpreter.guest_python, f"{prefix}{interpreter.guest_python}"]
+        if loader:
+            command.append(interpreter.guest_python)
+        else:
+            command += ["-0", interpreter.guest_python, f"{prefix}{interpreter.guest_python}"]
     else:
         command.append(str(interpreter.python))
     return [*command, "-s", "-m", WORKER_MODULE]
@@ -325,15 +365,24 @@ def start_under_plugin(
             '/proc/cpuinfo: add cpuinfo = "cpuinfo/<model>.txt"'
         )
     interpreter = find_interpreter(profile, prefer)
+    llama_cpp = llama_cpp_set(profile, files)
     qemu_cpu = cpu or profile.cpu or DEFAULT_CPU
     workdir = Path(tempfile.mkdtemp(prefix=scratch))
     try:
         prefix = workdir / "root"
-        path_map = build_prefix(prefix, interpreter, files, profile.cpuinfo)
+        path_map = build_prefix(prefix, interpreter, files, profile.cpuinfo, llama_cpp)
         outfile = workdir / outname
         argument = plugin_option(plugin, outfile, **options)
-        command = qemu_command(qemu, qemu_cpu, prefix, argument, interpreter)
-        env = {**worker_environment(threads, interpreter), "LD_PRELOAD": str(vclock)}
+        loader = (
+            llamacpp_set.loader_command(llama_cpp, llamacpp_set.CONTAINER_PATH)
+            if llama_cpp is not None
+            else []
+        )
+        command = qemu_command(qemu, qemu_cpu, prefix, argument, interpreter, loader)
+        env = {
+            **worker_environment(threads, interpreter, llama_cpp is not None),
+            "LD_PRELOAD": str(vclock),
+        }
         channel = QemuChannel(command, env, workdir)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -37,11 +37,14 @@ def manifest(folder: str | Path) -> dict[str, Any]:
     return document
 
 
-def loader_command(folder: str | Path) -> list[str]:
-    """The set's loader and its library path: put a program and its arguments after it."""
+def loader_command(folder: str | Path, seen_as: str | None = None) -> list[str]:
+    """The set's loader and its library path: put a program and its arguments after it.
+    `seen_as`: where the program that runs it sees the set (an emulator's prefix), if not at
+    `folder`."""
     document = manifest(folder)
-    libraries = ":".join(str(Path(folder) / p) for p in document["library_path"])
-    return [str(Path(folder) / document["loader"]), "--library-path", libraries]
+    where = Path(seen_as or folder)
+    libraries = ":".join(str(where / p) for p in document["library_path"])
+    return [str(where / document["loader"]), "--library-path", libraries]
 
 
 def reexec_under_loader() -> None:

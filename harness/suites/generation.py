@@ -239,12 +239,6 @@ def _estimate(pair: Pair, path: Path) -> GenerationEstimate | str:
 
     settings = pair.model.generate
     assert settings is not None and pair.model.text is not None
-    if path.suffix.lower() == ".gguf":
-        return (
-            "the timing model does not count llama.cpp runs yet (a GGUF worker re-executes "
-            "under the llama.cpp runtime set's loader, outside the counting emulator); the "
-            "emulated runs are reported, labelled emulated"
-        )
     if settings.new_tokens < 2:
         return (
             f"new_tokens = {settings.new_tokens}: no decode step to count; set "
