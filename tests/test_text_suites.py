@@ -90,6 +90,7 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
         baseline = BaselineContext()
         hello = {"empty_peak_kb": 60 * 1024}
         loaded = {"peak_kb": 300 * 1024}  # loaded, within the board's RAM
+        client = None  # the pair's worker is not running: the fresh one keys the cache
 
         def __init__(self) -> None:
             self.profile = profile
@@ -161,6 +162,7 @@ def test_a_peak_above_the_boards_ram_fails_the_memory_gate_with_the_figure(
         hello = {"empty_peak_kb": 60 * mb}
         loaded = {"peak_kb": load_mb * mb, "context_length": 512}
         profile = load_profiles()["rpi-zero-2w"]
+        client = None  # the pair's worker is not running: the fresh one keys the cache
 
         @property
         def worker(self) -> FitPair:
@@ -291,6 +293,7 @@ def test_an_emulated_boards_filled_context_is_kept_for_the_next_session(
         hello = {"empty_peak_kb": 60 * mb}
         loaded = {"peak_kb": 200 * mb, "context_length": 512}
         profile = load_profiles()["rpi4"]
+        client = "running"  # the pair's worker runs (other items started it): it keys the cache
 
         def __init__(self, key: str) -> None:
             self.key = key

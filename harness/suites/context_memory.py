@@ -58,13 +58,19 @@ def _fill(pair: Pair, worker: WorkerHandle) -> dict[str, Any]:
     )
 
 
-def _kept(pair: Pair, base: bool) -> textwork.BoardAnswers:
-    """The model's (or its base's) fill on an emulated board, kept across sessions as part 0
-    (inactive elsewhere: nothing is read or written)."""
+def _kept(pair: Pair, fresh: WorkerHandle, base: bool) -> textwork.BoardAnswers:
+    """The fill of `fresh`'s model (the pair's model, or with `base` its base) on an emulated
+    board, kept across sessions as part 0 (inactive elsewhere: nothing is read or written).
+    Keyed by the pair's worker where it runs already (a warm session then starts no other),
+    else by `fresh`, started here: a load that fails for memory fails here, as the suite
+    reports it."""
     settings = pair.model.generate
     assert settings is not None
-    return textwork.BoardAnswers(pair, "fill_context", base, context_tokens=settings.context_tokens,
-                                 **textwork.text_identity(pair.model))  # fmt: skip
+    identity = textwork.text_identity(pair.model) | {"context_tokens": settings.context_tokens}
+    if pair.worker.client is not None and pair.profile.emulated:
+        return textwork.BoardAnswers(pair, "fill_context", base, **identity)
+    fresh.start()
+    return textwork.BoardAnswers(pair, "fill_context", worker=fresh, **identity)
 
 
 def _keep(kept: textwork.BoardAnswers, worker: WorkerHandle, filled: dict[str, Any]) -> None:
@@ -82,14 +88,14 @@ def _keep(kept: textwork.BoardAnswers, worker: WorkerHandle, filled: dict[str, A
 def _base_share_kb(pair: Pair, base: ModelSpec) -> tuple[int, int]:
     """(peak, model share) of the base model filled to the same context with the same text, in
     a worker of its own (or as an earlier session on this emulated board left it)."""
-    kept = _kept(pair, base=True)
-    if 0 not in kept.parts:
-        worker = pair.other(base)
-        try:
+    worker = pair.other(base)
+    try:
+        kept = _kept(pair, worker, base=True)
+        if 0 not in kept.parts:
             worker.start()
             _keep(kept, worker, _fill(pair, worker))
-        finally:
-            worker.close()
+    finally:
+        worker.close()
     fill = kept.parts[0]
     return fill["peak_kb"], fill["peak_kb"] - fill["empty_peak_kb"]
 
@@ -147,7 +153,12 @@ def _peaks(pair: Pair, peak_kb: int, empty_peak_kb: int, fidelity: str) -> dict[
 def _measure(pair: Pair, worker: WorkerHandle, base: ModelSpec | None) -> Measurement:
     settings = pair.model.generate
     assert settings is not None
-    kept = _kept(pair, base=False)
+    try:
+        kept = _kept(pair, worker, base=False)
+    except PairFailure as failure:
+        if not failure.oom:
+            raise
+        return _oom(pair, f"loading the model: {failure}")
     if 0 in kept.parts:
         fill, fidelity = kept.parts[0], pair.profile.fidelity
         measured_in = (

@@ -129,9 +129,19 @@ class BoardAnswers:
     """A board's answers to a text suite's parts (windows or prompts), kept across sessions as
     JSON: {part index: answer}, and the price of one part ("cost_s"). Emulated devices only."""
 
-    def __init__(self, pair: Pair, op: str, base: bool = False, **identity: Any) -> None:
+    def __init__(
+        self,
+        pair: Pair,
+        op: str,
+        base: bool = False,
+        worker: WorkerHandle | None = None,
+        **identity: Any,
+    ) -> None:
+        """Keyed by the pair's worker (its model, or its base with `base`), or by `worker`, a
+        started worker of the same model on the same board (the same key)."""
         self.active = pair.profile.emulated
-        fields = (pair.worker.answer_key(base) if self.active else {}) | {"op": op} | identity
+        keyed = worker or pair.worker
+        fields = (keyed.answer_key(base) if self.active else {}) | {"op": op} | identity
         self.key = key_text(fields)
         name = hashlib.sha256(self.key.encode()).hexdigest()[:40]
         self.path = cache_folder() / f"text-{name}.json"
