@@ -121,6 +121,55 @@ def test_oom_while_filling_the_context_is_a_failing_memory_figure() -> None:
     assert verdict.status == FAIL and "OOM-killed at 512 MB" in verdict.reasons[0]
 
 
+MB = 1024  # kB
+
+
+class EmulatedLmPair:
+    """A language model's pair on an emulated board, as the memory suite sees it: the pair's
+    worker and the fresh worker it fills are this one stub (an empty worker 60 MB under QEMU,
+    40 MB natively); `key` keys the board's cache, `running` says whether the pair's worker
+    runs (then it keys the cache, else the fresh worker, started first). Subclasses answer
+    `request` (the fill)."""
+
+    def __init__(
+        self, device: str, path: str, load_mb: int, key: object, running: bool = False
+    ) -> None:
+        from types import SimpleNamespace
+
+        from harness.baseline import BaselineContext
+        from harness.config import ModelSpec
+        from harness.devices import load_profiles
+        from harness.language_config import GenerateSettings
+
+        self.model = ModelSpec(
+            "lm", Path(path), task="generate", text=Path(__file__), generate=GenerateSettings()
+        )
+        self.profile = load_profiles()[device]
+        self.target = SimpleNamespace(fidelity="emulated")
+        self.baseline = BaselineContext()
+        self.shared = SimpleNamespace(native_empty_peak_kb=lambda formats, files: 40 * MB)
+        self.hello = {"empty_peak_kb": 60 * MB}
+        self.loaded = {"peak_kb": load_mb * MB, "context_length": 512}
+        self.client = "running" if running else None
+        self.key = key
+
+    @property
+    def worker(self) -> EmulatedLmPair:
+        return self
+
+    def answer_key(self, base: bool) -> dict[str, Any]:
+        return {"stub": self.key}
+
+    def other(self, model: object) -> EmulatedLmPair:
+        return self
+
+    def start(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 @pytest.mark.parametrize(
     ("load_mb", "filled_mb", "reason"),
     [
@@ -138,55 +187,24 @@ def test_a_peak_above_the_boards_ram_fails_the_memory_gate_with_the_figure(
     is not filled (minutes under QEMU, and it only adds). The pair is a stub; emulated figures
     are QEMU's (an empty worker 60 MB there, 40 MB natively: the board estimate is 20 MB less)."""
     from dataclasses import replace
-    from pathlib import Path
-    from types import SimpleNamespace
 
-    from harness.baseline import BaselineContext
-    from harness.config import GateSpec, ModelSpec
+    from harness.config import GateSpec
     from harness.devices import load_profiles
     from harness.gates import FAIL, PASS, decide
-    from harness.language_config import GenerateSettings
     from harness.suites import context_memory
 
     profile = load_profiles()["rpi-zero-2w"]
-    mb = 1024
     filled: list[int] = []
 
-    class FitPair:
-        model = ModelSpec(
-            "lm", Path("lm.gguf"), task="generate", text=Path(__file__), generate=GenerateSettings()
-        )
-        target = SimpleNamespace(fidelity="emulated")
-        baseline = BaselineContext()
-        shared = SimpleNamespace(native_empty_peak_kb=lambda formats, files: 40 * mb)
-        hello = {"empty_peak_kb": 60 * mb}
-        loaded = {"peak_kb": load_mb * mb, "context_length": 512}
-        profile = load_profiles()["rpi-zero-2w"]
-        client = None  # the pair's worker is not running: the fresh one keys the cache
-
-        @property
-        def worker(self) -> FitPair:
-            return self  # the pair's worker: this stub answers for both
-
-        def answer_key(self, base: bool) -> dict[str, Any]:
-            return {"stub": [load_mb, filled_mb, time.time_ns()]}  # nothing kept from another test
-
-        def other(self, model: ModelSpec) -> FitPair:
-            return self  # the fresh worker the memory suite fills
-
-        def start(self) -> None:
-            return None
-
-        def close(self) -> None:
-            return None
-
+    class FitPair(EmulatedLmPair):
         def request(self, op: str, **arguments: Any) -> dict[str, Any]:
             assert filled_mb is not None, "filled the context above the board's RAM"
             filled.append(filled_mb)
-            return {"peak_kb": filled_mb * mb, "context_tokens": 128}
+            return {"peak_kb": filled_mb * MB, "context_tokens": 128}
 
     gates = replace(GateSpec(), memory_peak_mb_max=3500.0)  # a threshold far above the board
-    measured = context_memory.measure(FitPair())  # type: ignore[arg-type]
+    stub = FitPair("rpi-zero-2w", "lm.gguf", load_mb, [load_mb, filled_mb, time.time_ns()])
+    measured = context_memory.measure(stub)  # type: ignore[arg-type]
     assert measured.figures["board_peak_mb"] == (filled_mb or load_mb) - 20
     verdict = decide(
         "memory", measured.figures, gates, profile.name, measured.fidelity, measured.flags
@@ -271,55 +289,25 @@ def test_an_emulated_boards_filled_context_is_kept_for_the_next_session(
 ) -> None:
     """Filling a field-scale context under QEMU costs minutes: the second session on the same
     emulated board (same key) reads the figures and starts no worker; another key fills again."""
-    from types import SimpleNamespace
 
-    from harness.baseline import BaselineContext
-    from harness.config import ModelSpec
-    from harness.devices import load_profiles
-    from harness.language_config import GenerateSettings
     from harness.suites import context_memory
 
     monkeypatch.setenv("HARNESS_ANSWERS_CACHE", str(tmp_path))
-    mb = 1024
-    starts: list[str] = []
+    starts: list[object] = []
 
-    class Board:
-        model = ModelSpec(
-            "lm", Path("lm.onnx"), task="generate", text=Path(__file__), generate=GenerateSettings()
-        )
-        target = SimpleNamespace(fidelity="emulated")
-        baseline = BaselineContext()
-        shared = SimpleNamespace(native_empty_peak_kb=lambda formats, files: 40 * mb)
-        hello = {"empty_peak_kb": 60 * mb}
-        loaded = {"peak_kb": 200 * mb, "context_length": 512}
-        profile = load_profiles()["rpi4"]
-        client = "running"  # the pair's worker runs (other items started it): it keys the cache
-
-        def __init__(self, key: str) -> None:
-            self.key = key
-
-        @property
-        def worker(self) -> Board:
-            return self
-
-        def answer_key(self, base: bool) -> dict[str, Any]:
-            return {"board": self.key}
-
-        def other(self, model: ModelSpec) -> Board:
-            return self
-
+    class Board(EmulatedLmPair):
         def start(self) -> None:
             starts.append(self.key)
 
-        def close(self) -> None:
-            return None
-
         def request(self, op: str, **arguments: Any) -> dict[str, Any]:
-            return {"peak_kb": 300 * mb, "context_tokens": 128, "fill_s": 600.0}
+            return {"peak_kb": 300 * MB, "context_tokens": 128, "fill_s": 600.0}
 
-    cold = context_memory.measure(Board("a"))  # type: ignore[arg-type]
-    warm = context_memory.measure(Board("a"))  # type: ignore[arg-type]
-    other = context_memory.measure(Board("b"))  # type: ignore[arg-type]
+    def session(key: str) -> Board:  # the pair's worker runs (other items started it)
+        return Board("rpi4", "lm.onnx", 200, key, running=True)
+
+    cold = context_memory.measure(session("a"))  # type: ignore[arg-type]
+    warm = context_memory.measure(session("a"))  # type: ignore[arg-type]
+    other = context_memory.measure(session("b"))  # type: ignore[arg-type]
     assert starts == ["a", "b"]  # the warm session started no fresh worker
     assert warm.figures["board_peak_mb"] == cold.figures["board_peak_mb"] == 280.0
     assert warm.figures["load_peak_mb"] == 200.0 and warm.fidelity == "emulated"

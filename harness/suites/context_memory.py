@@ -155,6 +155,8 @@ def _measure(pair: Pair, worker: WorkerHandle, base: ModelSpec | None) -> Measur
     assert settings is not None
     try:
         kept = _kept(pair, worker, base=False)
+        if 0 not in kept.parts:
+            worker.start()  # a no-op where it keyed the cache
     except PairFailure as failure:
         if not failure.oom:
             raise
@@ -166,12 +168,6 @@ def _measure(pair: Pair, worker: WorkerHandle, base: ModelSpec | None) -> Measur
             f"({fill['fill_s'] or 0:.0f} s; {answers_cache.NOTE})"
         )
     else:
-        try:
-            worker.start()
-        except PairFailure as failure:
-            if not failure.oom:
-                raise
-            return _oom(pair, f"loading the model: {failure}")
         assert worker.target is not None
         fidelity = worker.target.fidelity
         empty = int(worker.hello["empty_peak_kb"])
